@@ -1,0 +1,43 @@
+# Fitness Centre Medallion Data Platform. `make help` lists the targets.
+# Every target creates .venv/ and installs the project first when needed, so a fresh machine
+# with Python 3.11 and Java 17 needs nothing else.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test lint dev bench reset
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): setup.py pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv/ and install the project with its dev tools
+
+demo: $(STAMP) ## Simulate a small chain, materialize the whole graph, print the report
+	$(BIN)/fitness-assets demo
+
+test: $(STAMP) ## Run lint and the whole test suite (real Spark, real Delta tables)
+	$(BIN)/ruff check fitness_assets fitness_assets_tests
+	$(BIN)/python -m pytest
+
+lint: $(STAMP) ## Lint only
+	$(BIN)/ruff check fitness_assets fitness_assets_tests
+
+dev: $(STAMP) ## Open the Dagster UI on http://127.0.0.1:3000
+	@mkdir -p $(DAGSTER_HOME)
+	$(BIN)/dagster dev -w workspace.yaml
+
+bench: $(STAMP) ## Run the benchmarks; results go to benchmarks/results.json
+	$(BIN)/python -m fitness_assets.bench
+
+reset: $(STAMP) ## Delete the local landing zone, lakehouse and Dagster state under .data/
+	$(BIN)/fitness-assets reset

@@ -1,0 +1,1 @@
+"""Fitness Centre Medallion Data Platform: a Dagster code location on PySpark and Delta Lake."""

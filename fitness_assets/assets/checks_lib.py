@@ -1,0 +1,68 @@
+"""Factories for the asset checks every layer uses: one rule per check, with the number of
+offending rows and a small sample in the metadata."""
+
+
+from collections.abc import Callable, Sequence
+
+from dagster import AssetCheckResult, AssetCheckSeverity, AssetChecksDefinition, MetadataValue, asset_check
+from pyspark.sql import DataFrame
+
+from fitness_assets.assets.common import asset_key
+from fitness_assets.lakehouse.store import TableStore
+from fitness_assets.resources import LakehouseResource, SparkResource
+from fitness_assets.tables import TableSpec
+from fitness_assets.transforms import quality
+
+SAMPLE_ROWS = 5
+
+
+def result_from_offenders(offenders: DataFrame, *, passed_if_zero: bool = True, **metadata) -> AssetCheckResult:
+    """A check result whose outcome is 'no offending rows', with their count and a sample."""
+    count = offenders.count()
+    sample = [r.asDict() for r in offenders.limit(SAMPLE_ROWS).collect()] if count else []
+    return AssetCheckResult(
+        passed=(count == 0) if passed_if_zero else True,
+        metadata={"offending_rows": count, "sample": MetadataValue.json(_jsonable(sample)), **metadata},
+    )
+
+
+def _jsonable(rows: list[dict]) -> list[dict]:
+    return [{k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v)) for k, v in r.items()} for r in rows]
+
+
+def table_check(
+    spec: TableSpec,
+    name: str,
+    description: str,
+    offenders: Callable[[TableStore], DataFrame],
+    *,
+    severity: AssetCheckSeverity = AssetCheckSeverity.ERROR,
+    blocking: bool | None = None,
+) -> AssetChecksDefinition:
+    """A check that passes when ``offenders(store)`` has no rows. ERROR checks block by default."""
+    blocking = severity == AssetCheckSeverity.ERROR if blocking is None else blocking
+
+    @asset_check(asset=asset_key(spec), name=name, description=description, blocking=blocking)
+    def _check(spark: SparkResource, lakehouse: LakehouseResource) -> AssetCheckResult:
+        rows = offenders(lakehouse.store(spark))
+        result = result_from_offenders(rows)
+        return AssetCheckResult(passed=result.passed, severity=severity, metadata=result.metadata)
+
+    return _check
+
+
+def not_null_check(spec: TableSpec, columns: Sequence[str] | None = None) -> AssetChecksDefinition:
+    cols = list(columns or spec.not_null)
+    return table_check(spec, "keys_not_null", f"No NULL in {', '.join(cols)}.",
+                       lambda store: quality.null_keys(store.read(spec), cols))
+
+
+def unique_key_check(spec: TableSpec) -> AssetChecksDefinition:
+    return table_check(spec, "keys_unique", f"Each ({', '.join(spec.keys)}) occurs once.",
+                       lambda store: quality.duplicate_keys(store.read(spec), spec.keys))
+
+
+def rule_check(spec: TableSpec, name: str, bad_condition: str, description: str,
+               severity: AssetCheckSeverity = AssetCheckSeverity.ERROR) -> AssetChecksDefinition:
+    return table_check(spec, name, description, lambda store: quality.violations(store.read(spec), bad_condition),
+                       severity=severity)

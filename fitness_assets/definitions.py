@@ -1,0 +1,53 @@
+"""The Dagster code location: every asset, check, job and resource of the platform.
+
+Definitions are built by a function, so nothing reads the environment or starts Spark while
+this module is imported; ``dagster dev`` and the CLI call it when they load the location.
+"""
+
+from __future__ import annotations
+
+from dagster import AssetSelection, Definitions, define_asset_job, definitions, in_process_executor
+
+from fitness_assets.assets.bronze import bronze_assets, bronze_checks
+from fitness_assets.assets.reference import date_lookup, reference_checks
+from fitness_assets.resources import LakehouseResource, SparkResource
+from fitness_assets.settings import Settings, SparkEnv
+
+ALL_ASSETS_JOB = "all_assets"
+
+ASSETS = [date_lookup, *bronze_assets]
+CHECKS = [*reference_checks, *bronze_checks]
+
+
+def build_resources(settings: Settings | None = None, spark_env: SparkEnv | None = None) -> dict[str, object]:
+    settings = settings or Settings.from_env()
+    spark_env = spark_env or SparkEnv.from_env()
+    return {
+        "spark": SparkResource(mode=spark_env.mode, master=spark_env.master, connect_url=spark_env.connect_url,
+                               driver_memory=spark_env.driver_memory),
+        "lakehouse": LakehouseResource(
+            root=settings.lakehouse_root, landing_root=settings.landing_root,
+            backend=settings.backend, catalog=settings.catalog,
+            reference_date=settings.reference_date.isoformat() if settings.reference_date else None,
+            date_lookup_start=settings.date_lookup_start.isoformat(),
+            date_lookup_end=settings.date_lookup_end.isoformat(),
+            max_files_per_batch=settings.max_files_per_batch, max_batches_per_run=settings.max_batches_per_run,
+        ),
+    }
+
+
+def build_definitions(settings: Settings | None = None, spark_env: SparkEnv | None = None) -> Definitions:
+    return Definitions(
+        assets=ASSETS,
+        asset_checks=CHECKS,
+        jobs=[define_asset_job(ALL_ASSETS_JOB, selection=AssetSelection.all(),
+                               description="Materialize the whole medallion graph with its checks.")],
+        resources=build_resources(settings, spark_env),
+        # One process, one Spark session for a whole run: a JVM per asset step costs ~10 s each.
+        executor=in_process_executor,
+    )
+
+
+@definitions
+def defs() -> Definitions:
+    return build_definitions()

@@ -1,0 +1,64 @@
+"""Dagster resources. The keys ``spark`` and ``lakehouse`` are the same in every environment;
+local, Spark Connect and Databricks differ only in the values given to them."""
+
+
+import datetime as dt
+
+from dagster import ConfigurableResource
+from pydantic import Field, PrivateAttr
+from pyspark.sql import SparkSession
+
+from fitness_assets.lakehouse.spark import SparkSettings, get_session
+from fitness_assets.lakehouse.store import DeltaRsTableStore, SparkDeltaTableStore, TableStore
+
+
+class SparkResource(ConfigurableResource):
+    """The process's Spark session: local (default), Spark Connect, or Databricks."""
+
+    mode: str = Field(default="local", description="local | connect | databricks")
+    master: str = Field(default="local[2]", description="Spark master for local mode")
+    connect_url: str | None = Field(default=None, description="sc://host:port for connect mode")
+    driver_memory: str = "4g"
+    shuffle_partitions: int = 4
+
+    def settings(self) -> SparkSettings:
+        return SparkSettings(mode=self.mode, master=self.master, connect_url=self.connect_url,
+                             driver_memory=self.driver_memory, shuffle_partitions=self.shuffle_partitions)
+
+    def session(self) -> SparkSession:
+        return get_session(self.settings())
+
+
+class LakehouseResource(ConfigurableResource):
+    """Where the landing zone and the Delta tables live, and the settings that shape results."""
+
+    root: str = Field(description="Delta tables at <root>/<layer>/<table> (path or object-store URI)")
+    landing_root: str = Field(description="Landing zone, one folder per source")
+    backend: str = Field(default="delta-rs", description="delta-rs | spark-delta (Databricks/Unity Catalog)")
+    catalog: str | None = Field(default=None, description="Catalog for the spark-delta backend")
+    reference_date: str | None = Field(default=None, description="ISO date ages are computed at; today when unset")
+    date_lookup_start: str = "2020-01-01"
+    date_lookup_end: str = "2030-12-31"
+    max_files_per_batch: int = 64
+    max_batches_per_run: int = 1000
+
+    _stores: dict = PrivateAttr(default_factory=dict)
+
+    def store(self, spark: SparkResource) -> TableStore:
+        key = id(spark)
+        if key not in self._stores:
+            if self.backend == "delta-rs":
+                self._stores[key] = DeltaRsTableStore(self.root, spark.session)
+            elif self.backend == "spark-delta":
+                self._stores[key] = SparkDeltaTableStore(spark.session, self.catalog)
+            else:
+                raise ValueError(f"unknown lakehouse backend {self.backend!r}: use delta-rs or spark-delta")
+        return self._stores[key]
+
+    def reference(self) -> dt.date:
+        if self.reference_date:
+            return dt.date.fromisoformat(self.reference_date)
+        return dt.datetime.now(dt.timezone.utc).date()
+
+    def date_range(self) -> tuple[dt.date, dt.date]:
+        return dt.date.fromisoformat(self.date_lookup_start), dt.date.fromisoformat(self.date_lookup_end)

@@ -1,0 +1,270 @@
+"""Every table of the lakehouse: its layer, explicit schema, key, partitioning and constraints.
+
+This module is the single place where table shapes live. Bronze never infers a schema, the
+table store creates tables from these specs, and Dagster assets take their keys, column
+schemas and descriptions from them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+LONG = pa.int64()
+INT = pa.int32()
+DOUBLE = pa.float64()
+STRING = pa.string()
+BOOL = pa.bool_()
+DATE = pa.date32()
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A Delta table: where it lives, what it holds and which rows are the same row."""
+
+    layer: str
+    name: str
+    columns: tuple[tuple[str, pa.DataType], ...]
+    description: str
+    keys: tuple[str, ...] = ()
+    partition_by: tuple[str, ...] = ()
+    constraints: dict[str, str] = field(default_factory=dict)
+    not_null: tuple[str, ...] = ()
+    change_data_feed: bool = True
+
+    @property
+    def schema(self) -> pa.Schema:
+        return pa.schema(
+            [pa.field(name, dtype, nullable=name not in self.not_null) for name, dtype in self.columns]
+        )
+
+    @property
+    def column_names(self) -> list[str]:
+        return [name for name, _ in self.columns]
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.layer}.{self.name}"
+
+    @property
+    def asset_key_path(self) -> list[str]:
+        return [self.layer, self.name]
+
+
+def _cols(*pairs: tuple[str, pa.DataType]) -> tuple[tuple[str, pa.DataType], ...]:
+    return tuple(pairs)
+
+
+BRONZE_AUDIT = _cols(("load_time", TIMESTAMP), ("source_file", STRING))
+
+DATE_LOOKUP = TableSpec(
+    layer="reference",
+    name="date_lookup",
+    columns=_cols(
+        ("date", DATE), ("week", INT), ("year", INT), ("month", INT), ("dayofweek", INT),
+        ("dayofmonth", INT), ("dayofyear", INT), ("week_part", STRING),
+    ),
+    description="Calendar of every day in the configured range with the original's week rules "
+    "(Sunday-first weeks, strftime %U) and the `{year}-{week}` week_part.",
+    keys=("date",),
+    not_null=("date", "week", "year", "week_part"),
+    change_data_feed=False,
+)
+
+REGISTERED_USERS_BZ = TableSpec(
+    layer="bronze",
+    name="registered_users_bz",
+    columns=_cols(
+        ("user_id", LONG), ("device_id", LONG), ("mac_address", STRING),
+        ("registration_timestamp", DOUBLE), *BRONZE_AUDIT,
+    ),
+    description="Member registrations from the portal's daily CSV files, as received.",
+    not_null=("user_id", "device_id", "mac_address", "registration_timestamp", "source_file"),
+    change_data_feed=False,
+)
+
+GYM_LOGINS_BZ = TableSpec(
+    layer="bronze",
+    name="gym_logins_bz",
+    columns=_cols(
+        ("mac_address", STRING), ("gym", LONG), ("login", DOUBLE), ("logout", DOUBLE), *BRONZE_AUDIT,
+    ),
+    description="Badge-in/badge-out events of gym doors (CSV), as received; logout is empty "
+    "while the member is still inside.",
+    not_null=("mac_address", "gym", "login", "source_file"),
+    change_data_feed=False,
+)
+
+KAFKA_TOPICS = ("user_info", "workout", "bpm")
+
+KAFKA_MULTIPLEX_BZ = TableSpec(
+    layer="bronze",
+    name="kafka_multiplex_bz",
+    columns=_cols(
+        ("key", STRING), ("value", STRING), ("topic", STRING), ("partition", LONG), ("offset", LONG),
+        ("timestamp", LONG), ("date", DATE), ("week_part", STRING), *BRONZE_AUDIT,
+    ),
+    description="The Kafka multiplex of profile CDC (`user_info`), workout start/stop "
+    "(`workout`) and heart-rate (`bpm`) records, as received; timestamp in epoch ms.",
+    partition_by=("topic",),
+    not_null=("value", "topic", "partition", "offset", "timestamp", "source_file"),
+    constraints={"topic_accepted": "topic IN ('user_info', 'workout', 'bpm')"},
+    change_data_feed=False,
+)
+
+QUARANTINE_COLUMNS = _cols(
+    ("source_file", STRING), ("line", LONG), ("raw", STRING), ("reason", STRING), ("load_time", TIMESTAMP),
+)
+
+
+def quarantine_for(bronze: TableSpec) -> TableSpec:
+    """The quarantine table beside a bronze table: rejected lines with their reason."""
+    return TableSpec(
+        layer="quarantine",
+        name=bronze.name,
+        columns=QUARANTINE_COLUMNS,
+        description=f"Lines of `{bronze.name}`'s landing files that were rejected, with the reason.",
+        keys=("source_file", "line"),
+        not_null=("source_file", "line", "reason"),
+        change_data_feed=False,
+    )
+
+
+REGISTERED_USERS_QR = quarantine_for(REGISTERED_USERS_BZ)
+GYM_LOGINS_QR = quarantine_for(GYM_LOGINS_BZ)
+KAFKA_MULTIPLEX_QR = quarantine_for(KAFKA_MULTIPLEX_BZ)
+
+PROFILE_COLUMNS = _cols(
+    ("user_id", LONG), ("dob", DATE), ("sex", STRING), ("gender", STRING), ("first_name", STRING),
+    ("last_name", STRING), ("street_address", STRING), ("city", STRING), ("state", STRING),
+    ("zip", INT), ("updated", TIMESTAMP),
+)
+
+USERS = TableSpec(
+    layer="silver",
+    name="users",
+    columns=_cols(("user_id", LONG), ("device_id", LONG), ("mac_address", STRING), ("registration_timestamp", TIMESTAMP)),
+    description="Registered members with their device and badge MAC; the first registration wins.",
+    keys=("user_id",),
+    not_null=("user_id", "device_id", "mac_address", "registration_timestamp"),
+)
+
+GYM_LOGS = TableSpec(
+    layer="silver",
+    name="gym_logs",
+    columns=_cols(("mac_address", STRING), ("gym", LONG), ("login", TIMESTAMP), ("logout", TIMESTAMP)),
+    description="Gym visits, one per badge-in; the logout is filled in when it arrives later.",
+    keys=("mac_address", "gym", "login"),
+    not_null=("mac_address", "gym", "login"),
+)
+
+USER_PROFILE = TableSpec(
+    layer="silver",
+    name="user_profile",
+    columns=PROFILE_COLUMNS,
+    description="Current member profiles from the CDC stream (SCD type 1): the latest change "
+    "wins whatever order changes arrive in; a latest delete removes the member.",
+    keys=("user_id",),
+    not_null=("user_id", "updated"),
+)
+
+USER_PROFILE_HISTORY = TableSpec(
+    layer="silver",
+    name="user_profile_history",
+    columns=_cols(
+        *PROFILE_COLUMNS, ("valid_from", TIMESTAMP), ("valid_to", TIMESTAMP), ("is_current", BOOL),
+        ("is_deleted", BOOL),
+    ),
+    description="Every version of every member profile (SCD type 2), deletes included.",
+    keys=("user_id", "valid_from"),
+    not_null=("user_id", "valid_from", "is_current", "is_deleted"),
+    constraints={"valid_interval": "valid_to IS NULL OR valid_to > valid_from"},
+)
+
+WORKOUTS = TableSpec(
+    layer="silver",
+    name="workouts",
+    columns=_cols(("user_id", INT), ("workout_id", INT), ("time", TIMESTAMP), ("action", STRING), ("session_id", INT)),
+    description="Workout start and stop events, each event kept once.",
+    keys=("user_id", "workout_id", "session_id", "action"),
+    not_null=("user_id", "workout_id", "time", "action", "session_id"),
+    constraints={"action_accepted": "action IN ('start', 'stop')"},
+)
+
+HEART_RATE = TableSpec(
+    layer="silver",
+    name="heart_rate",
+    columns=_cols(("device_id", LONG), ("time", TIMESTAMP), ("heartrate", DOUBLE), ("valid", BOOL)),
+    description="Heart-rate readings of wearable devices, one per device and instant; `valid` "
+    "when the heart rate is present and positive.",
+    keys=("device_id", "time"),
+    not_null=("device_id", "time", "valid"),
+)
+
+USER_BINS = TableSpec(
+    layer="silver",
+    name="user_bins",
+    columns=_cols(("user_id", LONG), ("age", STRING), ("gender", STRING), ("city", STRING), ("state", STRING)),
+    description="Demographic bins of current members (age bin at the reference date, gender, city, state).",
+    keys=("user_id",),
+    not_null=("user_id", "age"),
+)
+
+COMPLETED_WORKOUTS = TableSpec(
+    layer="silver",
+    name="completed_workouts",
+    columns=_cols(
+        ("user_id", INT), ("workout_id", INT), ("session_id", INT), ("start_time", TIMESTAMP), ("end_time", TIMESTAMP),
+    ),
+    description="Workouts with both a start and a stop, the stop within three hours of the start.",
+    keys=("user_id", "workout_id", "session_id"),
+    not_null=("user_id", "workout_id", "session_id", "start_time", "end_time"),
+)
+
+WORKOUT_BPM = TableSpec(
+    layer="silver",
+    name="workout_bpm",
+    columns=_cols(
+        ("user_id", INT), ("workout_id", INT), ("session_id", INT), ("start_time", TIMESTAMP),
+        ("end_time", TIMESTAMP), ("time", TIMESTAMP), ("heartrate", DOUBLE),
+    ),
+    description="Valid heart-rate readings of a member's device taken during a completed workout.",
+    keys=("user_id", "workout_id", "session_id", "time"),
+    not_null=("user_id", "workout_id", "session_id", "start_time", "end_time", "time"),
+)
+
+WORKOUT_BPM_SUMMARY = TableSpec(
+    layer="gold",
+    name="workout_bpm_summary",
+    columns=_cols(
+        ("workout_id", INT), ("session_id", INT), ("user_id", LONG), ("age", STRING), ("gender", STRING),
+        ("city", STRING), ("state", STRING), ("min_bpm", DOUBLE), ("avg_bpm", DOUBLE), ("max_bpm", DOUBLE),
+        ("num_recordings", LONG),
+    ),
+    description="Per completed workout: minimum, average and maximum heart rate and the member's demographics.",
+    keys=("user_id", "workout_id", "session_id"),
+    not_null=("workout_id", "session_id", "user_id", "num_recordings"),
+)
+
+GYM_SUMMARY = TableSpec(
+    layer="gold",
+    name="gym_summary",
+    columns=_cols(
+        ("date", DATE), ("gym", LONG), ("mac_address", STRING), ("workout_id", INT), ("session_id", INT),
+        ("minutes_in_gym", DOUBLE), ("minutes_exercising", DOUBLE),
+    ),
+    description="Gym visits with the workouts done during them: minutes in the gym and minutes exercising.",
+    keys=("mac_address", "gym", "date", "workout_id", "session_id"),
+    not_null=("date", "gym", "mac_address", "workout_id", "session_id"),
+)
+
+BRONZE_TABLES = (REGISTERED_USERS_BZ, GYM_LOGINS_BZ, KAFKA_MULTIPLEX_BZ)
+QUARANTINE_TABLES = (REGISTERED_USERS_QR, GYM_LOGINS_QR, KAFKA_MULTIPLEX_QR)
+SILVER_TABLES = (
+    USERS, GYM_LOGS, USER_PROFILE_HISTORY, USER_PROFILE, WORKOUTS, HEART_RATE, USER_BINS,
+    COMPLETED_WORKOUTS, WORKOUT_BPM,
+)
+GOLD_TABLES = (WORKOUT_BPM_SUMMARY, GYM_SUMMARY)
+ALL_TABLES = (DATE_LOOKUP, *BRONZE_TABLES, *QUARANTINE_TABLES, *SILVER_TABLES, *GOLD_TABLES)

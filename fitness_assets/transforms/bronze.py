@@ -1,0 +1,196 @@
+"""Landing lines to bronze rows or quarantine rows.
+
+Each parser takes one row per landing line (``source_file``, ``line``, ``raw``) and returns the
+bronze columns plus ``reason``: NULL for a good line, else the first problem found, in the
+vocabulary ``malformed_csv``, ``malformed_json``, ``malformed_payload``,
+``missing_field:<f>``, ``wrong_type:<f>``, ``invalid_value:<f>``.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from fitness_assets.tables import KAFKA_TOPICS
+from fitness_assets.transforms import parsing as P
+
+REASON = "reason"
+
+REGISTERED_USERS_HEADER = ("user_id", "device_id", "mac_address", "registration_timestamp")
+GYM_LOGINS_HEADER = ("mac_address", "gym", "login", "logout")
+
+KAFKA_FIELDS = ("key", "value", "topic", "partition", "offset", "timestamp")
+PAYLOAD_FIELDS = (
+    "user_id", "update_type", "timestamp", "dob", "sex", "gender", "first_name", "last_name", "address",
+    "workout_id", "action", "session_id", "device_id", "time", "heartrate",
+)
+ADDRESS_FIELDS = ("street_address", "city", "state", "zip")
+CORRUPT = "_corrupt_record"
+
+
+def _string_schema(fields: tuple[str, ...], corrupt: bool = True) -> T.StructType:
+    schema = T.StructType([T.StructField(f, T.StringType()) for f in fields])
+    return schema.add(CORRUPT, T.StringType()) if corrupt else schema
+
+
+def _from_json(value: Column, fields: tuple[str, ...]) -> Column:
+    options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT}
+    return F.from_json(value, _string_schema(fields), options)
+
+
+def split_lines(files: DataFrame) -> DataFrame:
+    """Whole files (``source_file``, ``content``) to one row per non-blank line, numbered from 1."""
+    exploded = files.select(
+        "source_file", F.posexplode(F.split(F.col("content"), "\n")).alias("pos", "raw")
+    )
+    raw = F.regexp_replace(F.col("raw"), "\r$", "")
+    return exploded.select(
+        "source_file", (F.col("pos") + 1).cast("long").alias("line"), raw.alias("raw")
+    ).where(F.trim(F.col("raw")) != "")
+
+
+def _csv_fields(lines: DataFrame, header: tuple[str, ...]) -> DataFrame:
+    """Split CSV lines by the header of their own file (columns may come in any order).
+    Returns the data lines with one raw string column per expected column and ``_malformed``."""
+    first = lines.groupBy("source_file").agg(F.min("line").alias("_header_line"))
+    with_first = lines.join(first, on="source_file", how="inner")
+    clean = F.transform(F.split(F.lower(F.col("raw")), ","), lambda h: F.trim(F.regexp_replace(h, '"', "")))
+    headers = with_first.where(F.col("line") == F.col("_header_line")).select("source_file", clean.alias("_header"))
+    data = with_first.where(F.col("line") > F.col("_header_line")).join(headers, on="source_file", how="inner")
+    values = F.split(F.col("raw"), ",")
+    cols = {
+        name: P.blank_to_null(F.regexp_replace(
+            F.when(F.array_position("_header", name) > 0,
+                   F.try_element_at(values, F.array_position("_header", name).cast("int"))), '"', ""))
+        for name in header
+    }
+    return data.select(
+        "source_file", "line", "raw",
+        (F.size(values) != F.size("_header")).alias("_malformed"),
+        *[c.alias(f"_{n}") for n, c in cols.items()],
+    )
+
+
+def parse_registered_users(lines: DataFrame) -> DataFrame:
+    """`registered_users` CSV lines to bronze columns plus ``reason``."""
+    d = _csv_fields(lines, REGISTERED_USERS_HEADER)
+    uid, dev, mac, ts = (F.col(f"_{c}") for c in REGISTERED_USERS_HEADER)
+    user_id, device_id, reg = P.as_long(uid), P.as_long(dev), P.as_double(ts)
+    reason = P.first_problem(
+        (F.col("_malformed"), "malformed_csv"),
+        P.missing(uid, "user_id"), P.wrong_type(uid, user_id, "user_id"),
+        P.missing(dev, "device_id"), P.wrong_type(dev, device_id, "device_id"),
+        P.missing(mac, "mac_address"), P.invalid(~mac.rlike(P.MAC_PATTERN), "mac_address"),
+        P.missing(ts, "registration_timestamp"), P.wrong_type(ts, reg, "registration_timestamp"),
+    )
+    return d.select(
+        user_id.alias("user_id"), device_id.alias("device_id"), F.lower(mac).alias("mac_address"),
+        reg.alias("registration_timestamp"), "source_file", "line", "raw", reason.alias(REASON),
+    )
+
+
+def parse_gym_logins(lines: DataFrame) -> DataFrame:
+    """`gym_logins` CSV lines to bronze columns plus ``reason`` (an empty logout is valid)."""
+    d = _csv_fields(lines, GYM_LOGINS_HEADER)
+    mac, gym_raw, login_raw, logout_raw = (F.col(f"_{c}") for c in GYM_LOGINS_HEADER)
+    gym, login, logout = P.as_long(gym_raw), P.as_double(login_raw), P.as_double(logout_raw)
+    reason = P.first_problem(
+        (F.col("_malformed"), "malformed_csv"),
+        P.missing(mac, "mac_address"), P.invalid(~mac.rlike(P.MAC_PATTERN), "mac_address"),
+        P.missing(gym_raw, "gym"), P.wrong_type(gym_raw, gym, "gym"),
+        P.missing(login_raw, "login"), P.wrong_type(login_raw, login, "login"),
+        P.wrong_type(logout_raw, logout, "logout"),
+    )
+    return d.select(
+        F.lower(mac).alias("mac_address"), gym.alias("gym"), login.alias("login"), logout.alias("logout"),
+        "source_file", "line", "raw", reason.alias(REASON),
+    )
+
+
+def payload_struct(value: Column) -> Column:
+    """The JSON payload inside a Kafka record's `value`, every field as raw text."""
+    return _from_json(value, PAYLOAD_FIELDS)
+
+
+def typed_payload(p: Column) -> dict[str, Column]:
+    """Typed payload columns of every topic from a raw `payload_struct`."""
+    address = F.from_json(p["address"], _string_schema(ADDRESS_FIELDS, corrupt=False))
+    return {
+        "user_id": P.as_long(p["user_id"]),
+        "update_type": p["update_type"],
+        "updated": P.epoch_seconds_to_timestamp(p["timestamp"]),
+        "dob": P.parse_dob(p["dob"]),
+        "sex": p["sex"], "gender": p["gender"], "first_name": p["first_name"], "last_name": p["last_name"],
+        "street_address": address["street_address"], "city": address["city"], "state": address["state"],
+        "zip": P.as_int(address["zip"]),
+        "workout_id": P.as_int(p["workout_id"]),
+        "action": p["action"],
+        "session_id": P.as_int(p["session_id"]),
+        "device_id": P.as_long(p["device_id"]),
+        "time": P.instant_to_timestamp(p["time"]),
+        "heartrate": P.as_double(p["heartrate"]),
+    }
+
+
+def payload_problem(topic: Column, p: Column) -> Column:
+    """The first problem of a payload for its topic, NULL when it is usable downstream."""
+    t = typed_payload(p)
+    address_zip = F.from_json(p["address"], _string_schema(ADDRESS_FIELDS, corrupt=False))["zip"]
+    user_info = P.first_problem(
+        P.missing(p["user_id"], "user_id"), P.wrong_type(p["user_id"], t["user_id"], "user_id"),
+        P.missing(p["update_type"], "update_type"),
+        P.invalid(~p["update_type"].isin("new", "update", "delete"), "update_type"),
+        P.missing(p["timestamp"], "timestamp"), P.wrong_type(p["timestamp"], t["updated"], "timestamp"),
+        P.invalid(p["dob"].isNotNull() & t["dob"].isNull(), "dob"),
+        P.wrong_type(address_zip, t["zip"], "zip"),
+    )
+    workout = P.first_problem(
+        P.missing(p["user_id"], "user_id"), P.wrong_type(p["user_id"], P.as_int(p["user_id"]), "user_id"),
+        P.missing(p["workout_id"], "workout_id"), P.wrong_type(p["workout_id"], t["workout_id"], "workout_id"),
+        P.missing(p["timestamp"], "timestamp"), P.wrong_type(p["timestamp"], t["updated"], "timestamp"),
+        P.missing(p["action"], "action"), P.invalid(~p["action"].isin("start", "stop"), "action"),
+        P.missing(p["session_id"], "session_id"), P.wrong_type(p["session_id"], t["session_id"], "session_id"),
+    )
+    bpm = P.first_problem(
+        P.missing(p["device_id"], "device_id"), P.wrong_type(p["device_id"], t["device_id"], "device_id"),
+        P.missing(p["time"], "time"), P.wrong_type(p["time"], t["time"], "time"),
+        P.wrong_type(p["heartrate"], t["heartrate"], "heartrate"),
+    )
+    by_topic = (F.when(topic == "user_info", user_info).when(topic == "workout", workout)
+                .when(topic == "bpm", bpm))
+    return F.when(p.isNull() | p[CORRUPT].isNotNull(), F.lit("malformed_payload")).otherwise(by_topic)
+
+
+def parse_kafka_multiplex(lines: DataFrame, date_lookup: DataFrame) -> DataFrame:
+    """Kafka multiplex JSON lines to bronze columns plus ``reason``; the payload is validated
+    too, so silver decodes only records it can use. ``date``/``week_part`` come from the
+    calendar on the record's timestamp (seconds-based timestamps are detected)."""
+    rec = lines.select("source_file", "line", "raw", _from_json(F.col("raw"), KAFKA_FIELDS).alias("r"))
+    r = F.col("r")
+    partition, offset = P.as_long(r["partition"]), P.as_long(r["offset"])
+    timestamp = P.kafka_timestamp_ms(r["timestamp"])
+    outer = P.first_problem(
+        (r.isNull() | r[CORRUPT].isNotNull(), "malformed_json"),
+        P.missing(r["topic"], "topic"), P.invalid(~r["topic"].isin(*KAFKA_TOPICS), "topic"),
+        P.missing(r["value"], "value"),
+        P.missing(r["partition"], "partition"), P.wrong_type(r["partition"], partition, "partition"),
+        P.missing(r["offset"], "offset"), P.wrong_type(r["offset"], offset, "offset"),
+        P.missing(r["timestamp"], "timestamp"), P.wrong_type(r["timestamp"], timestamp, "timestamp"),
+    )
+    reason = F.coalesce(outer, payload_problem(r["topic"], payload_struct(r["value"])))
+    parsed = rec.select(
+        r["key"].alias("key"), r["value"].alias("value"), r["topic"].alias("topic"),
+        partition.alias("partition"), offset.alias("offset"), timestamp.alias("timestamp"),
+        F.to_date(F.timestamp_millis(timestamp)).alias("_day"),
+        "source_file", "line", "raw", reason.alias(REASON),
+    )
+    calendar = date_lookup.select(F.col("date").alias("_day"), "date", "week_part")
+    return parsed.join(F.broadcast(calendar), on="_day", how="left").drop("_day")
+
+
+def decode_kafka(bronze: DataFrame, topic: str) -> DataFrame:
+    """Typed payload columns of one topic's bronze records, with Kafka's partition and offset."""
+    rows = bronze.where(F.col("topic") == topic)
+    typed = typed_payload(payload_struct(F.col("value")))
+    return rows.select("partition", "offset", "timestamp", *[c.alias(n) for n, c in typed.items()])

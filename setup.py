@@ -1,0 +1,40 @@
+"""Package definition of the fitness-centre Dagster code location. Every pin says why."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="fitness_assets",
+    version="0.1.0",
+    description="Fitness Centre Medallion Data Platform: a Dagster asset graph on PySpark and Delta Lake",
+    packages=find_packages(exclude=["fitness_assets_tests"]),
+    python_requires=">=3.11,<3.13",
+    install_requires=[
+        # The 1.13 line the platform was measured on (freshness policies, automation sensors);
+        # the integrations below are released in lock-step with it (0.29.x <-> 1.13.x).
+        "dagster==1.13.27",
+        "dagster-webserver==1.13.27",
+        "dagster-pyspark==0.29.27",
+        "dagster-databricks==0.29.27",
+        # Spark 4.1: what Databricks Runtime 18.x runs, inside delta-spark 4.4's supported
+        # range (>=4.0.1,<=4.2.0); 4.3 is outside it and warns with pandas 3.
+        "pyspark==4.1.1",
+        # Python API of Delta on Spark, used by the spark-delta backend on Databricks (the JVM
+        # jars are not on PyPI; locally the delta-rs backend does the Delta work).
+        "delta-spark==4.4.1",
+        # delta-rs: the embedded Delta engine (merge, CDF, app transactions, constraints).
+        "deltalake==1.6.6",
+        # Kafka client; its librdkafka carries the mock cluster used in tests.
+        "confluent-kafka==2.16.1",
+        # deltalake needs pyarrow >= 21; 26 is the newest measured here.
+        "pyarrow>=21,<27",
+        # pyspark 4.1's Arrow conversions are tested against pandas 2; pandas 3 warns.
+        "pandas>=2.2,<3",
+    ],
+    extras_require={
+        "dev": [
+            "pytest>=8,<10",
+            "ruff>=0.6",
+        ],
+    },
+    entry_points={"console_scripts": ["fitness-assets=fitness_assets.cli:main"]},
+)
