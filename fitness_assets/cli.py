@@ -26,7 +26,7 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> None:
         config = SimulatorConfig.scaled(PRESETS[args.preset], **overrides)
     started = time.perf_counter()
     truth = Simulator(config).write_all(settings.landing_root)
-    print(f"Simulated {truth.bpm_readings:,} heart-rate readings, {truth.members} members into "
+    print(f"Simulated {truth.counts.bpm_readings:,} heart-rate readings, {truth.counts.members} members into "
           f"{settings.landing_root} in {time.perf_counter() - started:.1f} s")
 
 

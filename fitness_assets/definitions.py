@@ -9,14 +9,16 @@ from __future__ import annotations
 from dagster import AssetSelection, Definitions, define_asset_job, definitions, in_process_executor
 
 from fitness_assets.assets.bronze import bronze_assets, bronze_checks
+from fitness_assets.assets.gold import gold_assets, gold_checks
 from fitness_assets.assets.reference import date_lookup, reference_checks
+from fitness_assets.assets.silver import silver_assets, silver_checks
 from fitness_assets.resources import LakehouseResource, SparkResource
 from fitness_assets.settings import Settings, SparkEnv
 
 ALL_ASSETS_JOB = "all_assets"
 
-ASSETS = [date_lookup, *bronze_assets]
-CHECKS = [*reference_checks, *bronze_checks]
+ASSETS = [date_lookup, *bronze_assets, *silver_assets, *gold_assets]
+CHECKS = [*reference_checks, *bronze_checks, *silver_checks, *gold_checks]
 
 
 def build_resources(settings: Settings | None = None, spark_env: SparkEnv | None = None) -> dict[str, object]:

@@ -66,3 +66,20 @@ def rule_check(spec: TableSpec, name: str, bad_condition: str, description: str,
                severity: AssetCheckSeverity = AssetCheckSeverity.ERROR) -> AssetChecksDefinition:
     return table_check(spec, name, description, lambda store: quality.violations(store.read(spec), bad_condition),
                        severity=severity)
+
+
+def link_check(spec: TableSpec, columns: Sequence[str], parent: TableSpec, parent_columns: Sequence[str],
+               severity: AssetCheckSeverity = AssetCheckSeverity.WARN) -> AssetChecksDefinition:
+    """Every value of ``columns`` exists in ``parent`` (a warning by default: members may
+    register after their first visit or reading)."""
+    return table_check(
+        spec, f"{'_'.join(columns)}_in_{parent.name}",
+        f"Every {', '.join(columns)} has a match in {parent.qualified_name}.",
+        lambda store: quality.missing_links(store.read(spec), columns, store.read(parent), parent_columns),
+        severity=severity,
+    )
+
+
+def key_checks(spec: TableSpec) -> list[AssetChecksDefinition]:
+    """Keys not NULL and unique: the two checks every keyed table has."""
+    return [not_null_check(spec, spec.keys), unique_key_check(spec)]

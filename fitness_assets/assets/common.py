@@ -1,13 +1,17 @@
 """What every table asset shares: keys, groups, column schemas and materialization metadata."""
 
-from __future__ import annotations
-
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyarrow as pa
-from dagster import AssetKey, MetadataValue, TableColumn, TableColumnConstraints, TableSchema
+from dagster import (
+    AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, MetadataValue, TableColumn,
+    TableColumnConstraints, TableColumnDep, TableColumnLineage, TableSchema, asset,
+)
 
 from fitness_assets.lakehouse.store import CommitResult, TableStore
+from fitness_assets.pipelines import Refresh
+from fitness_assets.resources import LakehouseResource, SparkResource
 from fitness_assets.tables import TableSpec
 
 OWNERS = ["team:data-engineering"]
@@ -66,3 +70,37 @@ def materialization_metadata(store: TableStore, spec: TableSpec, *results: Commi
         meta["commits"] = MetadataValue.json(commits)
     meta.update(extra)
     return meta
+
+
+def column_lineage(lineage: dict[str, list[tuple[TableSpec, str]]]) -> TableColumnLineage:
+    """Column lineage from ``{column: [(upstream spec, upstream column), ...]}``."""
+    return TableColumnLineage(deps_by_column={
+        column: [TableColumnDep(asset_key=asset_key(spec), column_name=name) for spec, name in deps]
+        for column, deps in lineage.items()
+    })
+
+
+def refresh_asset(
+    spec: TableSpec,
+    deps: Sequence[TableSpec],
+    refresh: Callable[..., Refresh],
+    lineage: dict[str, list[tuple[TableSpec, str]]] | None = None,
+    needs_reference_date: bool = False,
+) -> AssetsDefinition:
+    """A thin asset around a refresh procedure: run it, report rows, version and what it read."""
+    kwargs = asset_kwargs(spec)
+    if lineage:
+        kwargs["metadata"]["dagster/column_lineage"] = column_lineage(lineage)
+
+    @asset(deps=[asset_key(d) for d in deps], **kwargs)
+    def _asset(context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource) -> MaterializeResult:
+        store = lakehouse.store(spark)
+        args = (lakehouse.reference(),) if needs_reference_date else ()
+        result = refresh(store, *args)
+        if result.skipped:
+            context.log.info("%s: nothing new upstream (%s)", spec.qualified_name, result.increment.describe())
+        commits = [result.commit] if result.commit is not None else []
+        return MaterializeResult(metadata=materialization_metadata(
+            store, spec, *commits, upstream_versions=MetadataValue.json(result.increment.describe())))
+
+    return _asset

@@ -315,8 +315,15 @@ class DeltaRsTableStore(TableStore):
             isinstance(data, pa.Table) and OP_COLUMN in data.column_names)
         table = self.to_arrow(spec, data, [pa.field(OP_COLUMN, pa.string())] if has_op else [])
         except_cols = [OP_COLUMN] if has_op else None
+        if table.num_rows == 0 and not txns:
+            return CommitResult(spec.qualified_name, "merge", self.version(spec), skipped=True)
 
         def action(dt: DeltaTable, props: CommitProperties) -> dict[str, Any]:
+            if table.num_rows == 0:
+                # delta-rs commits nothing for an empty MERGE; an empty append still records
+                # the progress (app transactions) that must advance with this write.
+                write_deltalake(dt, spec.schema.empty_table(), mode="append", commit_properties=props)
+                return {"num_source_rows": 0}
             merger = dt.merge(table, merge.predicate, source_alias="s", target_alias="t", commit_properties=props)
             for c in merge.clauses:
                 if c.kind == "update_all":

@@ -1,0 +1,114 @@
+"""Incremental processing: what is new upstream since a table's last successful run, and
+writing a table so that its progress is committed atomically with its data.
+
+Progress is one application transaction per upstream table, ``<target><-<upstream>``, whose
+version is the upstream version the target has taken in. It is written in the same Delta
+commit as the target's rows, so a crash before the commit redoes the work and a crash after
+it finds nothing left to do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from fitness_assets.lakehouse.store import OP_COLUMN, Clause, CommitResult, Merge, TableStore, Txn
+from fitness_assets.tables import TableSpec
+
+UPSERT, DELETE = "upsert", "delete"
+
+
+def progress_app_id(target: TableSpec, upstream: TableSpec) -> str:
+    return f"{target.qualified_name}<-{upstream.qualified_name}"
+
+
+@dataclass(frozen=True)
+class Increment:
+    """The upstream versions ``(after, up_to]`` that one run of ``target`` takes in."""
+
+    target: TableSpec
+    after: dict[str, int]
+    up_to: dict[str, int]
+    upstreams: dict[str, TableSpec]
+
+    @property
+    def is_empty(self) -> bool:
+        return all(self.up_to[n] <= self.after[n] for n in self.up_to)
+
+    def advanced(self, upstream: TableSpec) -> bool:
+        return self.up_to[upstream.qualified_name] > self.after[upstream.qualified_name]
+
+    def txns(self) -> list[Txn]:
+        """Progress to commit with the target's write: only upstreams that moved, so a
+        recorded version is never written again (which would read as 'already applied')."""
+        return [Txn(progress_app_id(self.target, spec), self.up_to[name])
+                for name, spec in self.upstreams.items() if self.up_to[name] > self.after[name]]
+
+    def describe(self) -> dict[str, str]:
+        return {name: f"{self.after[name]}..{self.up_to[name]}" for name in self.up_to}
+
+
+def plan(store: TableStore, target: TableSpec, upstreams: Sequence[TableSpec]) -> Increment:
+    """What ``target`` has not taken in yet from each of ``upstreams``."""
+    store.ensure(target)
+    after, up_to = {}, {}
+    for spec in upstreams:
+        recorded = store.transaction_version(target, progress_app_id(target, spec))
+        after[spec.qualified_name] = -1 if recorded is None else recorded
+        up_to[spec.qualified_name] = store.version(spec)
+    return Increment(target, after, up_to, {s.qualified_name: s for s in upstreams})
+
+
+def appended(store: TableStore, inc: Increment, upstream: TableSpec) -> DataFrame:
+    """Rows appended to an append-only upstream within the increment."""
+    name = upstream.qualified_name
+    return store.read_appended(upstream, inc.after[name], inc.up_to[name])
+
+
+def changed(store: TableStore, inc: Increment, upstream: TableSpec) -> DataFrame:
+    """Change-feed rows (pre- and post-images, inserts, deletes) of an upstream within the increment."""
+    name = upstream.qualified_name
+    return store.read_changes(upstream, inc.after[name], inc.up_to[name])
+
+
+def snapshot(store: TableStore, inc: Increment, upstream: TableSpec) -> DataFrame:
+    """The upstream as of the version this increment reads up to."""
+    version = inc.up_to[upstream.qualified_name]
+    return store.read(upstream, version if version >= 0 else None)
+
+
+def key_predicate(keys: Sequence[str]) -> str:
+    return " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+
+
+def merge_rows(store: TableStore, target: TableSpec, rows: DataFrame, inc: Increment, clauses: Sequence[Clause],
+               extra_predicate: str | None = None, metadata: dict | None = None) -> CommitResult | None:
+    """MERGE ``rows`` on the target's key with ``clauses``, recording the increment's progress."""
+    predicate = key_predicate(target.keys) + (f" AND {extra_predicate}" if extra_predicate else "")
+    return store.merge(target, rows, Merge(predicate, tuple(clauses)), txns=inc.txns(),
+                       metadata=(metadata or {}) | {"increment": inc.describe()})
+
+
+SYNC_CLAUSES = (
+    Clause("delete", f"s.{OP_COLUMN} = '{DELETE}'"),
+    Clause("update_all", f"s.{OP_COLUMN} = '{UPSERT}'"),
+    Clause("insert_all", f"s.{OP_COLUMN} = '{UPSERT}'"),
+)
+
+
+def sync_scope(store: TableStore, target: TableSpec, rows: DataFrame, scope: DataFrame, inc: Increment,
+               metadata: dict | None = None) -> CommitResult | None:
+    """Make the target's rows inside ``scope`` (distinct values of some key columns) equal to
+    ``rows``: new and changed rows are upserted, rows no longer produced are deleted, unchanged
+    rows are left alone (so the change feed shows only real changes). One atomic commit."""
+    scope = scope.distinct()
+    existing = (store.read(target).join(F.broadcast(scope), on=scope.columns, how="left_semi")
+                .select(*target.column_names))  # a USING join puts key columns first; subtract is positional
+    rows = rows.select(*target.column_names)
+    upserts = rows.subtract(existing).withColumn(OP_COLUMN, F.lit(UPSERT))
+    deletes = (existing.join(rows.select(*target.keys), on=list(target.keys), how="left_anti")
+               .withColumn(OP_COLUMN, F.lit(DELETE)))
+    return merge_rows(store, target, upserts.unionByName(deletes), inc, SYNC_CLAUSES, metadata=metadata)

@@ -1,0 +1,68 @@
+"""Incremental refresh of the gold tables (recompute-by-scope, see pipelines.silver)."""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from fitness_assets.lakehouse import incremental as inc
+from fitness_assets.lakehouse.store import TableStore
+from fitness_assets.pipelines import Refresh
+from fitness_assets.tables import (
+    COMPLETED_WORKOUTS, GYM_LOGS, GYM_SUMMARY, USER_BINS, USERS, WORKOUT_BPM, WORKOUT_BPM_SUMMARY,
+)
+from fitness_assets.transforms import gold as G
+
+WORKOUT_KEY = ["user_id", "workout_id", "session_id"]
+VISIT_SCOPE = ["mac_address", "gym", "date"]
+
+
+def _union(frames: list[DataFrame]) -> DataFrame:
+    out = frames[0]
+    for frame in frames[1:]:
+        out = out.unionByName(frame)
+    return out.distinct()
+
+
+def refresh_workout_bpm_summary(store: TableStore) -> Refresh:
+    """Re-aggregate every workout with new readings or whose member's bins changed."""
+    i = inc.plan(store, WORKOUT_BPM_SUMMARY, [WORKOUT_BPM, USER_BINS])
+    if i.is_empty:
+        return Refresh(i)
+    readings = inc.snapshot(store, i, WORKOUT_BPM)
+    scopes = []
+    if i.advanced(WORKOUT_BPM):
+        scopes.append(inc.changed(store, i, WORKOUT_BPM).select(*WORKOUT_KEY))
+    if i.advanced(USER_BINS):
+        members = inc.changed(store, i, USER_BINS).select(F.col("user_id").cast("int").alias("user_id")).distinct()
+        scopes.append(readings.join(F.broadcast(members), on="user_id", how="left_semi").select(*WORKOUT_KEY))
+    scope = _union(scopes)
+    rows = G.workout_bpm_summary(readings.join(F.broadcast(scope), on=WORKOUT_KEY, how="left_semi"),
+                                 inc.snapshot(store, i, USER_BINS))
+    long_scope = scope.withColumn("user_id", F.col("user_id").cast("long"))
+    return Refresh(i, inc.sync_scope(store, WORKOUT_BPM_SUMMARY, rows, long_scope, i))
+
+
+def refresh_gym_summary(store: TableStore) -> Refresh:
+    """Recompute every visit day touched by a new visit, a new completed workout of the
+    visitor, or a change of the visitor's registration."""
+    i = inc.plan(store, GYM_SUMMARY, [GYM_LOGS, USERS, COMPLETED_WORKOUTS])
+    if i.is_empty:
+        return Refresh(i)
+    visits = inc.snapshot(store, i, GYM_LOGS).withColumn("date", F.to_date("login"))
+    members = inc.snapshot(store, i, USERS)
+    macs = []
+    scopes = []
+    if i.advanced(GYM_LOGS):
+        scopes.append(inc.changed(store, i, GYM_LOGS).select("mac_address", "gym", F.to_date("login").alias("date")))
+    if i.advanced(USERS):
+        macs.append(inc.changed(store, i, USERS).select("mac_address"))
+    if i.advanced(COMPLETED_WORKOUTS):
+        users = inc.changed(store, i, COMPLETED_WORKOUTS).select(F.col("user_id").cast("long").alias("user_id"))
+        macs.append(members.join(F.broadcast(users.distinct()), on="user_id", how="left_semi").select("mac_address"))
+    if macs:
+        scopes.append(visits.join(F.broadcast(_union(macs)), on="mac_address", how="left_semi").select(*VISIT_SCOPE))
+    scope = _union(scopes)
+    in_scope = visits.join(F.broadcast(scope), on=VISIT_SCOPE, how="left_semi").drop("date")
+    rows = G.gym_summary(in_scope, members, inc.snapshot(store, i, COMPLETED_WORKOUTS))
+    return Refresh(i, inc.sync_scope(store, GYM_SUMMARY, rows, scope, i))

@@ -1,0 +1,168 @@
+"""Incremental refresh of the silver tables.
+
+Two patterns keep results independent of how input was split into batches:
+
+* order-independent MERGE rules (``users``, ``gym_logs``, ``workouts``, ``heart_rate``): a new
+  row replaces the stored one only when the rule prefers it (earlier registration, later
+  logout, earlier event, higher reading), so applying batches in any grouping converges to
+  the same table;
+* recompute-by-scope (all other tables): the keys the new input can affect are found from the
+  upstream change feed, the rows for those keys are recomputed from the upstream tables and
+  synced into the target in one commit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from fitness_assets.lakehouse import incremental as inc
+from fitness_assets.lakehouse.store import Clause, TableStore
+from fitness_assets.pipelines import Refresh
+from fitness_assets.tables import (
+    COMPLETED_WORKOUTS, GYM_LOGINS_BZ, GYM_LOGS, HEART_RATE, KAFKA_MULTIPLEX_BZ, REGISTERED_USERS_BZ, USER_BINS,
+    USER_PROFILE, USER_PROFILE_HISTORY, USERS, WORKOUT_BPM, WORKOUTS,
+)
+from fitness_assets.transforms import silver as T
+
+WORKOUT_KEY = ["user_id", "workout_id", "session_id"]
+
+
+def _topic(df: DataFrame, topic: str) -> DataFrame:
+    return df.where(F.col("topic") == topic)
+
+
+def _ts(value: dt.datetime) -> str:
+    return value.strftime("'%Y-%m-%d %H:%M:%S.%f'")
+
+
+def refresh_users(store: TableStore) -> Refresh:
+    """First registration wins."""
+    i = inc.plan(store, USERS, [REGISTERED_USERS_BZ])
+    if i.is_empty:
+        return Refresh(i)
+    rows = T.users(inc.appended(store, i, REGISTERED_USERS_BZ))
+    return Refresh(i, inc.merge_rows(store, USERS, rows, i, [
+        Clause("update_all", T.USERS_EARLIER), Clause("insert_all")]))
+
+
+def refresh_gym_logs(store: TableStore) -> Refresh:
+    """A later logout fills or replaces the stored one."""
+    i = inc.plan(store, GYM_LOGS, [GYM_LOGINS_BZ])
+    if i.is_empty:
+        return Refresh(i)
+    rows = T.gym_logs(inc.appended(store, i, GYM_LOGINS_BZ))
+    return Refresh(i, inc.merge_rows(store, GYM_LOGS, rows, i, [
+        Clause("update", T.LOGOUT_LATER, {"logout": "s.logout"}), Clause("insert_all")]))
+
+
+def refresh_workouts(store: TableStore) -> Refresh:
+    """Each event kept once, at its earliest reported time."""
+    i = inc.plan(store, WORKOUTS, [KAFKA_MULTIPLEX_BZ])
+    if i.is_empty:
+        return Refresh(i)
+    rows = T.workouts(_topic(inc.appended(store, i, KAFKA_MULTIPLEX_BZ), "workout"))
+    return Refresh(i, inc.merge_rows(store, WORKOUTS, rows, i, [
+        Clause("update", "s.time < t.time", {"time": "s.time"}), Clause("insert_all")]))
+
+
+def refresh_heart_rate(store: TableStore) -> Refresh:
+    """One reading per device and instant, the highest reported; the merge is limited to the
+    batch's time range so that only target files holding those instants are rewritten."""
+    i = inc.plan(store, HEART_RATE, [KAFKA_MULTIPLEX_BZ])
+    if i.is_empty:
+        return Refresh(i)
+    rows = T.heart_rate(_topic(inc.appended(store, i, KAFKA_MULTIPLEX_BZ), "bpm")).cache()
+    try:
+        bounds = rows.agg(F.min("time"), F.max("time")).first()
+        window = None if bounds[0] is None else f"t.time >= {_ts(bounds[0])} AND t.time <= {_ts(bounds[1])}"
+        return Refresh(i, inc.merge_rows(store, HEART_RATE, rows, i, [
+            Clause("update", T.HEARTRATE_HIGHER, {"heartrate": "s.heartrate", "valid": "s.valid"}),
+            Clause("insert_all")], extra_predicate=window))
+    finally:
+        rows.unpersist()
+
+
+def refresh_user_profile_history(store: TableStore) -> Refresh:
+    """Recompute the whole history of every member named in new profile changes."""
+    i = inc.plan(store, USER_PROFILE_HISTORY, [KAFKA_MULTIPLEX_BZ])
+    if i.is_empty:
+        return Refresh(i)
+    new = T.profile_changes(_topic(inc.appended(store, i, KAFKA_MULTIPLEX_BZ), "user_info"))
+    scope = new.select("user_id").distinct()
+    every = T.profile_changes(_topic(inc.snapshot(store, i, KAFKA_MULTIPLEX_BZ), "user_info"))
+    history = T.profile_history(every.join(F.broadcast(scope), on="user_id", how="left_semi"))
+    return Refresh(i, inc.sync_scope(store, USER_PROFILE_HISTORY, history, scope, i))
+
+
+def refresh_user_profile(store: TableStore) -> Refresh:
+    """SCD type 1: each changed member's current version, removed when it is a delete."""
+    i = inc.plan(store, USER_PROFILE, [USER_PROFILE_HISTORY])
+    if i.is_empty:
+        return Refresh(i)
+    scope = inc.changed(store, i, USER_PROFILE_HISTORY).select("user_id").distinct()
+    current = T.current_profiles(inc.snapshot(store, i, USER_PROFILE_HISTORY).join(
+        F.broadcast(scope), on="user_id", how="left_semi"))
+    rows = current.where(~F.col("is_deleted")).drop("is_deleted")
+    return Refresh(i, inc.sync_scope(store, USER_PROFILE, rows, scope, i))
+
+
+def refresh_user_bins(store: TableStore, reference: dt.date) -> Refresh:
+    """Bins of every member whose current profile changed (deleted members leave)."""
+    i = inc.plan(store, USER_BINS, [USER_PROFILE])
+    if i.is_empty:
+        return Refresh(i)
+    scope = inc.changed(store, i, USER_PROFILE).select("user_id").distinct()
+    profiles = inc.snapshot(store, i, USER_PROFILE).join(F.broadcast(scope), on="user_id", how="left_semi")
+    return Refresh(i, inc.sync_scope(store, USER_BINS, T.user_bins(profiles, reference), scope, i,
+                                     metadata={"reference_date": reference.isoformat()}))
+
+
+def refresh_completed_workouts(store: TableStore) -> Refresh:
+    """Pair starts and stops of every workout that got a new or changed event."""
+    i = inc.plan(store, COMPLETED_WORKOUTS, [WORKOUTS])
+    if i.is_empty:
+        return Refresh(i)
+    scope = inc.changed(store, i, WORKOUTS).select(*WORKOUT_KEY).distinct()
+    events = inc.snapshot(store, i, WORKOUTS).join(F.broadcast(scope), on=WORKOUT_KEY, how="left_semi")
+    return Refresh(i, inc.sync_scope(store, COMPLETED_WORKOUTS, T.completed_workouts(events), scope, i))
+
+
+def refresh_workout_bpm(store: TableStore) -> Refresh:
+    """Recompute the readings of every workout touched by a new completion, a new or changed
+    reading, or a (late) registration of its member."""
+    i = inc.plan(store, WORKOUT_BPM, [COMPLETED_WORKOUTS, HEART_RATE, USERS])
+    if i.is_empty:
+        return Refresh(i)
+    completed = inc.snapshot(store, i, COMPLETED_WORKOUTS)
+    members = inc.snapshot(store, i, USERS)
+    readings = inc.snapshot(store, i, HEART_RATE)
+    scopes = []
+    if i.advanced(COMPLETED_WORKOUTS):
+        scopes.append(inc.changed(store, i, COMPLETED_WORKOUTS).select(*WORKOUT_KEY))
+    if i.advanced(USERS):
+        users = inc.changed(store, i, USERS).select(F.col("user_id").cast("int").alias("user_id")).distinct()
+        scopes.append(completed.join(F.broadcast(users), on="user_id", how="left_semi").select(*WORKOUT_KEY))
+    if i.advanced(HEART_RATE):
+        new_readings = inc.changed(store, i, HEART_RATE).select("device_id", "time").distinct()
+        owners = members.select(F.col("user_id").cast("int").alias("user_id"), "device_id")
+        touched = new_readings.join(owners, on="device_id", how="inner")
+        scopes.append(completed.join(touched, on=[completed["user_id"] == touched["user_id"],
+                                                  touched["time"] > completed["start_time"],
+                                                  touched["time"] <= completed["end_time"]], how="inner")
+                      .select(completed["user_id"], "workout_id", "session_id"))
+    scope = scopes[0]
+    for extra in scopes[1:]:
+        scope = scope.unionByName(extra)
+    scope = scope.distinct().cache()
+    try:
+        in_scope = completed.join(F.broadcast(scope), on=WORKOUT_KEY, how="left_semi")
+        devices = in_scope.join(members.select(F.col("user_id").cast("int").alias("user_id"), "device_id"),
+                                on="user_id", how="inner").select("device_id").distinct()
+        relevant = readings.join(F.broadcast(devices), on="device_id", how="left_semi")
+        rows = T.workout_bpm(in_scope, members, relevant)
+        return Refresh(i, inc.sync_scope(store, WORKOUT_BPM, rows, scope, i))
+    finally:
+        scope.unpersist()

@@ -1,0 +1,38 @@
+"""Gold transforms: the business summaries."""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+WORKOUT_KEY = ["user_id", "workout_id", "session_id"]
+
+
+def workout_bpm_summary(readings: DataFrame, bins: DataFrame) -> DataFrame:
+    """Per completed workout with readings: min/avg/max heart rate, the number of readings and
+    the member's bins (NULL bins for a member with no current profile, rather than no row)."""
+    stats = readings.groupBy(*WORKOUT_KEY).agg(
+        F.min("heartrate").alias("min_bpm"), F.avg("heartrate").alias("avg_bpm"),
+        F.max("heartrate").alias("max_bpm"), F.count(F.lit(1)).alias("num_recordings"),
+    ).withColumn("user_id", F.col("user_id").cast("long"))
+    joined = stats.join(bins, on="user_id", how="left")
+    return joined.select("workout_id", "session_id", "user_id", "age", "gender", "city", "state",
+                         "min_bpm", "avg_bpm", "max_bpm", "num_recordings")
+
+
+def gym_summary(visits: DataFrame, members: DataFrame, completed: DataFrame) -> DataFrame:
+    """Gym visits joined to the member's completed workouts that started during the visit."""
+    v = visits.join(members.select("mac_address", F.col("user_id").cast("int").alias("user_id")),
+                    on="mac_address", how="inner")
+    joined = v.join(completed, on=[v["user_id"] == completed["user_id"],
+                                   completed["start_time"] >= v["login"], completed["start_time"] <= v["logout"]],
+                    how="inner")
+
+    def minutes(start: str, end: str):
+        return F.round((F.unix_micros(end) - F.unix_micros(start)) / F.lit(60_000_000), 2)
+
+    return joined.select(
+        F.to_date("login").alias("date"), "gym", "mac_address", "workout_id", "session_id",
+        minutes("login", "logout").alias("minutes_in_gym"),
+        minutes("start_time", "end_time").alias("minutes_exercising"),
+    )

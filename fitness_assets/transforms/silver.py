@@ -1,0 +1,139 @@
+"""Silver transforms: typed, deduplicated business entities.
+
+Functions here are pure: DataFrames in, DataFrames out. Each ends with a ``select`` that
+states its output columns. Rules that must not depend on how input was split into batches
+(first registration wins, latest logout wins, ...) are written so that applying them to any
+split and combining the results gives what applying them once to all input gives.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from fitness_assets.transforms import parsing as P
+from fitness_assets.transforms.bronze import decode_kafka
+
+MAX_WORKOUT_HOURS = 3
+AGE_BINS = ((18, "under 18"), (25, "18-25"), (35, "25-35"), (45, "35-45"), (55, "45-55"), (65, "55-65"),
+            (75, "65-75"), (85, "75-85"), (95, "85-95"))
+PROFILE_FIELDS = ("dob", "sex", "gender", "first_name", "last_name", "street_address", "city", "state", "zip")
+
+
+def _first_by(df: DataFrame, keys: list[str], order: list[Column]) -> DataFrame:
+    w = Window.partitionBy(*keys).orderBy(*order)
+    return df.withColumn("_rn", F.row_number().over(w)).where(F.col("_rn") == 1).drop("_rn")
+
+
+def users(registrations: DataFrame) -> DataFrame:
+    """One row per member: the earliest registration (ties: lowest device, then MAC)."""
+    first = _first_by(registrations, ["user_id"],
+                      [F.col("registration_timestamp"), F.col("device_id"), F.col("mac_address")])
+    return first.select(
+        "user_id", "device_id", "mac_address",
+        P.epoch_seconds_to_timestamp(F.col("registration_timestamp")).alias("registration_timestamp"),
+    )
+
+
+# Replace a stored user only with an earlier registration (same order as `users`).
+USERS_EARLIER = ("s.registration_timestamp < t.registration_timestamp OR (s.registration_timestamp = "
+                 "t.registration_timestamp AND (s.device_id < t.device_id OR (s.device_id = t.device_id "
+                 "AND s.mac_address < t.mac_address)))")
+
+
+def gym_logs(logins: DataFrame) -> DataFrame:
+    """One row per visit (mac, gym, login) with the latest logout seen (NULL while inside)."""
+    visits = logins.groupBy("mac_address", "gym", "login").agg(F.max("logout").alias("logout"))
+    return visits.select(
+        "mac_address", "gym", P.epoch_seconds_to_timestamp(F.col("login")).alias("login"),
+        P.epoch_seconds_to_timestamp(F.col("logout")).alias("logout"),
+    )
+
+
+LOGOUT_LATER = "s.logout IS NOT NULL AND (t.logout IS NULL OR s.logout > t.logout)"
+
+
+def workouts(kafka: DataFrame) -> DataFrame:
+    """Workout events, one per (user, workout, session, action), the earliest time kept."""
+    events = decode_kafka(kafka, "workout")
+    return events.groupBy(
+        F.col("user_id").cast("int").alias("user_id"), "workout_id", "session_id", "action"
+    ).agg(F.min("updated").alias("time")).select("user_id", "workout_id", "time", "action", "session_id")
+
+
+def heart_rate(kafka: DataFrame) -> DataFrame:
+    """Readings, one per (device, instant): the highest heart rate reported for it."""
+    readings = decode_kafka(kafka, "bpm")
+    per_instant = readings.groupBy("device_id", "time").agg(F.max("heartrate").alias("heartrate"))
+    return per_instant.select(
+        "device_id", "time", "heartrate",
+        F.coalesce(F.col("heartrate") > 0, F.lit(False)).alias("valid"),
+    )
+
+
+HEARTRATE_HIGHER = "s.heartrate IS NOT NULL AND (t.heartrate IS NULL OR s.heartrate > t.heartrate)"
+
+
+def profile_changes(kafka: DataFrame) -> DataFrame:
+    """Profile CDC changes, one per (user, instant): on a tie the highest (partition, offset) wins."""
+    changes = decode_kafka(kafka, "user_info")
+    return _first_by(changes, ["user_id", "updated"], [F.col("partition").desc(), F.col("offset").desc()]).select(
+        "user_id", "update_type", "updated", *PROFILE_FIELDS,
+    )
+
+
+def profile_history(changes: DataFrame) -> DataFrame:
+    """SCD type 2 of each member's changes: every version with its validity interval. A
+    delete is a version of its own (``is_deleted``) keeping the last known profile values."""
+    by_time = Window.partitionBy("user_id").orderBy("updated")
+    carried = {c: F.when(F.col("update_type") == "delete",
+                         F.coalesce(F.col(c), F.last(F.col(c), ignorenulls=True).over(
+                             by_time.rowsBetween(Window.unboundedPreceding, -1)))).otherwise(F.col(c))
+               for c in PROFILE_FIELDS}
+    valid_to = F.lead("updated").over(by_time)
+    return changes.select(
+        "user_id", *[carried[c].alias(c) for c in PROFILE_FIELDS], "updated",
+        F.col("updated").alias("valid_from"), valid_to.alias("valid_to"),
+        valid_to.isNull().alias("is_current"), (F.col("update_type") == "delete").alias("is_deleted"),
+    ).select("user_id", *PROFILE_FIELDS, "updated", "valid_from", "valid_to", "is_current", "is_deleted")
+
+
+def current_profiles(history: DataFrame) -> DataFrame:
+    """The current version of each member, with ``is_deleted`` telling whether it is a delete."""
+    return history.where(F.col("is_current")).select("user_id", *PROFILE_FIELDS, "updated", "is_deleted")
+
+
+def age_bin(dob: Column, reference: dt.date) -> Column:
+    """The contract's age bin of a date of birth at ``reference`` (lower bounds inclusive)."""
+    age = F.floor(F.months_between(F.lit(reference), dob) / F.lit(12))
+    expr = F.when(dob.isNull(), F.lit("invalid age"))
+    for upper, label in AGE_BINS:
+        expr = expr.when(age < upper, F.lit(label))
+    return expr.otherwise(F.lit("95+"))
+
+
+def user_bins(profiles: DataFrame, reference: dt.date) -> DataFrame:
+    return profiles.select("user_id", age_bin(F.col("dob"), reference).alias("age"), "gender", "city", "state")
+
+
+def completed_workouts(events: DataFrame) -> DataFrame:
+    """Start/stop pairs of one workout with the stop after the start and within three hours."""
+    pairs = events.groupBy("user_id", "workout_id", "session_id").agg(
+        F.min(F.when(F.col("action") == "start", F.col("time"))).alias("start_time"),
+        F.min(F.when(F.col("action") == "stop", F.col("time"))).alias("end_time"),
+    )
+    done = (F.col("start_time") < F.col("end_time")) & (F.col("end_time") <= F.col("start_time") + F.make_dt_interval(hours=F.lit(MAX_WORKOUT_HOURS)))
+    return pairs.where(done).select("user_id", "workout_id", "session_id", "start_time", "end_time")
+
+
+def workout_bpm(completed: DataFrame, members: DataFrame, readings: DataFrame) -> DataFrame:
+    """Valid readings of the member's device taken during a completed workout."""
+    devices = completed.join(members.select(F.col("user_id").cast("int").alias("user_id"), "device_id"),
+                             on="user_id", how="inner")
+    valid = readings.where(F.col("valid")).select("device_id", "time", "heartrate")
+    joined = devices.join(valid, on=[devices["device_id"] == valid["device_id"],
+                                     valid["time"] > devices["start_time"], valid["time"] <= devices["end_time"]],
+                          how="inner")
+    return joined.select("user_id", "workout_id", "session_id", "start_time", "end_time", valid["time"], "heartrate")
