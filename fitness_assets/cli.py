@@ -39,7 +39,7 @@ def run_graph(selection: list[str] | None = None, settings: Settings | None = No
               spark_env: SparkEnv | None = None, instance=None):
     """Materialize ``selection`` (asset key strings like ``silver/users``; all when empty) with
     checks, in this process, and return the report."""
-    from dagster import AssetKey, DagsterInstance
+    from dagster import AssetKey, AssetSelection, DagsterInstance
 
     from fitness_assets import report as rpt
     from fitness_assets.definitions import ALL_ASSETS_JOB, build_definitions
@@ -52,7 +52,11 @@ def run_graph(selection: list[str] | None = None, settings: Settings | None = No
     resources["spark"].session()
     spark_seconds = time.perf_counter() - spark_started
     job = defs.resolve_job_def(ALL_ASSETS_JOB)
-    keys = [AssetKey.from_user_string(s) for s in selection] if selection else None
+    keys = None
+    if selection:
+        # A bronze asset writes its quarantine table in the same step: select both together.
+        chosen = AssetSelection.assets(*[AssetKey.from_user_string(s) for s in selection])
+        keys = list(chosen.required_multi_asset_neighbors().resolve(defs.resolve_asset_graph()))
     if instance is None:
         _ensure_dagster_home()
         instance = DagsterInstance.get()

@@ -58,7 +58,7 @@ class LakehouseResource(ConfigurableResource):
     def reference(self) -> dt.date:
         if self.reference_date:
             return dt.date.fromisoformat(self.reference_date)
-        return dt.datetime.now(dt.timezone.utc).date()
+        return dt.datetime.now(dt.UTC).date()
 
     def date_range(self) -> tuple[dt.date, dt.date]:
         return dt.date.fromisoformat(self.date_lookup_start), dt.date.fromisoformat(self.date_lookup_end)

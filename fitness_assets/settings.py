@@ -47,7 +47,7 @@ class Settings:
 
     def effective_reference_date(self) -> dt.date:
         """The date ages are computed at: configured, or today (UTC) when unset."""
-        return self.reference_date or dt.datetime.now(dt.timezone.utc).date()
+        return self.reference_date or dt.datetime.now(dt.UTC).date()
 
 
 @dataclass(frozen=True)

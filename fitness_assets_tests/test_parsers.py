@@ -7,7 +7,7 @@ import pytest
 from fitness_assets.transforms import bronze
 from fitness_assets.transforms.reference import date_lookup
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def _lines(spark, raws, source_file="src/f.csv"):

@@ -4,7 +4,7 @@ offending rows and a small sample in the metadata."""
 
 from collections.abc import Callable, Sequence
 
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetChecksDefinition, MetadataValue, asset_check
+from dagster import AssetCheckResult, AssetChecksDefinition, AssetCheckSeverity, MetadataValue, asset_check
 from pyspark.sql import DataFrame
 
 from fitness_assets.assets.common import asset_key

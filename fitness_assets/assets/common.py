@@ -5,8 +5,17 @@ from typing import Any
 
 import pyarrow as pa
 from dagster import (
-    AssetExecutionContext, AssetKey, AssetsDefinition, MaterializeResult, MetadataValue, TableColumn,
-    TableColumnConstraints, TableColumnDep, TableColumnLineage, TableSchema, asset,
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    MaterializeResult,
+    MetadataValue,
+    TableColumn,
+    TableColumnConstraints,
+    TableColumnDep,
+    TableColumnLineage,
+    TableSchema,
+    asset,
 )
 
 from fitness_assets.lakehouse.store import CommitResult, TableStore

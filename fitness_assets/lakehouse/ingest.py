@@ -98,7 +98,7 @@ def ingest(
     parse: Callable[[DataFrame], DataFrame],
     max_files_per_batch: int = 64,
     max_batches: int = 1000,
-    now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.timezone.utc),
+    now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
 ) -> IngestReport:
     """Ingest the landing files of ``source`` not yet in ``bronze``, in bounded batches."""
     report = IngestReport(bronze.qualified_name)

@@ -9,7 +9,13 @@ from fitness_assets.lakehouse import incremental as inc
 from fitness_assets.lakehouse.store import TableStore
 from fitness_assets.pipelines import Refresh
 from fitness_assets.tables import (
-    COMPLETED_WORKOUTS, GYM_LOGS, GYM_SUMMARY, USER_BINS, USERS, WORKOUT_BPM, WORKOUT_BPM_SUMMARY,
+    COMPLETED_WORKOUTS,
+    GYM_LOGS,
+    GYM_SUMMARY,
+    USER_BINS,
+    USERS,
+    WORKOUT_BPM,
+    WORKOUT_BPM_SUMMARY,
 )
 from fitness_assets.transforms import gold as G
 

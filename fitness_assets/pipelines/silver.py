@@ -22,8 +22,18 @@ from fitness_assets.lakehouse import incremental as inc
 from fitness_assets.lakehouse.store import Clause, TableStore
 from fitness_assets.pipelines import Refresh
 from fitness_assets.tables import (
-    COMPLETED_WORKOUTS, GYM_LOGINS_BZ, GYM_LOGS, HEART_RATE, KAFKA_MULTIPLEX_BZ, REGISTERED_USERS_BZ, USER_BINS,
-    USER_PROFILE, USER_PROFILE_HISTORY, USERS, WORKOUT_BPM, WORKOUTS,
+    COMPLETED_WORKOUTS,
+    GYM_LOGINS_BZ,
+    GYM_LOGS,
+    HEART_RATE,
+    KAFKA_MULTIPLEX_BZ,
+    REGISTERED_USERS_BZ,
+    USER_BINS,
+    USER_PROFILE,
+    USER_PROFILE_HISTORY,
+    USERS,
+    WORKOUT_BPM,
+    WORKOUTS,
 )
 from fitness_assets.transforms import silver as T
 

@@ -12,8 +12,14 @@ from fitness_assets.lakehouse.ingest import ingest
 from fitness_assets.lakehouse.store import TableStore
 from fitness_assets.resources import LakehouseResource, SparkResource
 from fitness_assets.tables import (
-    DATE_LOOKUP, GYM_LOGINS_BZ, GYM_LOGINS_QR, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR, REGISTERED_USERS_BZ,
-    REGISTERED_USERS_QR, TableSpec,
+    DATE_LOOKUP,
+    GYM_LOGINS_BZ,
+    GYM_LOGINS_QR,
+    KAFKA_MULTIPLEX_BZ,
+    KAFKA_MULTIPLEX_QR,
+    REGISTERED_USERS_BZ,
+    REGISTERED_USERS_QR,
+    TableSpec,
 )
 from fitness_assets.transforms import bronze as parsers
 

@@ -10,8 +10,13 @@ from fitness_assets.lakehouse.ingest import ingested_files
 from fitness_assets.lakehouse.store import TableStore
 from fitness_assets.resources import LakehouseResource, SparkResource
 from fitness_assets.tables import (
-    GYM_LOGINS_BZ, GYM_LOGINS_QR, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR, REGISTERED_USERS_BZ,
-    REGISTERED_USERS_QR, TableSpec,
+    GYM_LOGINS_BZ,
+    GYM_LOGINS_QR,
+    KAFKA_MULTIPLEX_BZ,
+    KAFKA_MULTIPLEX_QR,
+    REGISTERED_USERS_BZ,
+    REGISTERED_USERS_QR,
+    TableSpec,
 )
 
 QUARANTINE_WARN_SHARE = 0.05

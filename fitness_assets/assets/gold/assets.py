@@ -3,7 +3,13 @@
 from fitness_assets.assets.common import refresh_asset
 from fitness_assets.pipelines import gold as refresh
 from fitness_assets.tables import (
-    COMPLETED_WORKOUTS, GYM_LOGS, GYM_SUMMARY, USER_BINS, USERS, WORKOUT_BPM, WORKOUT_BPM_SUMMARY,
+    COMPLETED_WORKOUTS,
+    GYM_LOGS,
+    GYM_SUMMARY,
+    USER_BINS,
+    USERS,
+    WORKOUT_BPM,
+    WORKOUT_BPM_SUMMARY,
 )
 
 workout_bpm_summary = refresh_asset(

@@ -3,8 +3,18 @@
 from fitness_assets.assets.common import refresh_asset
 from fitness_assets.pipelines import silver as refresh
 from fitness_assets.tables import (
-    COMPLETED_WORKOUTS, GYM_LOGINS_BZ, GYM_LOGS, HEART_RATE, KAFKA_MULTIPLEX_BZ, REGISTERED_USERS_BZ, USER_BINS,
-    USER_PROFILE, USER_PROFILE_HISTORY, USERS, WORKOUT_BPM, WORKOUTS,
+    COMPLETED_WORKOUTS,
+    GYM_LOGINS_BZ,
+    GYM_LOGS,
+    HEART_RATE,
+    KAFKA_MULTIPLEX_BZ,
+    REGISTERED_USERS_BZ,
+    USER_BINS,
+    USER_PROFILE,
+    USER_PROFILE_HISTORY,
+    USERS,
+    WORKOUT_BPM,
+    WORKOUTS,
 )
 
 

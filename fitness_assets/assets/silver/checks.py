@@ -5,8 +5,16 @@ from pyspark.sql import functions as F
 
 from fitness_assets.assets.checks_lib import key_checks, link_check, rule_check, table_check
 from fitness_assets.tables import (
-    COMPLETED_WORKOUTS, GYM_LOGS, HEART_RATE, SILVER_TABLES, USER_BINS, USER_PROFILE, USER_PROFILE_HISTORY, USERS,
-    WORKOUT_BPM, WORKOUTS,
+    COMPLETED_WORKOUTS,
+    GYM_LOGS,
+    HEART_RATE,
+    SILVER_TABLES,
+    USER_BINS,
+    USER_PROFILE,
+    USER_PROFILE_HISTORY,
+    USERS,
+    WORKOUT_BPM,
+    WORKOUTS,
 )
 from fitness_assets.transforms.silver import AGE_BINS
 

@@ -1,0 +1,564 @@
+"""Benchmarks of the platform: bronze throughput, the main job, full refresh and a ~1 % micro-batch.
+
+``python -m fitness_assets.bench`` (``make bench``) runs every scenario at the demo size, ~0.5M
+and ~5M heart-rate readings; ``--quick`` keeps to the demo size and ~0.5M. Results go to
+``benchmarks/results.json`` and ``benchmarks/RESULTS.md``, and the table is printed.
+
+Each measured run happens in its own subprocess (``--task``), so every run starts a fresh JVM
+and the process's peak memory belongs to that run alone: Python's peak is the process's
+``ru_maxrss``; the JVM's is ``RUSAGE_CHILDREN`` once the JVM has been stopped and reaped.
+Simulating landing data is a separate task, timed but never counted in a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fitness_assets.settings import PROJECT_ROOT
+
+BRONZE_SELECTION = [
+    "reference/date_lookup",
+    "bronze/registered_users_bz",
+    "bronze/gym_logins_bz",
+    "bronze/kafka_multiplex_bz",
+]
+BRONZE_SOURCES = ("registered_users_bz", "gym_logins_bz", "kafka_multiplex_bz")
+SOURCE_FOLDERS = ("registered_users", "gym_logins", "kafka_multiplex")
+REFERENCE_DATE = "2024-01-01"
+DRIVER_MEMORY = "6g"
+MICRO_BATCHES = 100
+SMALL = "500k"
+LARGE = "5M"
+SIZES: dict[str, int | None] = {"tiny": None, SMALL: 500_000, LARGE: 5_000_000}
+#: A scenario slower than this is called out in RESULTS.md rather than silently shrunk.
+SLOW_SCENARIO_SECONDS = 15 * 60
+DEFAULT_RESULTS_DIR = PROJECT_ROOT / "benchmarks"
+
+Result = dict[str, Any]
+
+
+# --------------------------------------------------------------------------------------------
+# Tasks: each runs in its own process, started by the orchestrator below.
+# --------------------------------------------------------------------------------------------
+
+
+def _simulator_config(size: str, batches: int = 1) -> Any:
+    from fitness_assets.simulator import SimulatorConfig
+
+    readings = SIZES[size]
+    overrides: dict[str, Any] = {"batches": batches, "split": "time"}
+    if readings is None:
+        return SimulatorConfig.tiny(**overrides)
+    return SimulatorConfig.scaled(readings, **overrides)
+
+
+def _truth_summary(truth: Any, seconds: float) -> Result:
+    return {
+        "simulate_seconds": seconds,
+        "readings": truth.counts.bpm_readings,
+        "members": truth.counts.members,
+        "days": truth.config["days"],
+        "lines": {name: source.lines for name, source in truth.sources.items()},
+        "total_lines": sum(source.lines for source in truth.sources.values()),
+    }
+
+
+def batch_files(folder: Path, batch: int) -> list[Path]:
+    """The landing files of ``batch`` under every source folder of ``folder``."""
+    prefix = f"batch-{batch:05d}-part-"
+    return sorted(
+        entry
+        for source in SOURCE_FOLDERS
+        if (folder / source).is_dir()
+        for entry in (folder / source).iterdir()
+        if entry.name.startswith(prefix)
+    )
+
+
+def release_batches(staging: Path, landing: Path, batches: range) -> int:
+    """Move the files of ``batches`` from ``staging`` into ``landing``, in delivery order.
+
+    A file moved whole with ``os.replace`` appears atomically, as a producer's publish would.
+    Returns the number of files moved.
+    """
+    moved = 0
+    for batch in batches:
+        for path in batch_files(staging, batch):
+            target = landing / path.parent.name / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+            moved += 1
+    return moved
+
+
+def task_simulate(size: str, workdir: Path) -> Result:
+    """Write the whole simulation of ``size`` into ``workdir/landing``."""
+    from fitness_assets.simulator import Simulator
+
+    started = time.perf_counter()
+    truth = Simulator(_simulator_config(size)).write_all(workdir / "landing")
+    return _truth_summary(truth, time.perf_counter() - started)
+
+
+def task_stage(size: str, workdir: Path) -> Result:
+    """Simulate ``size`` in 100 time-split batches into ``workdir/staging`` and release all
+    but the last into ``workdir/landing``.
+
+    One ``write_all`` replaces 99 ``write_batch`` calls, each of which would replay the whole
+    stream.
+    """
+    from fitness_assets.simulator import Simulator
+
+    started = time.perf_counter()
+    truth = Simulator(_simulator_config(size, MICRO_BATCHES)).write_all(workdir / "staging")
+    out = _truth_summary(truth, time.perf_counter() - started)
+    out["files_released"] = release_batches(workdir / "staging", workdir / "landing", range(MICRO_BATCHES - 1))
+    last = truth.batches[-1]
+    out["last_batch_lines"] = sum(source.lines for source in last.sources.values())
+    out["last_batch_share"] = out["last_batch_lines"] / out["total_lines"]
+    return out
+
+
+def _stop_spark_and_reap_jvm() -> None:
+    """Stop the session and wait for the JVM to exit, so that ``RUSAGE_CHILDREN`` counts it.
+
+    ``SparkSession.stop`` leaves the gateway JVM running until its stdin closes, and an
+    orphaned JVM would never be reaped by this process.
+    """
+    from pyspark import SparkContext
+
+    from fitness_assets.lakehouse.spark import stop_session
+
+    gateway = SparkContext._gateway
+    stop_session()
+    if gateway is None:
+        return
+    proc = getattr(gateway, "proc", None)
+    gateway.shutdown()
+    SparkContext._gateway = None
+    SparkContext._jvm = None
+    if proc is not None:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        proc.wait(timeout=120)
+
+
+def _peak_mib(who: int) -> float:
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(who).ru_maxrss / 1024
+
+
+def _step_seconds(instance: Any) -> tuple[dict[str, float], float | None]:
+    """Per-step durations of the instance's only run (from STEP_SUCCESS events, longest
+    first) and the run's own start-to-end time."""
+    from dagster import DagsterEventType
+
+    runs = instance.get_runs(limit=1)
+    if not runs:
+        return {}, None
+    run_id = runs[0].run_id
+    steps: dict[str, float] = {}
+    for entry in instance.all_logs(run_id, of_type=DagsterEventType.STEP_SUCCESS):
+        event = entry.dagster_event
+        steps[event.step_key] = event.event_specific_data.duration_ms / 1000
+    stats = instance.get_run_stats(run_id)
+    job_seconds = stats.end_time - stats.start_time if stats.end_time and stats.start_time else None
+    return dict(sorted(steps.items(), key=lambda item: -item[1])), job_seconds
+
+
+def task_run(selection: list[str] | None, workdir: Path) -> Result:
+    """Materialize ``selection`` (the whole graph when None) on ``workdir``'s landing zone and
+    lakehouse, in this process, and measure it."""
+    from dagster import instance_for_test
+
+    from fitness_assets.cli import run_graph
+    from fitness_assets.settings import Settings, SparkEnv
+
+    settings = Settings.from_env({
+        "FITNESS_LANDING_ROOT": str(workdir / "landing"),
+        "FITNESS_LAKEHOUSE_ROOT": str(workdir / "lakehouse"),
+        "FITNESS_REFERENCE_DATE": REFERENCE_DATE,
+    })
+    with instance_for_test() as instance:
+        report = run_graph(selection, settings, SparkEnv(driver_memory=DRIVER_MEMORY), instance=instance)
+        steps, job_seconds = _step_seconds(instance)
+    _stop_spark_and_reap_jvm()
+    return {
+        "success": report.success,
+        "failed_steps": report.failed_steps,
+        "checks_failed": [f"{c.asset} :: {c.check}" for c in report.checks if not c.passed],
+        "wall_seconds": report.wall_seconds,
+        "spark_start_seconds": report.spark_start_seconds,
+        "job_seconds": job_seconds,
+        "tables": report.tables,
+        "steps": steps,
+        "python_peak_mib": _peak_mib(resource.RUSAGE_SELF),
+        "jvm_peak_mib": _peak_mib(resource.RUSAGE_CHILDREN),
+    }
+
+
+TASKS: dict[str, Callable[[str, Path], Result]] = {
+    "simulate": task_simulate,
+    "stage": task_stage,
+    "bronze": lambda size, workdir: task_run(BRONZE_SELECTION, workdir),
+    "graph": lambda size, workdir: task_run(None, workdir),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Orchestrator: runs the tasks of every scenario in subprocesses and summarizes them.
+# --------------------------------------------------------------------------------------------
+
+
+class TaskFailed(RuntimeError):
+    """A task's subprocess failed or its run did not succeed."""
+
+
+@dataclass
+class Scenario:
+    """One measurement: a name, a data size, and the work it does in a scratch folder."""
+
+    name: str
+    size: str
+    body: Callable[[Scenario, Path, float], Result]
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}@{self.size}"
+
+
+def run_task(task: str, size: str, workdir: Path, timeout: float) -> Result:
+    """Run ``task`` in a fresh interpreter and return what it measured."""
+    out = workdir / f"{task}.json"
+    log = workdir / f"{task}.log"
+    command = [sys.executable, "-m", "fitness_assets.bench", "--task", task, "--size", size,
+               "--workdir", str(workdir), "--out", str(out)]
+    started = time.perf_counter()
+    with open(log, "w", encoding="utf-8") as handle:
+        proc = subprocess.run(command, cwd=PROJECT_ROOT, stdout=handle, stderr=subprocess.STDOUT,
+                              timeout=timeout, check=False)
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0 or not out.exists():
+        tail = "".join(log.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)[-40:])
+        raise TaskFailed(f"task {task} ({size}) exited with {proc.returncode}:\n{tail}")
+    result: Result = json.loads(out.read_text(encoding="utf-8"))
+    result["process_seconds"] = elapsed
+    if result.get("success") is False:
+        raise TaskFailed(f"task {task} ({size}) ran but failed steps: {result['failed_steps']}")
+    _progress(f"  {task:<9} {size:>5}: {elapsed:7.1f} s")
+    return result
+
+
+def bronze_records(tables: dict[str, int]) -> int:
+    """Rows of the three bronze tables plus their quarantine tables."""
+    return sum(tables.get(f"{layer}.{name}", 0) for layer in ("bronze", "quarantine") for name in BRONZE_SOURCES)
+
+
+def scenario_bronze(scenario: Scenario, workdir: Path, timeout: float) -> Result:
+    """Simulate, then ingest the three landing folders into bronze and quarantine."""
+    data = run_task("simulate", scenario.size, workdir, timeout)
+    run = run_task("bronze", scenario.size, workdir, timeout)
+    records = bronze_records(run["tables"])
+    without_start = run["wall_seconds"] - run["spark_start_seconds"]
+    return {
+        "data": data,
+        "run": run,
+        "records": records,
+        "records_per_second": records / run["wall_seconds"],
+        "records_per_second_excl_spark_start": records / without_start,
+    }
+
+
+def scenario_graph(scenario: Scenario, workdir: Path, timeout: float) -> Result:
+    """Simulate, then materialize the whole graph on a fresh lakehouse."""
+    return {
+        "data": run_task("simulate", scenario.size, workdir, timeout),
+        "run": run_task("graph", scenario.size, workdir, timeout),
+    }
+
+
+def scenario_micro_batch(scenario: Scenario, workdir: Path, timeout: float) -> Result:
+    """Run the graph on 99 of 100 time-split batches, release the last one and run it again.
+
+    Both runs are fresh processes, as each Dagster run is, so the micro-batch includes one
+    Spark start-up; its figures are also given without it.
+    """
+    data = run_task("stage", scenario.size, workdir, timeout)
+    catch_up = run_task("graph", scenario.size, workdir, timeout)
+    release_batches(workdir / "staging", workdir / "landing", range(MICRO_BATCHES - 1, MICRO_BATCHES))
+    micro = run_task("graph", scenario.size, workdir, timeout)
+    return {"data": data, "catch_up_run": catch_up, "run": micro}
+
+
+def scenarios(quick: bool) -> list[Scenario]:
+    """Small sizes first, so a broken setup fails fast."""
+    chosen = [
+        Scenario("bronze", SMALL, scenario_bronze),
+        Scenario("graph", "tiny", scenario_graph),
+        Scenario("graph", SMALL, scenario_graph),
+        Scenario("micro_batch", SMALL, scenario_micro_batch),
+    ]
+    if not quick:
+        chosen += [
+            Scenario("bronze", LARGE, scenario_bronze),
+            Scenario("graph", LARGE, scenario_graph),
+            Scenario("micro_batch", LARGE, scenario_micro_batch),
+        ]
+    return chosen
+
+
+@contextmanager
+def scratch(label: str) -> Iterator[Path]:
+    """A temporary folder under /tmp for one scenario's data, deleted afterwards."""
+    path = Path(tempfile.mkdtemp(prefix=f"fitness-bench-{label.replace('@', '-')}-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def run_scenario(scenario: Scenario, timeout: float) -> Result:
+    """Run one scenario in its own scratch folder; a failure is recorded, not raised."""
+    _progress(f"{scenario.label} ...")
+    started = time.perf_counter()
+    with scratch(scenario.label) as workdir:
+        try:
+            result = scenario.body(scenario, workdir, timeout)
+        except (TaskFailed, subprocess.TimeoutExpired) as exc:
+            _progress(f"  FAILED: {exc}")
+            result = {"error": str(exc)}
+    result.update(name=scenario.name, size=scenario.size, scenario_seconds=time.perf_counter() - started)
+    return result
+
+
+def machine_facts() -> Result:
+    """Cores and memory as ``nproc`` and ``free`` report them, and the software versions."""
+    import pyspark
+
+    def command(*args: str) -> str:
+        try:
+            return subprocess.run(args, capture_output=True, text=True, check=False).stdout.strip()
+        except OSError:
+            return ""
+
+    free = command("free", "-b").splitlines()
+    mem = next((line.split() for line in free if line.startswith("Mem:")), [])
+    java = subprocess.run(["java", "-version"], capture_output=True, text=True, check=False).stderr
+    return {
+        "nproc": int(command("nproc") or os.cpu_count() or 0),
+        "memory_total_gib": int(mem[1]) / 2**30 if mem else None,
+        "memory_available_gib": int(mem[6]) / 2**30 if len(mem) > 6 else None,
+        "python": platform.python_version(),
+        "pyspark": pyspark.__version__,
+        "java": java.splitlines()[0] if java else None,
+        "spark_master": "local[2]",
+        "driver_memory": DRIVER_MEMORY,
+    }
+
+
+def _by(results: list[Result], name: str) -> dict[str, Result]:
+    return {r["size"]: r for r in results if r["name"] == name and "error" not in r}
+
+
+def summarize(results: list[Result]) -> Result:
+    """The headline figures, derived from the scenarios' raw results."""
+    bronze = _by(results, "bronze")
+    graph = _by(results, "graph")
+    micro = _by(results, "micro_batch")
+    summary: Result = {
+        "bronze_throughput": {
+            size: {
+                "readings": r["data"]["readings"],
+                "records": r["records"],
+                "simulate_seconds": r["data"]["simulate_seconds"],
+                "wall_seconds": r["run"]["wall_seconds"],
+                "spark_start_seconds": r["run"]["spark_start_seconds"],
+                "records_per_second": r["records_per_second"],
+                "records_per_second_excl_spark_start": r["records_per_second_excl_spark_start"],
+                "python_peak_mib": r["run"]["python_peak_mib"],
+                "jvm_peak_mib": r["run"]["jvm_peak_mib"],
+            }
+            for size, r in bronze.items()
+        },
+        "whole_graph": {
+            size: {
+                "readings": r["data"]["readings"],
+                "wall_seconds": r["run"]["wall_seconds"],
+                "job_seconds": r["run"]["job_seconds"],
+                "spark_start_seconds": r["run"]["spark_start_seconds"],
+                "spark_start_share": r["run"]["spark_start_seconds"] / r["run"]["wall_seconds"],
+                "python_peak_mib": r["run"]["python_peak_mib"],
+                "jvm_peak_mib": r["run"]["jvm_peak_mib"],
+            }
+            for size, r in graph.items()
+        },
+        "micro_batch": {},
+    }
+    for size, r in micro.items():
+        run = r["run"]
+        full = graph.get(size)
+        summary["micro_batch"][size] = {
+            "readings": r["data"]["readings"],
+            "batch_share_of_lines": r["data"]["last_batch_share"],
+            "catch_up_wall_seconds": r["catch_up_run"]["wall_seconds"],
+            "wall_seconds": run["wall_seconds"],
+            "wall_seconds_excl_spark_start": run["wall_seconds"] - run["spark_start_seconds"],
+            "job_seconds": run["job_seconds"],
+            "share_of_full_refresh": run["wall_seconds"] / full["run"]["wall_seconds"] if full else None,
+            "python_peak_mib": run["python_peak_mib"],
+            "jvm_peak_mib": run["jvm_peak_mib"],
+            "top_steps": dict(list(run["steps"].items())[:6]),
+        }
+    if SMALL in summary["micro_batch"] and LARGE in summary["micro_batch"]:
+        small, large = summary["micro_batch"][SMALL], summary["micro_batch"][LARGE]
+        summary["micro_batch_ratio"] = {
+            "wall": large["wall_seconds"] / small["wall_seconds"],
+            "wall_excl_spark_start": large["wall_seconds_excl_spark_start"] / small["wall_seconds_excl_spark_start"],
+        }
+    return summary
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def render(report: Result) -> str:
+    """RESULTS.md: the date, the machine, and every headline figure as small tables."""
+    m = report["machine"]
+    s = report["summary"]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"- Date: {report['date']} ({'quick' if report['quick'] else 'full'} run, "
+        f"{report['total_seconds'] / 60:.1f} min in all)",
+        f"- Machine: {m['nproc']} cores (`nproc`), {_fmt(m['memory_total_gib'])} GiB total / "
+        f"{_fmt(m['memory_available_gib'])} GiB available (`free`); Python {m['python']}, "
+        f"pyspark {m['pyspark']}, {m['java']}; Spark {m['spark_master']}, driver memory {m['driver_memory']}",
+        "- Each run is a fresh process with a fresh JVM on a fresh lakehouse under /tmp; wall time is "
+        "`run_graph`'s (definitions, Spark start-up, the Dagster job with its checks, the row counts "
+        "of the report); \"job\" is the Dagster run alone. Simulation is timed apart and not counted.",
+        "",
+        "## Bronze ingestion (reference + 3 bronze assets with quarantine)",
+        "",
+        "| size | readings | records | simulate s | wall s | Spark start s | records/s | records/s excl. start "
+        "| Python peak MiB | JVM peak MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for size, b in s["bronze_throughput"].items():
+        lines.append(
+            f"| {size} | {b['readings']:,} | {b['records']:,} | {_fmt(b['simulate_seconds'])} | "
+            f"{_fmt(b['wall_seconds'])} | {_fmt(b['spark_start_seconds'])} | {_fmt(b['records_per_second'], 0)} | "
+            f"{_fmt(b['records_per_second_excl_spark_start'], 0)} | {_fmt(b['python_peak_mib'], 0)} | "
+            f"{_fmt(b['jvm_peak_mib'], 0)} |")
+    lines += [
+        "",
+        "## Whole graph on a fresh lakehouse (main job at tiny = `fitness-assets demo`; full refresh at 500k/5M)",
+        "",
+        "| size | readings | wall s | job s | Spark start s | start share | Python peak MiB | JVM peak MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for size, g in s["whole_graph"].items():
+        lines.append(
+            f"| {size} | {g['readings']:,} | {_fmt(g['wall_seconds'])} | {_fmt(g['job_seconds'])} | "
+            f"{_fmt(g['spark_start_seconds'])} | {g['spark_start_share']:.0%} | {_fmt(g['python_peak_mib'], 0)} | "
+            f"{_fmt(g['jvm_peak_mib'], 0)} |")
+    lines += [
+        "",
+        f"## ~1 % micro-batch (batch 100 of {MICRO_BATCHES}, time split, after a run on batches 1-99)",
+        "",
+        "| size | readings | batch share of lines | catch-up run s | micro-batch wall s | excl. Spark start s "
+        "| job s | share of full refresh | Python peak MiB | JVM peak MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for size, mb in s["micro_batch"].items():
+        share = mb["share_of_full_refresh"]
+        lines.append(
+            f"| {size} | {mb['readings']:,} | {mb['batch_share_of_lines']:.2%} | {_fmt(mb['catch_up_wall_seconds'])} | "
+            f"{_fmt(mb['wall_seconds'])} | {_fmt(mb['wall_seconds_excl_spark_start'])} | {_fmt(mb['job_seconds'])} | "
+            f"{'n/a' if share is None else f'{share:.0%}'} | {_fmt(mb['python_peak_mib'], 0)} | "
+            f"{_fmt(mb['jvm_peak_mib'], 0)} |")
+    ratio = s.get("micro_batch_ratio")
+    lines.append("")
+    if ratio:
+        lines.append(f"Micro-batch cost {LARGE} / {SMALL}: {ratio['wall']:.2f} (wall), "
+                     f"{ratio['wall_excl_spark_start']:.2f} (excluding Spark start-up); the goal is about 1.")
+    else:
+        lines.append(f"Micro-batch cost {LARGE} / {SMALL}: n/a (needs both sizes; `--quick` runs {SMALL} only).")
+    for size, mb in s["micro_batch"].items():
+        steps = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in mb["top_steps"].items())
+        lines.append(f"\nSlowest steps of the micro-batch at {size}: {steps}.")
+    notes = [f"- {r['name']}@{r['size']} took {r['scenario_seconds'] / 60:.1f} min (over "
+             f"{SLOW_SCENARIO_SECONDS // 60} min), simulation included." for r in report["scenarios"]
+             if r["scenario_seconds"] > SLOW_SCENARIO_SECONDS]
+    notes += [f"- {r['name']}@{r['size']} FAILED: {r['error'].splitlines()[0]}" for r in report["scenarios"]
+              if "error" in r]
+    if notes:
+        lines += ["", "## Notes", "", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def orchestrate(quick: bool, results_dir: Path, timeout: float) -> int:
+    """Run every scenario, write results.json and RESULTS.md, print the table."""
+    started = time.perf_counter()
+    date = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
+    machine = machine_facts()
+    results = [run_scenario(scenario, timeout) for scenario in scenarios(quick)]
+    report: Result = {
+        "date": date,
+        "quick": quick,
+        "machine": machine,
+        "total_seconds": time.perf_counter() - started,
+        "summary": summarize(results),
+        "scenarios": results,
+    }
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / "results.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    markdown = render(report)
+    (results_dir / "RESULTS.md").write_text(markdown, encoding="utf-8")
+    print(markdown)
+    return 1 if any("error" in r for r in results) else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fitness_assets.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help=f"only the tiny and {SMALL} sizes")
+    parser.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR,
+                        help="where results.json and RESULTS.md go (default: benchmarks/)")
+    parser.add_argument("--timeout", type=float, default=4 * 3600, help="seconds allowed to one task")
+    worker = parser.add_argument_group("one task in this process (used by the orchestrator)")
+    worker.add_argument("--task", choices=sorted(TASKS))
+    worker.add_argument("--size", choices=list(SIZES), default=SMALL)
+    worker.add_argument("--workdir", type=Path)
+    worker.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    if args.task is None:
+        return orchestrate(args.quick, args.results_dir, args.timeout)
+    if args.workdir is None or args.out is None:
+        parser.error("--task needs --workdir and --out")
+    result = TASKS[args.task](args.size, args.workdir)
+    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Bronze ingestion through Dagster on simulated landing data (real Spark, real Delta)."""
+
+import os
+from collections import Counter
+
+import pytest
+from deltalake import DeltaTable
+
+from fitness_assets.lakehouse.ingest import ingested_files
+from fitness_assets.lakehouse.store import FAULT_ENV
+from fitness_assets.simulator import SimulatorConfig
+from fitness_assets.tables import BRONZE_TABLES, KAFKA_MULTIPLEX_BZ, QUARANTINE_TABLES
+from fitness_assets_tests.helpers import BRONZE_SELECTION, SOURCES, deliver, stage, versions
+
+PAIRS = dict(zip(SOURCES, zip(BRONZE_TABLES, QUARANTINE_TABLES, strict=True), strict=True))
+
+
+def _quarantine_reasons(store, spec):
+    return dict(Counter(r["reason"] for r in store.read(spec).select("reason").collect()))
+
+
+def _assert_matches_truth(store, truth):
+    for source, (bronze, quarantine) in PAIRS.items():
+        expected = truth.sources[source]
+        assert store.row_count(bronze) == expected.valid, source
+        assert _quarantine_reasons(store, quarantine) == expected.quarantined, source
+    per_topic = Counter(r["topic"] for r in store.read(KAFKA_MULTIPLEX_BZ).select("topic").collect())
+    assert dict(per_topic) == truth.sources["kafka_multiplex"].valid_per_topic
+
+
+def test_bronze_counts_equal_simulator_truth_and_checks_pass(settings, store, run, tmp_path):
+    truth = stage(SimulatorConfig.tiny(seed=7), tmp_path / "staging")
+    deliver(tmp_path / "staging", tmp_path / "landing")
+    report = run(*BRONZE_SELECTION)
+    _assert_matches_truth(store, truth)
+    errors = [c for c in report.checks if c.severity == "ERROR" and not c.passed]
+    assert not errors
+    assert {c.check for c in report.checks} >= {"reconciled_with_landing", "keys_not_null", "topic_accepted",
+                                                "quarantine_volume", "complete_and_correct"}
+    for spec in BRONZE_TABLES:  # the contract's columns, readable by any Delta reader
+        assert DeltaTable(store.location(spec)).schema().to_arrow().names == spec.column_names
+
+
+def test_every_anomaly_family_is_quarantined_with_its_reason(settings, store, run, tmp_path):
+    truth = stage(SimulatorConfig.tiny(seed=11), tmp_path / "staging")
+    deliver(tmp_path / "staging", tmp_path / "landing")
+    run(*BRONZE_SELECTION)
+    families = {reason.split(":")[0] for spec in QUARANTINE_TABLES for reason in _quarantine_reasons(store, spec)}
+    assert families == {"malformed_csv", "malformed_json", "malformed_payload", "missing_field", "wrong_type",
+                        "invalid_value"}
+    rows = store.read(QUARANTINE_TABLES[2]).collect()
+    assert all(r["raw"] and r["source_file"].startswith("kafka_multiplex/") and r["line"] >= 1 for r in rows)
+    assert sum(truth.sources["kafka_multiplex"].quarantined.values()) == len(rows)
+
+
+def test_a_second_batch_ingests_only_new_files_and_nothing_new_adds_no_version(settings, store, run, tmp_path):
+    staging = tmp_path / "staging"
+    truth = stage(SimulatorConfig.tiny(seed=3, batches=2), staging)
+    first = deliver(staging, tmp_path / "landing", batch=0)
+    run(*BRONZE_SELECTION)
+    assert ingested_files(store, BRONZE_TABLES[2]) == {f for f in first if f.startswith("kafka_multiplex/")}
+    second = deliver(staging, tmp_path / "landing", batch=1)
+    assert second
+    run(*BRONZE_SELECTION)
+    _assert_matches_truth(store, truth)
+    before = versions(store)
+    run(*BRONZE_SELECTION)
+    assert versions(store) == before
+
+
+def test_a_large_backlog_is_taken_in_bounded_batches_over_several_runs(tmp_path, spark, dagster_instance):
+    from fitness_assets.cli import run_graph
+    from fitness_assets.lakehouse.store import DeltaRsTableStore
+    from fitness_assets.settings import Settings
+    from fitness_assets_tests.conftest import TEST_SPARK
+
+    settings = Settings.from_env({
+        "FITNESS_LANDING_ROOT": str(tmp_path / "landing"), "FITNESS_LAKEHOUSE_ROOT": str(tmp_path / "lake"),
+        "FITNESS_MAX_FILES_PER_BATCH": "1", "FITNESS_MAX_BATCHES_PER_RUN": "2",
+    })
+    store = DeltaRsTableStore(settings.lakehouse_root, lambda: spark)
+    truth = stage(SimulatorConfig.tiny(seed=5, batches=3), tmp_path / "staging")
+    files = deliver(tmp_path / "staging", tmp_path / "landing")
+    kafka_files = [f for f in files if f.startswith("kafka_multiplex/")]
+    assert len(kafka_files) >= 3
+    run_graph(["reference/date_lookup", "bronze/kafka_multiplex_bz"], settings, TEST_SPARK, instance=dagster_instance)
+    assert len(ingested_files(store, KAFKA_MULTIPLEX_BZ)) == 2  # two one-file batches, the rest waits
+    assert store.transaction_version(KAFKA_MULTIPLEX_BZ, "ingest:kafka_multiplex_bz") == 2
+    while len(ingested_files(store, KAFKA_MULTIPLEX_BZ)) < len(kafka_files):
+        run_graph(["bronze/kafka_multiplex_bz"], settings, TEST_SPARK, instance=dagster_instance)
+    assert store.row_count(KAFKA_MULTIPLEX_BZ) == truth.sources["kafka_multiplex"].valid
+
+
+@pytest.mark.usefixtures("no_fault")
+def test_a_crash_after_the_commit_then_a_retry_changes_nothing(settings, store, run, tmp_path):
+    truth = stage(SimulatorConfig.tiny(seed=9), tmp_path / "staging")
+    deliver(tmp_path / "staging", tmp_path / "landing")
+    os.environ[FAULT_ENV] = KAFKA_MULTIPLEX_BZ.qualified_name
+    crashed = run(*BRONZE_SELECTION, expect_success=False)
+    assert not crashed.success
+    assert "bronze__kafka_multiplex_bz" in crashed.failed_steps
+    del os.environ[FAULT_ENV]
+    committed = versions(store)
+    rows = store.row_count(KAFKA_MULTIPLEX_BZ)
+    assert rows == truth.sources["kafka_multiplex"].valid  # the data did land, once
+    run(*BRONZE_SELECTION)
+    assert store.row_count(KAFKA_MULTIPLEX_BZ) == rows
+    assert versions(store)[KAFKA_MULTIPLEX_BZ.qualified_name] == committed[KAFKA_MULTIPLEX_BZ.qualified_name]
+    _assert_matches_truth(store, truth)
