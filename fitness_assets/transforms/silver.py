@@ -107,7 +107,9 @@ def current_profiles(history: DataFrame) -> DataFrame:
 
 def age_bin(dob: Column, reference: dt.date) -> Column:
     """The contract's age bin of a date of birth at ``reference`` (lower bounds inclusive)."""
-    age = F.floor(F.months_between(F.lit(reference), dob) / F.lit(12))
+    ref = F.lit(reference)
+    birthday_to_come = (F.month(ref) < F.month(dob)) | ((F.month(ref) == F.month(dob)) & (F.dayofmonth(ref) < F.dayofmonth(dob)))
+    age = F.year(ref) - F.year(dob) - birthday_to_come.cast("int")
     expr = F.when(dob.isNull(), F.lit("invalid age"))
     for upper, label in AGE_BINS:
         expr = expr.when(age < upper, F.lit(label))

@@ -1,0 +1,145 @@
+"""Silver and gold through Dagster: batch-split invariance, an independent check of the gold
+numbers, blocking checks and crash/retry (real Spark, real Delta tables)."""
+
+import datetime as dt
+import os
+import shutil
+
+import pytest
+
+from fitness_assets.lakehouse.store import FAULT_ENV
+from fitness_assets.simulator import SimulatorConfig
+from fitness_assets.tables import (
+    COMPLETED_WORKOUTS,
+    GOLD_TABLES,
+    GYM_SUMMARY,
+    HEART_RATE,
+    SILVER_TABLES,
+    USERS,
+    WORKOUT_BPM,
+    WORKOUT_BPM_SUMMARY,
+    WORKOUTS,
+)
+from fitness_assets_tests.helpers import deliver, stage, table_rows, versions
+from fitness_assets_tests.reference_impl import expected_gold
+
+DERIVED = (*SILVER_TABLES, *GOLD_TABLES)
+REFERENCE = dt.date(2024, 1, 1)  # the `settings` fixture's FITNESS_REFERENCE_DATE
+
+
+def _snapshot(store):
+    return {spec.qualified_name: table_rows(store, spec) for spec in DERIVED}
+
+
+def _fresh_lakehouse(settings, tmp_path, name):
+    """Point the same test at a second, empty lakehouse (the landing zone is shared)."""
+    os.environ["FITNESS_LAKEHOUSE_ROOT"] = str(tmp_path / name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed,batches,split", [(1, 4, "random"), (2, 3, "time")])
+def test_batch_split_invariance(seed, batches, split, tmp_path, spark, dagster_instance):
+    """One batch or many (starts and stops apart, late readings and registrations, profile
+    changes out of order, duplicates): the same silver and gold tables."""
+    from fitness_assets.cli import run_graph
+    from fitness_assets.lakehouse.store import DeltaRsTableStore
+    from fitness_assets.settings import Settings
+    from fitness_assets_tests.conftest import TEST_SPARK
+
+    staging = tmp_path / "staging"
+    truth = stage(SimulatorConfig.tiny(seed=seed, batches=batches, split=split, members=6), staging)
+    results = {}
+    for mode in ("single", "split"):
+        settings = Settings.from_env({"FITNESS_LANDING_ROOT": str(tmp_path / mode / "landing"),
+                                      "FITNESS_LAKEHOUSE_ROOT": str(tmp_path / mode / "lake"),
+                                      "FITNESS_REFERENCE_DATE": REFERENCE.isoformat()})
+        store = DeltaRsTableStore(settings.lakehouse_root, lambda: spark)
+        for batch in ([None] if mode == "single" else range(batches)):
+            deliver(staging, tmp_path / mode / "landing", batch)
+            report = run_graph([], settings, TEST_SPARK, instance=dagster_instance)
+            assert report.success, report.render()
+        results[mode] = _snapshot(store)
+    assert results["split"] == results["single"]
+    single = results["single"]
+    assert len(single["silver.users"]) == truth.counts.members
+    assert len(single["silver.heart_rate"]) == truth.counts.bpm_readings
+    assert len(single["silver.completed_workouts"]) == truth.counts.workouts_completed
+    assert len(single["silver.workout_bpm"]) == truth.counts.workout_bpm_readings
+    assert len(single["silver.user_profile"]) == truth.counts.members - truth.counts.profile_deletes
+    assert len(single["gold.workout_bpm_summary"]) > 0 and len(single["gold.gym_summary"]) > 0
+
+
+def _close(a, b, tol=1e-9):
+    return a == b or (isinstance(a, float) and isinstance(b, float) and abs(a - b) <= tol)
+
+
+def _assert_rows_equal(actual: list[dict], expected: list[dict], key: tuple[str, ...], tolerances: dict[str, float]):
+    by_key = {tuple(r[k] for k in key): r for r in actual}
+    assert sorted(by_key) == sorted(tuple(r[k] for k in key) for r in expected)
+    for row in expected:
+        got = by_key[tuple(row[k] for k in key)]
+        for column, value in row.items():
+            assert _close(got[column], value, tolerances.get(column, 1e-9)), (column, got, row)
+
+
+def test_gold_numbers_match_an_independent_implementation(settings, store, run, tmp_path):
+    stage(SimulatorConfig.tiny(seed=21, members=6), tmp_path / "staging")
+    deliver(tmp_path / "staging", tmp_path / "landing")
+    report = run()
+    expected = expected_gold(settings.lakehouse_root, REFERENCE)
+    summary = [r.asDict() for r in store.read(WORKOUT_BPM_SUMMARY).collect()]
+    gym = [r.asDict() for r in store.read(GYM_SUMMARY).collect()]
+    assert expected["workout_bpm_summary"] and expected["gym_summary"]
+    _assert_rows_equal(summary, expected["workout_bpm_summary"], ("user_id", "workout_id", "session_id"), {})
+    # Spark rounds minutes to 2 decimals; the reference keeps them exact.
+    _assert_rows_equal(gym, expected["gym_summary"], ("mac_address", "gym", "date", "workout_id", "session_id"),
+                       {"minutes_in_gym": 0.005, "minutes_exercising": 0.005})
+    assert any(k.startswith("workouts completed") for k in report.headlines)
+
+
+def test_a_failing_blocking_check_stops_downstream_assets(settings, store, run, tmp_path):
+    staging = tmp_path / "staging"
+    stage(SimulatorConfig.tiny(seed=4, batches=2, split="random"), staging)
+    deliver(staging, tmp_path / "landing", 0)
+    run()
+    # Bad data in silver: a workout that ends before it starts.
+    bad = store.read(COMPLETED_WORKOUTS).limit(1).selectExpr(
+        "user_id", "99999 AS workout_id", "session_id", "end_time AS start_time", "start_time AS end_time")
+    assert bad.count() == 1
+    store.append(COMPLETED_WORKOUTS, bad)
+    deliver(staging, tmp_path / "landing", 1)
+    before = versions(store)
+    report = run(expect_success=False)
+    failed = [c for c in report.checks if not c.passed]
+    assert ("silver/completed_workouts", "ends_after_start") in {(c.asset, c.check) for c in failed}
+    after = versions(store)
+    assert after[WORKOUTS.qualified_name] > before[WORKOUTS.qualified_name]  # upstream did refresh
+    for spec in (WORKOUT_BPM, *GOLD_TABLES):  # downstream of the failed check did not
+        assert after[spec.qualified_name] == before[spec.qualified_name], spec.qualified_name
+
+
+@pytest.mark.usefixtures("no_fault")
+@pytest.mark.parametrize("table", [HEART_RATE, WORKOUT_BPM_SUMMARY])
+def test_a_crash_after_a_silver_or_gold_commit_then_a_retry_gives_the_clean_result(table, settings, store, run,
+                                                                                    tmp_path):
+    stage(SimulatorConfig.tiny(seed=8), tmp_path / "staging")
+    deliver(tmp_path / "staging", tmp_path / "landing")
+    os.environ[FAULT_ENV] = table.qualified_name
+    crashed = run(expect_success=False)
+    assert crashed.failed_steps == [f"{table.layer}__{table.name}"]
+    del os.environ[FAULT_ENV]
+    version_after_crash = store.version(table)
+    run()
+    assert store.version(table) == version_after_crash  # the retry found its input already applied
+    retried = _snapshot(store)
+    clean_root = tmp_path / "clean"
+    shutil.rmtree(clean_root, ignore_errors=True)
+    from fitness_assets.lakehouse.store import DeltaRsTableStore
+
+    clean_settings = type(settings)(**{**settings.__dict__, "lakehouse_root": str(clean_root)})
+    from fitness_assets.cli import run_graph
+    from fitness_assets_tests.conftest import TEST_SPARK
+
+    assert run_graph([], clean_settings, TEST_SPARK).success
+    assert retried == _snapshot(DeltaRsTableStore(str(clean_root), lambda: store.spark))
+    assert len(retried[USERS.qualified_name]) > 0
