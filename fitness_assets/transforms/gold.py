@@ -6,13 +6,17 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 WORKOUT_KEY = ["user_id", "workout_id", "session_id"]
+EXACT_BPM = "decimal(18,6)"
 
 
 def workout_bpm_summary(readings: DataFrame, bins: DataFrame) -> DataFrame:
     """Per completed workout with readings: min/avg/max heart rate, the number of readings and
     the member's bins (NULL bins for a member with no current profile, rather than no row)."""
     stats = readings.groupBy(*WORKOUT_KEY).agg(
-        F.min("heartrate").alias("min_bpm"), F.avg("heartrate").alias("avg_bpm"),
+        F.min("heartrate").alias("min_bpm"),
+        # A float sum depends on the order Spark adds in, which depends on how input was
+        # split; an exact decimal sum makes the average the same for every split.
+        F.avg(F.col("heartrate").cast(EXACT_BPM)).cast("double").alias("avg_bpm"),
         F.max("heartrate").alias("max_bpm"), F.count(F.lit(1)).alias("num_recordings"),
     ).withColumn("user_id", F.col("user_id").cast("long"))
     joined = stats.join(bins, on="user_id", how="left")
