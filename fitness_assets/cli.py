@@ -31,8 +31,11 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def _ensure_dagster_home() -> None:
-    home = os.environ.setdefault("DAGSTER_HOME", str(DEFAULT_DATA_ROOT / "dagster_home"))
-    Path(home).mkdir(parents=True, exist_ok=True)
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(DEFAULT_DATA_ROOT / "dagster_home")))
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text("telemetry:\n  enabled: false\n")
 
 
 def run_graph(selection: list[str] | None = None, settings: Settings | None = None,

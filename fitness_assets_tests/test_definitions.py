@@ -1,0 +1,37 @@
+"""The code location loads, and every table is an asset in its layer's group with checks."""
+
+from dagster import AssetKey
+
+from fitness_assets.definitions import ALL_ASSETS_JOB, build_definitions
+from fitness_assets.tables import ALL_TABLES
+
+
+def test_definitions_load_with_every_table_as_an_asset(settings):
+    defs = build_definitions(settings)
+    graph = defs.resolve_asset_graph()
+    keys = {k for k in graph.get_all_asset_keys()}
+    assert keys == {AssetKey(spec.asset_key_path) for spec in ALL_TABLES}
+    for spec in ALL_TABLES:
+        node = graph.get(AssetKey(spec.asset_key_path))
+        assert node.group_name == spec.layer
+        assert node.owners == ["team:data-engineering"]
+        assert node.description
+        assert "dagster/column_schema" in node.metadata
+    assert defs.resolve_job_def(ALL_ASSETS_JOB).executor_def.name == "in_process"
+
+
+def test_every_table_has_checks_and_error_checks_block(settings):
+    defs = build_definitions(settings)
+    graph = defs.resolve_asset_graph()
+    checked = {key.asset_key for key in graph.asset_check_keys}
+    assert checked == {AssetKey(spec.asset_key_path) for spec in ALL_TABLES}
+
+
+def test_silver_and_gold_lineage(settings):
+    graph = build_definitions(settings).resolve_asset_graph()
+    parents = {k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys}
+                for k in graph.get_all_asset_keys()}
+    assert parents["silver/workout_bpm"] == {"silver/completed_workouts", "silver/heart_rate", "silver/users"}
+    assert parents["gold/gym_summary"] == {"silver/gym_logs", "silver/users", "silver/completed_workouts"}
+    assert parents["bronze/kafka_multiplex_bz"] == {"reference/date_lookup"}
+    assert "dagster/column_lineage" in graph.get(AssetKey(["gold", "workout_bpm_summary"])).metadata
