@@ -379,6 +379,9 @@ def machine_facts() -> Result:
     mem = next((line.split() for line in free if line.startswith("Mem:")), [])
     java = subprocess.run(["java", "-version"], capture_output=True, text=True, check=False).stderr
     return {
+        "commit": command("git", "-C", str(PROJECT_ROOT), "rev-parse", "--short", "HEAD") or None,
+        "uncommitted_changes": bool(command("git", "-C", str(PROJECT_ROOT), "status", "--porcelain",
+                                            "--untracked-files=no")),
         "nproc": int(command("nproc") or os.cpu_count() or 0),
         "memory_total_gib": int(mem[1]) / 2**30 if mem else None,
         "memory_available_gib": int(mem[6]) / 2**30 if len(mem) > 6 else None,
@@ -471,6 +474,7 @@ def render(report: Result) -> str:
         f"- Machine: {m['nproc']} cores (`nproc`), {_fmt(m['memory_total_gib'])} GiB total / "
         f"{_fmt(m['memory_available_gib'])} GiB available (`free`); Python {m['python']}, "
         f"pyspark {m['pyspark']}, {m['java']}; Spark {m['spark_master']}, driver memory {m['driver_memory']}",
+        f"- Code: commit {m.get('commit')}{' with uncommitted changes' if m.get('uncommitted_changes') else ''}",
         "- Each run is a fresh process with a fresh JVM on a fresh lakehouse under /tmp; wall time is "
         "`run_graph`'s (definitions, Spark start-up, the Dagster job with its checks, the row counts "
         "of the report); \"job\" is the Dagster run alone. Simulation is timed apart and not counted.",

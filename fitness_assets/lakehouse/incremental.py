@@ -80,6 +80,14 @@ def snapshot(store: TableStore, inc: Increment, upstream: TableSpec) -> DataFram
     return store.read(upstream, version if version >= 0 else None)
 
 
+def union_distinct(frames: Sequence[DataFrame]) -> DataFrame:
+    """The distinct rows of several scope frames with the same columns."""
+    out = frames[0]
+    for frame in frames[1:]:
+        out = out.unionByName(frame)
+    return out.distinct()
+
+
 def key_predicate(keys: Sequence[str]) -> str:
     return " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
 

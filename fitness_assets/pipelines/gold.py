@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from fitness_assets.lakehouse import incremental as inc
@@ -23,13 +22,6 @@ WORKOUT_KEY = ["user_id", "workout_id", "session_id"]
 VISIT_SCOPE = ["mac_address", "gym", "date"]
 
 
-def _union(frames: list[DataFrame]) -> DataFrame:
-    out = frames[0]
-    for frame in frames[1:]:
-        out = out.unionByName(frame)
-    return out.distinct()
-
-
 def refresh_workout_bpm_summary(store: TableStore) -> Refresh:
     """Re-aggregate every workout with new readings or whose member's bins changed."""
     i = inc.plan(store, WORKOUT_BPM_SUMMARY, [WORKOUT_BPM, USER_BINS])
@@ -42,7 +34,7 @@ def refresh_workout_bpm_summary(store: TableStore) -> Refresh:
     if i.advanced(USER_BINS):
         members = inc.changed(store, i, USER_BINS).select(F.col("user_id").cast("int").alias("user_id")).distinct()
         scopes.append(readings.join(F.broadcast(members), on="user_id", how="left_semi").select(*WORKOUT_KEY))
-    scope = _union(scopes)
+    scope = inc.union_distinct(scopes)
     rows = G.workout_bpm_summary(readings.join(F.broadcast(scope), on=WORKOUT_KEY, how="left_semi"),
                                  inc.snapshot(store, i, USER_BINS))
     long_scope = scope.withColumn("user_id", F.col("user_id").cast("long"))
@@ -67,8 +59,8 @@ def refresh_gym_summary(store: TableStore) -> Refresh:
         users = inc.changed(store, i, COMPLETED_WORKOUTS).select(F.col("user_id").cast("long").alias("user_id"))
         macs.append(members.join(F.broadcast(users.distinct()), on="user_id", how="left_semi").select("mac_address"))
     if macs:
-        scopes.append(visits.join(F.broadcast(_union(macs)), on="mac_address", how="left_semi").select(*VISIT_SCOPE))
-    scope = _union(scopes)
+        scopes.append(visits.join(F.broadcast(inc.union_distinct(macs)), on="mac_address", how="left_semi").select(*VISIT_SCOPE))
+    scope = inc.union_distinct(scopes)
     in_scope = visits.join(F.broadcast(scope), on=VISIT_SCOPE, how="left_semi").drop("date")
     rows = G.gym_summary(in_scope, members, inc.snapshot(store, i, COMPLETED_WORKOUTS))
     return Refresh(i, inc.sync_scope(store, GYM_SUMMARY, rows, scope, i))

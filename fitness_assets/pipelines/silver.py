@@ -163,10 +163,7 @@ def refresh_workout_bpm(store: TableStore) -> Refresh:
                                                   touched["time"] > completed["start_time"],
                                                   touched["time"] <= completed["end_time"]], how="inner")
                       .select(completed["user_id"], "workout_id", "session_id"))
-    scope = scopes[0]
-    for extra in scopes[1:]:
-        scope = scope.unionByName(extra)
-    scope = scope.distinct().cache()
+    scope = inc.union_distinct(scopes).cache()
     try:
         in_scope = completed.join(F.broadcast(scope), on=WORKOUT_KEY, how="left_semi")
         devices = in_scope.join(members.select(F.col("user_id").cast("int").alias("user_id"), "device_id"),
