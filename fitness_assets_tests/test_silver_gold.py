@@ -37,7 +37,7 @@ def _fresh_lakehouse(settings, tmp_path, name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed,batches,split", [(1, 4, "random"), (2, 3, "time")])
+@pytest.mark.parametrize("seed,batches,split", [(1, 4, "random"), (2, 3, "time"), (13, 3, "random")])
 def test_batch_split_invariance(seed, batches, split, tmp_path, spark, dagster_instance):
     """One batch or many (starts and stops apart, late readings and registrations, profile
     changes out of order, duplicates): the same silver and gold tables."""
