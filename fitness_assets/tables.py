@@ -33,6 +33,7 @@ class TableSpec:
     constraints: dict[str, str] = field(default_factory=dict)
     not_null: tuple[str, ...] = ()
     change_data_feed: bool = True
+    properties: dict[str, str] = field(default_factory=dict)
 
     @property
     def schema(self) -> pa.Schema:
@@ -58,6 +59,10 @@ def _cols(*pairs: tuple[str, pa.DataType]) -> tuple[tuple[str, pa.DataType], ...
 
 
 BRONZE_AUDIT = _cols(("load_time", TIMESTAMP), ("source_file", STRING))
+# Bronze commits carry the list of landing files they ingested (lakehouse.ingest); the log
+# must keep them for as long as the files may be seen again, not the default 30 days.
+INGEST_LOG_PROPERTIES = {"delta.logRetentionDuration": "interval 36500 days",
+                         "delta.enableExpiredLogCleanup": "false"}
 
 DATE_LOOKUP = TableSpec(
     layer="reference",
@@ -83,6 +88,7 @@ REGISTERED_USERS_BZ = TableSpec(
     description="Member registrations from the portal's daily CSV files, as received.",
     not_null=("user_id", "device_id", "mac_address", "registration_timestamp", "source_file"),
     change_data_feed=False,
+    properties=INGEST_LOG_PROPERTIES,
 )
 
 GYM_LOGINS_BZ = TableSpec(
@@ -95,6 +101,7 @@ GYM_LOGINS_BZ = TableSpec(
     "while the member is still inside.",
     not_null=("mac_address", "gym", "login", "source_file"),
     change_data_feed=False,
+    properties=INGEST_LOG_PROPERTIES,
 )
 
 KAFKA_TOPICS = ("user_info", "workout", "bpm")
@@ -112,6 +119,7 @@ KAFKA_MULTIPLEX_BZ = TableSpec(
     not_null=("value", "topic", "partition", "offset", "timestamp", "source_file"),
     constraints={"topic_accepted": "topic IN ('user_info', 'workout', 'bpm')"},
     change_data_feed=False,
+    properties=INGEST_LOG_PROPERTIES,
 )
 
 QUARANTINE_COLUMNS = _cols(

@@ -179,11 +179,13 @@ class DeltaRsTableStore(TableStore):
     def ensure(self, spec: TableSpec) -> None:
         if self.exists(spec):
             return
-        configuration = {"delta.enableChangeDataFeed": "true"} if spec.change_data_feed else None
+        configuration = dict(spec.properties)
+        if spec.change_data_feed:
+            configuration["delta.enableChangeDataFeed"] = "true"
         try:
             dt = DeltaTable.create(
                 self.location(spec), spec.schema, mode="error", partition_by=list(spec.partition_by) or None,
-                name=spec.name, description=spec.description, configuration=configuration,
+                name=spec.name, description=spec.description, configuration=configuration or None,
                 storage_options=self.storage_options,
             )
         except Exception:
@@ -367,7 +369,9 @@ class SparkDeltaTableStore(TableStore):
         ddl = ", ".join(f"`{f.name}` {from_arrow_schema(pa.schema([f]))[0].dataType.simpleString()}"
                         + ("" if f.nullable else " NOT NULL") for f in spec.schema)
         parts = f" PARTITIONED BY ({', '.join(spec.partition_by)})" if spec.partition_by else ""
-        props = " TBLPROPERTIES ('delta.enableChangeDataFeed' = 'true')" if spec.change_data_feed else ""
+        properties = dict(spec.properties) | ({"delta.enableChangeDataFeed": "true"} if spec.change_data_feed else {})
+        props = (" TBLPROPERTIES (" + ", ".join(f"'{k}' = '{v}'" for k, v in properties.items()) + ")"
+                 if properties else "")
         self.spark.sql(f"CREATE TABLE IF NOT EXISTS {self.location(spec)} ({ddl}) USING DELTA{parts}{props}")
         for name, expr in spec.constraints.items():
             self.spark.sql(f"ALTER TABLE {self.location(spec)} ADD CONSTRAINT {name} CHECK ({expr})")
