@@ -27,9 +27,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fitness_assets.settings import PROJECT_ROOT
+
+if TYPE_CHECKING:
+    from dagster import DagsterInstance
+
+    from fitness_assets.simulator import SimulatorConfig, Truth
 
 BRONZE_SELECTION = [
     "reference/date_lookup",
@@ -66,7 +71,7 @@ Result = dict[str, Any]
 # --------------------------------------------------------------------------------------------
 
 
-def _simulator_config(size: str, batches: int = 1) -> Any:
+def _simulator_config(size: str, batches: int = 1) -> SimulatorConfig:
     from fitness_assets.simulator import SimulatorConfig
 
     readings = SIZES[size]
@@ -76,7 +81,7 @@ def _simulator_config(size: str, batches: int = 1) -> Any:
     return SimulatorConfig.scaled(readings, **overrides)
 
 
-def _truth_summary(truth: Any, seconds: float) -> Result:
+def _truth_summary(truth: Truth, seconds: float) -> Result:
     return {
         "simulate_seconds": seconds,
         "readings": truth.counts.bpm_readings,
@@ -194,7 +199,7 @@ def _peak_mib(who: int) -> float:
     return resource.getrusage(who).ru_maxrss / 1024
 
 
-def _step_seconds(instance: Any) -> tuple[dict[str, float], float | None]:
+def _step_seconds(instance: DagsterInstance) -> tuple[dict[str, float], float | None]:
     """Per-step durations of the instance's only run (from STEP_SUCCESS events, in execution
     order) and the run's own start-to-end time."""
     from dagster import DagsterEventType
@@ -558,7 +563,7 @@ def render(report: Result) -> str:
         "# Benchmark results",
         "",
         f"- Date: {report['date']} ({'quick' if report['quick'] else 'full'} run, "
-        f"{report['total_seconds'] / 60:.1f} min in all)",
+        f"{report['total_seconds'] / 60:.1f} min in all{'' if report['complete'] else '; INCOMPLETE, still running'})",
         f"- Machine: {m['nproc']} cores (`nproc`), {_fmt(m['memory_total_gib'])} GiB total / "
         f"{_fmt(m['memory_available_gib'])} GiB available (`free`); Python {m['python']}, "
         f"pyspark {m['pyspark']}, {m['java']}; Spark {m['spark_master']}, driver memory {m['driver_memory']}",
@@ -648,26 +653,39 @@ def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def orchestrate(quick: bool, results_dir: Path, options: TaskOptions) -> int:
-    """Run every scenario, write results.json and RESULTS.md, print the table."""
-    started = time.perf_counter()
-    date = dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()
-    machine = machine_facts()
-    results = [run_scenario(scenario, options) for scenario in scenarios(quick)]
-    report: Result = {
-        "date": date,
-        "quick": quick,
-        "machine": machine,
-        "total_seconds": time.perf_counter() - started,
-        "summary": summarize(results),
-        "scenarios": results,
-    }
+def write_results(report: Result, results_dir: Path) -> str:
+    """Write results.json and RESULTS.md; return the markdown."""
     results_dir.mkdir(parents=True, exist_ok=True)
     (results_dir / "results.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     markdown = render(report)
     (results_dir / "RESULTS.md").write_text(markdown, encoding="utf-8")
+    return markdown
+
+
+def orchestrate(quick: bool, results_dir: Path, options: TaskOptions) -> int:
+    """Run every scenario, write results.json and RESULTS.md, print the table.
+
+    The files are rewritten after every scenario (marked incomplete until the end), so an
+    interrupted run still leaves what it measured.
+    """
+    started = time.perf_counter()
+    planned = scenarios(quick)
+    report: Result = {
+        "date": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
+        "quick": quick,
+        "complete": False,
+        "machine": machine_facts(),
+        "total_seconds": 0.0,
+        "summary": {},
+        "scenarios": [],
+    }
+    for scenario in planned:
+        report["scenarios"].append(run_scenario(scenario, options))
+        report.update(complete=len(report["scenarios"]) == len(planned), total_seconds=time.perf_counter() - started,
+                      summary=summarize(report["scenarios"]))
+        markdown = write_results(report, results_dir)
     print(markdown)
-    return 1 if any("error" in r for r in results) else 0
+    return 1 if any("error" in r for r in report["scenarios"]) else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -676,7 +694,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help=f"only the tiny and {SMALL} sizes")
     parser.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR,
                         help="where results.json and RESULTS.md go (default: benchmarks/)")
-    parser.add_argument("--timeout", type=float, default=4 * 3600, help="seconds allowed to one task")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed to one task")
     parser.add_argument("--quiet-wait", type=float, default=600,
                         help="before each run, wait up to this many seconds for other processes to leave "
                              f"the CPU (below {QUIET_SHARE:.0%}% busy); 0 to start at once")
