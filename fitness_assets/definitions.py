@@ -1,4 +1,5 @@
-"""The Dagster code location: every asset, check, job and resource of the platform.
+"""The code location: every asset, check, sensor, job and resource of the platform, and the
+cross-cutting policy (freshness windows and automation conditions per layer).
 
 Definitions are built by a function, so nothing reads the environment or starts Spark while
 this module is imported; ``dagster dev`` and the CLI call it when they load the location.
@@ -6,14 +7,27 @@ this module is imported; ``dagster dev`` and the CLI call it when they load the 
 
 from __future__ import annotations
 
-from dagster import AssetSelection, Definitions, define_asset_job, definitions, in_process_executor
+from dagster import (
+    AssetsDefinition,
+    AssetSelection,
+    AssetSpec,
+    Definitions,
+    define_asset_job,
+    definitions,
+    in_process_executor,
+    map_asset_specs,
+)
 
 from fitness_assets.assets.bronze import bronze_assets, bronze_checks
 from fitness_assets.assets.gold import gold_assets, gold_checks
 from fitness_assets.assets.reference import date_lookup, reference_checks
 from fitness_assets.assets.silver import silver_assets, silver_checks
-from fitness_assets.resources import LakehouseResource, SparkResource
-from fitness_assets.settings import Settings, SparkEnv
+from fitness_assets.assets.sources import source_specs
+from fitness_assets.automation.policies import condition_for, freshness_policy
+from fitness_assets.automation.sensors import build_sensors
+from fitness_assets.resources import KafkaResource, LakehouseResource, SparkResource
+from fitness_assets.settings import AutomationSettings, Settings, SparkEnv
+from fitness_assets.streaming.settings import KafkaSettings
 
 ALL_ASSETS_JOB = "all_assets"
 
@@ -21,9 +35,11 @@ ASSETS = [date_lookup, *bronze_assets, *silver_assets, *gold_assets]
 CHECKS = [*reference_checks, *bronze_checks, *silver_checks, *gold_checks]
 
 
-def build_resources(settings: Settings | None = None, spark_env: SparkEnv | None = None) -> dict[str, object]:
+def build_resources(settings: Settings | None = None, spark_env: SparkEnv | None = None,
+                    kafka: KafkaSettings | None = None) -> dict[str, object]:
     settings = settings or Settings.from_env()
     spark_env = spark_env or SparkEnv.from_env()
+    kafka = kafka or KafkaSettings.from_env()
     return {
         "spark": SparkResource(mode=spark_env.mode, master=spark_env.master, connect_url=spark_env.connect_url,
                                driver_memory=spark_env.driver_memory),
@@ -35,16 +51,35 @@ def build_resources(settings: Settings | None = None, spark_env: SparkEnv | None
             date_lookup_end=settings.date_lookup_end.isoformat(),
             max_files_per_batch=settings.max_files_per_batch, max_batches_per_run=settings.max_batches_per_run,
         ),
+        "kafka": KafkaResource(bootstrap_servers=kafka.bootstrap_servers, topics=list(kafka.topics),
+                               group_id=kafka.group_id, max_records_per_batch=kafka.max_records_per_batch,
+                               max_batches_per_run=kafka.max_batches_per_run),
     }
 
 
-def build_definitions(settings: Settings | None = None, spark_env: SparkEnv | None = None) -> Definitions:
+def apply_layer_policies(assets: list[AssetsDefinition | AssetSpec],
+                         automation: AutomationSettings) -> list[AssetsDefinition | AssetSpec]:
+    """Each asset gets its layer's freshness policy and automation condition (the layer is its
+    group: sources, reference, bronze, quarantine, silver, gold)."""
+
+    def policy(spec: AssetSpec) -> AssetSpec:
+        layer = spec.group_name or ""
+        return spec.replace_attributes(freshness_policy=freshness_policy(automation, layer),
+                                       automation_condition=condition_for(layer))
+
+    return list(map_asset_specs(policy, assets))
+
+
+def build_definitions(settings: Settings | None = None, spark_env: SparkEnv | None = None,
+                      kafka: KafkaSettings | None = None, automation: AutomationSettings | None = None) -> Definitions:
+    automation = automation or AutomationSettings.from_env()
     return Definitions(
-        assets=ASSETS,
+        assets=apply_layer_policies([*source_specs, *ASSETS], automation),
         asset_checks=CHECKS,
-        jobs=[define_asset_job(ALL_ASSETS_JOB, selection=AssetSelection.all(),
+        jobs=[define_asset_job(ALL_ASSETS_JOB, selection=AssetSelection.all() - AssetSelection.groups("sources"),
                                description="Materialize the whole medallion graph with its checks.")],
-        resources=build_resources(settings, spark_env),
+        sensors=build_sensors(automation),
+        resources=build_resources(settings, spark_env, kafka),
         # One process, one Spark session for a whole run: a JVM per asset step costs ~10 s each.
         executor=in_process_executor,
     )

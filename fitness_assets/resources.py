@@ -1,4 +1,4 @@
-"""Dagster resources. The keys ``spark`` and ``lakehouse`` are the same in every environment;
+"""Dagster resources. The keys ``spark``, ``lakehouse`` and ``kafka`` are the same in every environment;
 local, Spark Connect and Databricks differ only in the values given to them."""
 
 
@@ -10,6 +10,8 @@ from pyspark.sql import SparkSession
 
 from fitness_assets.lakehouse.spark import SparkSettings, get_session
 from fitness_assets.lakehouse.store import DeltaRsTableStore, SparkDeltaTableStore, TableStore
+from fitness_assets.streaming.settings import DEFAULT_GROUP_ID, KafkaSettings
+from fitness_assets.tables import KAFKA_TOPICS
 
 
 class SparkResource(ConfigurableResource):
@@ -62,3 +64,31 @@ class LakehouseResource(ConfigurableResource):
 
     def date_range(self) -> tuple[dt.date, dt.date]:
         return dt.date.fromisoformat(self.date_lookup_start), dt.date.fromisoformat(self.date_lookup_end)
+
+
+class KafkaResource(ConfigurableResource):
+    """The Kafka cluster the multiplex streams from; off while ``bootstrap_servers`` is unset.
+
+    Client secrets (SASL and the like) are not fields: they are read from
+    ``FITNESS_KAFKA_CONFIG_*`` variables when a client is built, so they never show in the UI.
+    """
+
+    bootstrap_servers: str | None = Field(default=None, description="host:port[,host:port]; unset = Kafka off")
+    topics: list[str] = Field(default_factory=lambda: list(KAFKA_TOPICS), description="topics of the multiplex")
+    group_id: str = Field(default=DEFAULT_GROUP_ID, description="consumer group offsets are reported to (for lag tools)")
+    max_records_per_batch: int = Field(default=100_000, description="records per bronze commit")
+    max_batches_per_run: int = Field(default=20, description="bronze commits per run")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.bootstrap_servers)
+
+    def settings(self) -> KafkaSettings:
+        return KafkaSettings(bootstrap_servers=self.bootstrap_servers, topics=tuple(self.topics),
+                             group_id=self.group_id, max_records_per_batch=self.max_records_per_batch,
+                             max_batches_per_run=self.max_batches_per_run)
+
+    def reader(self):
+        from fitness_assets.streaming.source import KafkaReader
+
+        return KafkaReader(self.settings())

@@ -68,3 +68,39 @@ class SparkEnv:
             connect_url=env.get("FITNESS_SPARK_CONNECT_URL") or None,
             driver_memory=env.get("FITNESS_SPARK_DRIVER_MEMORY") or "4g",
         )
+
+
+LAYERS_WITH_FRESHNESS = ("sources", "bronze", "quarantine", "silver", "gold")
+# Minutes after the last update at which a table fails its freshness policy; it warns at half.
+DEFAULT_FRESHNESS_MINUTES = {"sources": 10.0, "bronze": 10.0, "quarantine": 10.0, "silver": 15.0, "gold": 20.0}
+
+
+@dataclass(frozen=True)
+class AutomationSettings:
+    """How the platform keeps itself fresh: sensors, the micro-batch interval, freshness windows.
+
+    ``FITNESS_AUTOMATION=off`` leaves the sensors and the automation sensor stopped (they can
+    still be started from the UI); ``FITNESS_MICROBATCH_SECONDS`` is the shortest time between
+    two evaluations of a sensor, so no table is refreshed more often than that;
+    ``FITNESS_FRESHNESS_<LAYER>_MINUTES`` sets a layer's fail window.
+    """
+
+    running: bool = True
+    microbatch_seconds: int = 30
+    freshness_minutes: tuple[tuple[str, float], ...] = tuple(DEFAULT_FRESHNESS_MINUTES.items())
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> AutomationSettings:
+        env = dict(os.environ if env is None else env)
+        switch = (env.get("FITNESS_AUTOMATION") or "on").strip().lower()
+        if switch not in ("on", "off"):
+            raise ValueError(f"FITNESS_AUTOMATION must be 'on' or 'off', not {switch!r}")
+        seconds = int(env.get("FITNESS_MICROBATCH_SECONDS") or 30)
+        if seconds < 1:
+            raise ValueError(f"FITNESS_MICROBATCH_SECONDS must be at least 1, not {seconds}")
+        minutes = {layer: float(env.get(f"FITNESS_FRESHNESS_{layer.upper()}_MINUTES") or default)
+                   for layer, default in DEFAULT_FRESHNESS_MINUTES.items()}
+        return cls(running=switch == "on", microbatch_seconds=seconds, freshness_minutes=tuple(minutes.items()))
+
+    def fail_minutes(self, layer: str) -> float | None:
+        return dict(self.freshness_minutes).get(layer)

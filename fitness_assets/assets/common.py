@@ -8,6 +8,7 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
+    DataVersion,
     MaterializeResult,
     MetadataValue,
     TableColumn,
@@ -109,7 +110,11 @@ def refresh_asset(
         if result.skipped:
             context.log.info("%s: nothing new upstream (%s)", spec.qualified_name, result.increment.describe())
         commits = [result.commit] if result.commit is not None else []
-        return MaterializeResult(metadata=materialization_metadata(
-            store, spec, *commits, upstream_versions=MetadataValue.json(result.increment.describe())))
+        # The data version is the Delta version: a run that changed nothing keeps it, so
+        # downstream assets stay up to date and automation sees no new data.
+        return MaterializeResult(
+            data_version=DataVersion(str(store.version(spec))),
+            metadata=materialization_metadata(
+                store, spec, *commits, upstream_versions=MetadataValue.json(result.increment.describe())))
 
     return _asset

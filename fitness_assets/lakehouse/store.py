@@ -130,6 +130,13 @@ class TableStore(ABC):
     def commit_metadata(self, spec: TableSpec) -> list[dict[str, Any]]:
         """Custom ``fitness.*`` metadata of every commit, oldest first."""
 
+    def latest_commit_metadata(self, spec: TableSpec, key: str) -> dict[str, Any] | None:
+        """Custom metadata of the newest commit whose metadata has ``key``."""
+        for meta in reversed(self.commit_metadata(spec)):
+            if key in meta:
+                return meta
+        return None
+
     @abstractmethod
     def append(self, spec: TableSpec, data: DataFrame | pa.Table, *, txns: Sequence[Txn] = (),
                metadata: dict[str, Any] | None = None) -> CommitResult: ...
@@ -261,6 +268,23 @@ class DeltaRsTableStore(TableStore):
                 custom["_version"] = commit.get("version")
                 out.append(custom)
         return out
+
+    def latest_commit_metadata(self, spec: TableSpec, key: str) -> dict[str, Any] | None:
+        """Reads the log newest first and stops at the first match (the whole history only
+        when the key is rare), so a table with a long history answers in milliseconds."""
+        if not self.exists(spec):
+            return None
+        table = self._table(spec)
+        for limit in (64, None):
+            history = table.history(limit)
+            for commit in history:
+                if METADATA_PREFIX + key in commit:
+                    custom = {k[len(METADATA_PREFIX):]: json.loads(v) for k, v in commit.items()
+                              if k.startswith(METADATA_PREFIX)}
+                    return custom | {"_version": commit.get("version")}
+            if limit is None or len(history) < limit:
+                break
+        return None
 
     def _already_applied(self, dt: DeltaTable, txns: Sequence[Txn]) -> bool:
         for txn in txns:

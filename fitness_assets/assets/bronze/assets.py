@@ -1,16 +1,27 @@
-"""Bronze ingestion assets: each takes the new files of one landing folder into its bronze
-table and the rejected lines into the matching quarantine table."""
+"""Bronze ingestion assets: each takes the new files of one landing folder (and, for the
+multiplex, the new records of the Kafka topics) into its bronze table and the rejected lines
+into the matching quarantine table."""
 
 
 from collections.abc import Callable, Iterator
 
-from dagster import AssetExecutionContext, AssetKey, AssetSpec, MaterializeResult, MetadataValue, multi_asset
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetSpec,
+    DataVersion,
+    MaterializeResult,
+    MetadataValue,
+    multi_asset,
+)
 from pyspark.sql import DataFrame
 
 from fitness_assets.assets.common import asset_key, asset_kwargs, materialization_metadata
-from fitness_assets.lakehouse.ingest import ingest
+from fitness_assets.assets.sources import KAFKA_SOURCE_KEYS, landing_key
+from fitness_assets.lakehouse.ingest import IngestReport, ingest
 from fitness_assets.lakehouse.store import TableStore
-from fitness_assets.resources import LakehouseResource, SparkResource
+from fitness_assets.pipelines.bronze_kafka import KafkaIngestReport, ingest_kafka
+from fitness_assets.resources import KafkaResource, LakehouseResource, SparkResource
 from fitness_assets.tables import (
     DATE_LOOKUP,
     GYM_LOGINS_BZ,
@@ -26,39 +37,71 @@ from fitness_assets.transforms import bronze as parsers
 Parser = Callable[[TableStore], Callable[[DataFrame], DataFrame]]
 
 
-def _spec(table: TableSpec, deps: list[AssetKey] | None = None) -> AssetSpec:
+def _spec(table: TableSpec, deps: list[AssetKey]) -> AssetSpec:
     kwargs = asset_kwargs(table)
-    return AssetSpec(kwargs.pop("key"), deps=deps or [], **kwargs)
+    return AssetSpec(kwargs.pop("key"), deps=deps, **kwargs)
 
 
-def ingestion_asset(source: str, bronze: TableSpec, quarantine: TableSpec, parser: Parser,
-                    deps: list[AssetKey] | None = None):
+def _specs(source: str, bronze: TableSpec, quarantine: TableSpec, deps: list[AssetKey]) -> list[AssetSpec]:
+    return [_spec(bronze, [landing_key(source), *deps]), _spec(quarantine, [asset_key(bronze)])]
+
+
+def _results(store: TableStore, bronze: TableSpec, quarantine: TableSpec, files: IngestReport,
+             kafka: KafkaIngestReport | None = None) -> Iterator[MaterializeResult]:
+    """Materializations of both tables; the data version is the Delta version, so a run that
+    changed nothing leaves downstream assets up to date."""
+    extra = {}
+    if kafka is not None:
+        extra = {"kafka_records": kafka.records, "kafka_batches": kafka.batches,
+                 "kafka_lag": sum(kafka.lag.values()),
+                 "kafka_lag_by_partition": MetadataValue.json(kafka.lag),
+                 "kafka_positions": MetadataValue.json(kafka.positions)}
+        if kafka.lost:
+            extra["kafka_offsets_lost_to_retention"] = MetadataValue.json(kafka.lost)
+    reasons = dict(files.quarantine_reasons)
+    for reason, n in (kafka.quarantine_reasons if kafka else {}).items():
+        reasons[reason] = reasons.get(reason, 0) + n
+    bronze_version, quarantine_version = store.version(bronze), store.version(quarantine)
+    yield MaterializeResult(
+        asset_key=asset_key(bronze), data_version=DataVersion(str(bronze_version)),
+        metadata=materialization_metadata(
+            store, bronze, new_files=len(files.files),
+            new_rows=files.rows_written + (kafka.rows_written if kafka else 0),
+            batches=files.batches, pending_files=files.pending_files, files=MetadataValue.json(files.files),
+            **extra))
+    yield MaterializeResult(
+        asset_key=asset_key(quarantine), data_version=DataVersion(str(quarantine_version)),
+        metadata=materialization_metadata(
+            store, quarantine, new_rows=files.rows_quarantined + (kafka.rows_quarantined if kafka else 0),
+            reasons=MetadataValue.json(reasons)))
+
+
+def _ingest_files(context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource, source: str,
+                  bronze: TableSpec, quarantine: TableSpec, parse: Callable[[DataFrame], DataFrame]) -> IngestReport:
+    report = ingest(
+        lakehouse.store(spark), spark.session(), lakehouse.landing_root, source, bronze, quarantine, parse,
+        max_files_per_batch=lakehouse.max_files_per_batch, max_batches=lakehouse.max_batches_per_run,
+    )
+    context.log.info(
+        "%s: %d new files, %d rows, %d quarantined, %d files still pending",
+        bronze.qualified_name, len(report.files), report.rows_written, report.rows_quarantined, report.pending_files,
+    )
+    return report
+
+
+def ingestion_asset(source: str, bronze: TableSpec, quarantine: TableSpec, parser: Parser):
     """A multi-asset that ingests landing folder ``source`` into ``bronze`` and ``quarantine``."""
 
     @multi_asset(
         name=f"bronze__{bronze.name}",
-        specs=[_spec(bronze, deps), _spec(quarantine, [asset_key(bronze)])],
+        specs=_specs(source, bronze, quarantine, []),
         description=f"Ingest new `{source}/` landing files into {bronze.qualified_name}.",
     )
     def _ingest(context: AssetExecutionContext, spark: SparkResource,
                 lakehouse: LakehouseResource) -> Iterator[MaterializeResult]:
         store = lakehouse.store(spark)
-        report = ingest(
-            store, spark.session(), lakehouse.landing_root, source, bronze, quarantine, parser(store),
-            max_files_per_batch=lakehouse.max_files_per_batch, max_batches=lakehouse.max_batches_per_run,
-        )
-        context.log.info(
-            "%s: %d new files, %d rows, %d quarantined, %d files still pending",
-            bronze.qualified_name, len(report.files), report.rows_written, report.rows_quarantined,
-            report.pending_files,
-        )
-        yield MaterializeResult(asset_key=asset_key(bronze), metadata=materialization_metadata(
-            store, bronze, new_files=len(report.files), new_rows=report.rows_written,
-            batches=report.batches, pending_files=report.pending_files,
-            files=MetadataValue.json(report.files)))
-        yield MaterializeResult(asset_key=asset_key(quarantine), metadata=materialization_metadata(
-            store, quarantine, new_rows=report.rows_quarantined,
-            reasons=MetadataValue.json(report.quarantine_reasons)))
+        report = _ingest_files(context, spark, lakehouse, source, bronze, quarantine, parser(store))
+        yield from _results(store, bronze, quarantine, report)
 
     return _ingest
 
@@ -68,10 +111,34 @@ def _kafka_parser(store: TableStore) -> Callable[[DataFrame], DataFrame]:
     return lambda lines: parsers.parse_kafka_multiplex(lines, calendar)
 
 
+@multi_asset(
+    name=f"bronze__{KAFKA_MULTIPLEX_BZ.name}",
+    specs=_specs("kafka_multiplex", KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR,
+                 [asset_key(DATE_LOOKUP), *KAFKA_SOURCE_KEYS.values()]),
+    description="Ingest new `kafka_multiplex/` landing files and, when Kafka is configured, the new records "
+                "of the Kafka topics (exactly once: positions are committed with the rows) into "
+                f"{KAFKA_MULTIPLEX_BZ.qualified_name}.",
+)
+def kafka_multiplex_bz(context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource,
+                       kafka: KafkaResource) -> Iterator[MaterializeResult]:
+    store = lakehouse.store(spark)
+    parse = _kafka_parser(store)
+    files = _ingest_files(context, spark, lakehouse, "kafka_multiplex", KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR,
+                          parse)
+    streamed = None
+    if kafka.enabled:
+        with kafka.reader() as reader:
+            streamed = ingest_kafka(store, spark.session(), reader, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR, parse,
+                                    max_records_per_batch=kafka.max_records_per_batch,
+                                    max_batches=kafka.max_batches_per_run)
+        context.log.info("%s: %d Kafka records in %d batches, %d rows, %d quarantined, lag %d",
+                         KAFKA_MULTIPLEX_BZ.qualified_name, streamed.records, streamed.batches,
+                         streamed.rows_written, streamed.rows_quarantined, sum(streamed.lag.values()))
+    yield from _results(store, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR, files, streamed)
+
+
 registered_users_bz = ingestion_asset("registered_users", REGISTERED_USERS_BZ, REGISTERED_USERS_QR,
                                       lambda _: parsers.parse_registered_users)
 gym_logins_bz = ingestion_asset("gym_logins", GYM_LOGINS_BZ, GYM_LOGINS_QR, lambda _: parsers.parse_gym_logins)
-kafka_multiplex_bz = ingestion_asset("kafka_multiplex", KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR, _kafka_parser,
-                                     deps=[asset_key(DATE_LOOKUP)])
 
 bronze_assets = [registered_users_bz, gym_logins_bz, kafka_multiplex_bz]

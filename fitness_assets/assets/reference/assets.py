@@ -1,7 +1,7 @@
 """The `date_lookup` asset."""
 
 
-from dagster import AssetExecutionContext, MaterializeResult, asset
+from dagster import AssetExecutionContext, DataVersion, MaterializeResult, asset
 from pyspark.sql import functions as F
 
 from fitness_assets.assets.common import asset_kwargs, materialization_metadata
@@ -22,5 +22,5 @@ def date_lookup(context: AssetExecutionContext, spark: SparkResource, lakehouse:
         results.append(store.overwrite(DATE_LOOKUP, reference.date_lookup(spark.session(), start, end)))
     else:
         context.log.info("date_lookup already covers %s..%s; nothing to write", start, end)
-    return MaterializeResult(metadata=materialization_metadata(store, DATE_LOOKUP, *results,
-                                                               range=f"{start}..{end}"))
+    return MaterializeResult(data_version=DataVersion(str(store.version(DATE_LOOKUP))),
+                             metadata=materialization_metadata(store, DATE_LOOKUP, *results, range=f"{start}..{end}"))

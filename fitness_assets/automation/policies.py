@@ -1,0 +1,73 @@
+"""Automation conditions and freshness policies, applied per layer by ``definitions``.
+
+Bronze is driven by the source sensors (new files, new Kafka records). Silver and gold run
+when an upstream table's *data* changed: the data version of every table is its Delta
+version, so a run that wrote nothing does not make anything downstream run or look stale.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from dagster import AutomationCondition, FreshnessPolicy
+
+from fitness_assets.settings import AutomationSettings
+
+
+def upstream_data_changed() -> AutomationCondition:
+    """An upstream table's data version moved since the last tick (not in a run that already
+    covered this asset), or an upstream is requested on this very tick."""
+    return AutomationCondition.any_deps_match(
+        (AutomationCondition.data_version_changed() & ~AutomationCondition.executed_with_root_target())
+        | AutomationCondition.will_be_requested()
+    ).with_label("upstream_data_changed")
+
+
+def freshness_catch_up() -> AutomationCondition:
+    """The asset just failed its freshness policy while its upstreams did not: something it
+    should have taken in is waiting (a failed run, a missed tick). When an upstream failed
+    too, the cause is upstream (no data arriving) and a refresh here would change nothing."""
+    return (
+        AutomationCondition.freshness_failed().newly_true()
+        & ~AutomationCondition.any_deps_match(AutomationCondition.freshness_failed())
+    ).with_label("freshness_catch_up")
+
+
+def refresh_condition() -> AutomationCondition:
+    """Silver and gold: refresh on new upstream data or a freshness failure, once upstream
+    blocking checks passed, never while this asset or an upstream is running."""
+    return (
+        (upstream_data_changed().since_last_handled() | freshness_catch_up())
+        & AutomationCondition.all_deps_blocking_checks_passed()
+        & ~AutomationCondition.any_deps_missing()
+        & ~AutomationCondition.any_deps_in_progress()
+        & ~AutomationCondition.in_progress()
+    ).with_label("refresh_on_new_data")
+
+
+def ingestion_condition() -> AutomationCondition:
+    """Bronze: the sensors start ingestion; automation only catches up after a freshness
+    failure whose cause is not upstream."""
+    return (freshness_catch_up() & ~AutomationCondition.in_progress()).with_label("catch_up_when_stale")
+
+
+def freshness_policy(settings: AutomationSettings, layer: str) -> FreshnessPolicy | None:
+    """Time-window policy of a layer: fails after its window, warns at half of it."""
+    minutes = settings.fail_minutes(layer)
+    if minutes is None:
+        return None
+    return FreshnessPolicy.time_window(fail_window=dt.timedelta(minutes=minutes),
+                                       warn_window=dt.timedelta(minutes=minutes / 2))
+
+
+CONDITION_BY_LAYER = {
+    "bronze": ingestion_condition,
+    "quarantine": ingestion_condition,
+    "silver": refresh_condition,
+    "gold": refresh_condition,
+}
+
+
+def condition_for(layer: str) -> AutomationCondition | None:
+    factory = CONDITION_BY_LAYER.get(layer)
+    return factory() if factory else None

@@ -1,0 +1,166 @@
+"""Sensors on the sources: they start bronze ingestion when data arrives and record, on the
+source assets, that it arrived (materializations) and how far behind Kafka ingestion is
+(observations with the lag per partition).
+
+Each sensor keeps a cursor of the source position it has acted on, derives its ``run_key``
+from that position (so a position is never requested twice) and says why a tick did nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from dagster import (
+    AssetKey,
+    AssetMaterialization,
+    AssetObservation,
+    AssetSelection,
+    AutomationConditionSensorDefinition,
+    DefaultSensorStatus,
+    MetadataValue,
+    RunRequest,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from fitness_assets.assets.common import asset_key
+from fitness_assets.assets.sources import kafka_topic_key, landing_key
+from fitness_assets.lakehouse.ingest import list_landing
+from fitness_assets.pipelines.bronze_kafka import stored_positions
+from fitness_assets.resources import KafkaResource, LakehouseResource, SparkResource
+from fitness_assets.settings import AutomationSettings
+from fitness_assets.streaming.source import split_key
+from fitness_assets.tables import (
+    DATE_LOOKUP,
+    GYM_LOGINS_BZ,
+    GYM_LOGINS_QR,
+    KAFKA_MULTIPLEX_BZ,
+    KAFKA_MULTIPLEX_QR,
+    REGISTERED_USERS_BZ,
+    REGISTERED_USERS_QR,
+)
+
+LANDING_SENSOR = "landing_files_sensor"
+KAFKA_SENSOR = "kafka_sensor"
+AUTOMATION_SENSOR = "table_automation_sensor"
+
+LANDING_TARGETS = {
+    "registered_users": (REGISTERED_USERS_BZ, REGISTERED_USERS_QR),
+    "gym_logins": (GYM_LOGINS_BZ, GYM_LOGINS_QR),
+    "kafka_multiplex": (KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR),
+}
+KAFKA_TARGET = (KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR)
+
+
+def _digest(position: dict) -> str:
+    return hashlib.sha256(json.dumps(position, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _with_calendar(context: SensorEvaluationContext, keys: list[AssetKey]) -> list[AssetKey]:
+    """The multiplex needs date_lookup; a fresh instance gets it in the same run."""
+    calendar = asset_key(DATE_LOOKUP)
+    if asset_key(KAFKA_MULTIPLEX_BZ) in keys and context.instance.get_latest_materialization_event(calendar) is None:
+        return [calendar, *keys]
+    return keys
+
+
+def landing_files_step(context: SensorEvaluationContext, landing_root: str) -> SensorResult | SkipReason:
+    """One tick of the landing sensor: new file names (beyond the last one acted on, names
+    sort in delivery order) -> one run of the bronze assets of those folders."""
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    arrived: dict[str, list[str]] = {}
+    for source in LANDING_TARGETS:
+        names = [f.relative for f in list_landing(landing_root, source)]
+        newer = [n for n in names if n > cursor.get(source, "")]
+        if newer:
+            arrived[source] = newer
+    if not arrived:
+        return SkipReason(f"no new files in {landing_root} since "
+                          + (", ".join(f"{s}: {n}" for s, n in sorted(cursor.items())) or "the start"))
+    position = {source: names[-1] for source, names in arrived.items()}
+    keys = [asset_key(spec) for source in arrived for spec in LANDING_TARGETS[source]]
+    return SensorResult(
+        run_requests=[RunRequest(run_key="landing:" + _digest(position),
+                                 asset_selection=_with_calendar(context, keys),
+                                 tags={"fitness/trigger": "landing_files"})],
+        cursor=json.dumps(cursor | position, sort_keys=True),
+        asset_events=[AssetMaterialization(landing_key(source), description="new landing files",
+                                           metadata={"new_files": len(names), "latest_file": names[-1]})
+                      for source, names in arrived.items()],
+    )
+
+
+def kafka_step(context: SensorEvaluationContext, kafka: KafkaResource, lakehouse: LakehouseResource,
+               spark: SparkResource) -> SensorResult | SkipReason:
+    """One tick of the Kafka sensor: end offsets moved and bronze lags behind them -> one run
+    of the multiplex bronze asset, keyed by the end offsets."""
+    if not kafka.enabled:
+        return SkipReason("Kafka is off: FITNESS_KAFKA_BOOTSTRAP_SERVERS is not set")
+    positions, _ = stored_positions(lakehouse.store(spark), KAFKA_MULTIPLEX_BZ)  # reads the Delta log only
+    with kafka.reader() as reader:
+        marks = reader.watermarks()
+    if not marks:
+        return SkipReason(f"none of the topics {', '.join(kafka.topics)} exists on {kafka.bootstrap_servers} yet")
+    ends = {key: high for key, (_, high) in marks.items()}
+    lag = {key: max(0, high - max(positions.get(key, low), low)) for key, (low, high) in marks.items()}
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    events: list[AssetMaterialization | AssetObservation] = []
+    for topic in kafka.topics:
+        mine = {k: v for k, v in ends.items() if split_key(k)[0] == topic}
+        seen = {k: v for k, v in cursor.get("ends", {}).items() if split_key(k)[0] == topic}
+        if mine and mine != seen:
+            arrived = sum(v - seen.get(k, 0) for k, v in mine.items())
+            events.append(AssetMaterialization(kafka_topic_key(topic), description="new records on the topic",
+                                               metadata={"new_records": arrived,
+                                                         "end_offsets": MetadataValue.json(mine)}))
+        topic_lag = {k: v for k, v in lag.items() if split_key(k)[0] == topic}
+        if topic_lag != {k: v for k, v in cursor.get("lag", {}).items() if split_key(k)[0] == topic}:
+            events.append(AssetObservation(kafka_topic_key(topic), metadata={
+                "lag": sum(topic_lag.values()), "lag_by_partition": MetadataValue.json(topic_lag)}))
+    total = sum(lag.values())
+    new_cursor = json.dumps({"ends": ends, "lag": lag, "requested": cursor.get("requested", {})}, sort_keys=True)
+    if total == 0:
+        return SensorResult(skip_reason=SkipReason("bronze is level with Kafka: lag 0 on every partition"),
+                            cursor=new_cursor, asset_events=events)
+    if ends == cursor.get("requested"):
+        return SensorResult(skip_reason=SkipReason(f"lag {total}, but a run for these end offsets was already "
+                                                   "requested (queued, running or failed)"),
+                            cursor=new_cursor, asset_events=events)
+    keys = [asset_key(spec) for spec in KAFKA_TARGET]
+    return SensorResult(
+        run_requests=[RunRequest(run_key="kafka:" + _digest(ends), asset_selection=_with_calendar(context, keys),
+                                 tags={"fitness/trigger": "kafka", "fitness/kafka_lag": str(total)})],
+        cursor=json.dumps({"ends": ends, "lag": lag, "requested": ends}, sort_keys=True),
+        asset_events=events,
+    )
+
+
+def build_sensors(settings: AutomationSettings) -> list[SensorDefinition]:
+    status = DefaultSensorStatus.RUNNING if settings.running else DefaultSensorStatus.STOPPED
+    interval = settings.microbatch_seconds
+
+    @sensor(name=LANDING_SENSOR, minimum_interval_seconds=interval, default_status=status,
+            asset_selection=AssetSelection.assets(*[asset_key(s) for t in LANDING_TARGETS.values() for s in t],
+                                                  asset_key(DATE_LOOKUP)),
+            description="New files in the landing folders start their bronze ingestion.")
+    def landing_files_sensor(context: SensorEvaluationContext, lakehouse: LakehouseResource):
+        return landing_files_step(context, lakehouse.landing_root)
+
+    @sensor(name=KAFKA_SENSOR, minimum_interval_seconds=interval, default_status=status,
+            asset_selection=AssetSelection.assets(*[asset_key(s) for s in KAFKA_TARGET], asset_key(DATE_LOOKUP)),
+            description="New records on the Kafka topics start the multiplex's bronze ingestion; the lag per "
+                        "partition is recorded on the topics' source assets.")
+    def kafka_sensor(context: SensorEvaluationContext, kafka: KafkaResource, lakehouse: LakehouseResource,
+                     spark: SparkResource):
+        return kafka_step(context, kafka, lakehouse, spark)
+
+    automation = AutomationConditionSensorDefinition(
+        AUTOMATION_SENSOR, target=AssetSelection.all(), default_status=status, minimum_interval_seconds=interval,
+        description="Evaluates the tables' automation conditions: silver and gold refresh when upstream data "
+                    "changed; any table catches up when it fails its freshness policy.",
+    )
+    return [landing_files_sensor, kafka_sensor, automation]

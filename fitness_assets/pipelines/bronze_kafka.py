@@ -1,0 +1,200 @@
+"""Kafka -> bronze, exactly once, with the positions kept in the bronze table itself.
+
+Each batch reads from the positions recorded by the last Kafka commit of the bronze table,
+parses the records with the same parser as the `kafka_multiplex/` files (so validation and
+quarantine reasons are identical), and appends the good rows in ONE Delta commit that also
+records the next offset of every partition (commit metadata ``kafka_offsets``) and the app
+transaction ``kafka:<table>`` = batch number. Hence:
+
+- a crash before the commit leaves nothing; the next run reads the same offsets again;
+- a crash after it leaves nothing to redo; the next run starts after the batch;
+- two runs racing from the same positions end with one commit (the loser's app transaction
+  is already recorded, or its commit conflicts and is then recognised as applied).
+
+Rejected records go to the quarantine first, keyed by ``source_file = kafka://<topic>/<partition>``
+and ``line`` = offset, with a replace-where on the offsets at or after the batch's start: those
+were never committed, so a retry replaces what a crashed attempt left instead of doubling it.
+Consumer-group offsets are committed to Kafka only after the Delta commit, for lag tools.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from fitness_assets.lakehouse.store import TableStore, Txn
+from fitness_assets.streaming.source import Batch, KafkaReader, KafkaRecord, PartitionKey
+from fitness_assets.tables import TableSpec
+from fitness_assets.transforms.bronze import REASON
+
+log = logging.getLogger(__name__)
+
+OFFSETS_KEY = "kafka_offsets"
+SOURCE_PREFIX = "kafka://"
+RAW_LIMIT = 4096  # characters of an undecodable message kept in quarantine
+
+LINES_SCHEMA = pa.schema([("source_file", pa.string()), ("line", pa.int64()), ("raw", pa.string())])
+
+
+def app_id(bronze: TableSpec) -> str:
+    return f"kafka:{bronze.name}"
+
+
+def source_name(key: PartitionKey) -> str:
+    """The ``source_file`` of rows read from one topic-partition."""
+    return SOURCE_PREFIX + key
+
+
+@dataclass
+class KafkaIngestReport:
+    """What one Kafka ingestion run did, for asset metadata."""
+
+    batches: int = 0
+    records: int = 0
+    rows_written: int = 0
+    rows_quarantined: int = 0
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    positions: dict[str, int] = field(default_factory=dict)
+    lag: dict[str, int] = field(default_factory=dict)
+    lost: dict[str, int] = field(default_factory=dict)
+    skipped_batches: int = 0
+
+
+def stored_positions(store: TableStore, bronze: TableSpec) -> tuple[dict[str, int], dict[str, int]]:
+    """(next offset, records taken in) per partition, as of the last Kafka commit of ``bronze``."""
+    meta = store.latest_commit_metadata(bronze, OFFSETS_KEY)
+    if not meta:
+        return {}, {}
+    counts = {k[len(SOURCE_PREFIX):]: v for k, v in meta.get("files", {}).items() if k.startswith(SOURCE_PREFIX)}
+    return dict(meta[OFFSETS_KEY]), counts
+
+
+def record_line(record: KafkaRecord) -> tuple[str | None, str | None]:
+    """The record as one JSON line in the landing format, or (None, reason) when its bytes
+    cannot be a text payload."""
+    try:
+        value = None if record.value is None else record.value.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, "invalid_value:value"
+    key = None if record.key is None else record.key.decode("utf-8", errors="backslashreplace")
+    return json.dumps({"key": key, "value": value, "topic": record.topic, "partition": record.partition,
+                       "offset": record.offset, "timestamp": record.timestamp_ms}, ensure_ascii=False), None
+
+
+def _lines(batch: Batch) -> tuple[pa.Table, pa.Table]:
+    """Records as landing lines, and the ones rejected before parsing (undecodable bytes)."""
+    sources, offsets, raws = [], [], []
+    bad_sources, bad_offsets, bad_raws, bad_reasons = [], [], [], []
+    for record in batch.records:
+        line, reason = record_line(record)
+        name = source_name(f"{record.topic}/{record.partition}")
+        if reason is None:
+            sources.append(name)
+            offsets.append(record.offset)
+            raws.append(line)
+        else:
+            bad_sources.append(name)
+            bad_offsets.append(record.offset)
+            bad_raws.append(repr(record.value)[:RAW_LIMIT])
+            bad_reasons.append(reason)
+    lines = pa.table([sources, offsets, raws], schema=LINES_SCHEMA)
+    rejected = pa.table({"source_file": pa.array(bad_sources, pa.string()), "line": pa.array(bad_offsets, pa.int64()),
+                         "raw": pa.array(bad_raws, pa.string()), REASON: pa.array(bad_reasons, pa.string())})
+    return lines, rejected
+
+
+def _group_count(table: pa.Table, column: str) -> dict[str, int]:
+    if table.num_rows == 0:
+        return {}
+    counts = table.group_by(column).aggregate([(column, "count")])
+    return dict(zip(counts[column].to_pylist(), counts[f"{column}_count"].to_pylist(), strict=True))
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def ingest_kafka(
+    store: TableStore,
+    spark: SparkSession,
+    reader: KafkaReader,
+    bronze: TableSpec,
+    quarantine: TableSpec,
+    parse: Callable[[DataFrame], DataFrame],
+    max_records_per_batch: int = 100_000,
+    max_batches: int = 20,
+    now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+) -> KafkaIngestReport:
+    """Take what the configured topics hold beyond the stored positions, in bounded batches."""
+    report = KafkaIngestReport()
+    store.ensure(bronze)
+    store.ensure(quarantine)
+    positions, counts = stored_positions(store, bronze)
+    while report.batches < max_batches:
+        batch = reader.read(positions, max_records_per_batch)
+        report.lost.update(batch.lost)
+        if not batch.records:
+            break
+        sequence = (store.transaction_version(bronze, app_id(bronze)) or 0) + 1
+        committed = _commit_batch(store, spark, bronze, quarantine, parse, batch, positions, counts, sequence,
+                                  now(), report)
+        report.batches += 1
+        if not committed:
+            report.skipped_batches += 1
+        # Re-read what is recorded: after a lost race the winner's positions are the truth.
+        positions, counts = stored_positions(store, bronze)
+        try:
+            reader.commit(positions)
+        except Exception as exc:  # lag tools only: Delta already holds the positions
+            log.warning("could not commit consumer-group offsets: %s", exc)
+    report.positions = dict(positions)
+    report.lag = reader.lag(positions)
+    return report
+
+
+def _commit_batch(store, spark, bronze, quarantine, parse, batch: Batch, positions, counts, sequence, load_time,
+                  report: KafkaIngestReport) -> bool:
+    lines, rejected = _lines(batch)
+    data = parse(spark.createDataFrame(lines)).select(
+        *[c for c in bronze.column_names if c not in ("load_time", "source_file")],
+        "source_file", "line", F.when(F.col(REASON).isNotNull(), F.col("raw")).alias("raw"), REASON,
+    ).toArrow()
+    data = data.append_column("load_time", pa.array([load_time] * data.num_rows, type=pa.timestamp("us", tz="UTC")))
+    is_bad = pc.is_valid(data[REASON])
+    good, bad = data.filter(pc.invert(is_bad)), data.filter(is_bad)
+    rejected = rejected.append_column("load_time", pa.array([load_time] * rejected.num_rows,
+                                                            type=pa.timestamp("us", tz="UTC")))
+    quarantine_rows = pa.concat_tables([bad.select(quarantine.column_names).cast(quarantine.schema),
+                                        rejected.select(quarantine.column_names).cast(quarantine.schema)])
+
+    # Offsets at or after a batch's start were never committed: whatever a crashed attempt
+    # left there is replaced, so a retry never doubles quarantine rows.
+    predicate = " OR ".join(f"(source_file = {_sql_string(source_name(k))} AND line >= {start})"
+                            for k, start in sorted(batch.start.items()))
+    store.overwrite(quarantine, quarantine_rows, predicate=predicate, metadata={"kafka_batch": sequence})
+
+    read = batch.records_by_partition()
+    new_positions = dict(positions) | batch.next_offsets
+    new_counts = {k: counts.get(k, 0) + read.get(k, 0) for k in set(counts) | set(read)}
+    result = store.append(
+        bronze, good.select(bronze.column_names),
+        txns=[Txn(app_id(bronze), sequence)],
+        metadata={OFFSETS_KEY: new_positions, "batch": sequence,
+                  "files": {source_name(k): n for k, n in sorted(new_counts.items())}},
+    )
+    if result.skipped:
+        return False
+    report.records += len(batch.records)
+    report.rows_written += good.num_rows
+    report.rows_quarantined += quarantine_rows.num_rows
+    for reason, n in _group_count(quarantine_rows, REASON).items():
+        report.quarantine_reasons[reason] = report.quarantine_reasons.get(reason, 0) + n
+    return True

@@ -1,0 +1,155 @@
+"""Automation conditions of the real asset graph, evaluated tick by tick against a real
+Dagster instance (`evaluate_automation_conditions`): what new upstream data, a run that
+changed nothing, a failed blocking check and a freshness failure make the platform do."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckSeverity,
+    AssetKey,
+    AssetMaterialization,
+    evaluate_automation_conditions,
+)
+from dagster._core.definitions.data_version import DATA_VERSION_TAG
+from dagster._core.definitions.freshness import FreshnessState, FreshnessStateChange
+
+from fitness_assets.definitions import build_definitions
+from fitness_assets.settings import AutomationSettings
+from fitness_assets.streaming.settings import KafkaSettings
+
+USERS = AssetKey(["silver", "users"])
+GYM_LOGS = AssetKey(["silver", "gym_logs"])
+REGISTRATIONS = AssetKey(["bronze", "registered_users_bz"])
+GYM_LOGINS = AssetKey(["bronze", "gym_logins_bz"])
+GYM_SUMMARY = AssetKey(["gold", "gym_summary"])
+
+
+@pytest.fixture
+def defs(settings):
+    return build_definitions(settings, kafka=KafkaSettings(), automation=AutomationSettings())
+
+
+class Ticks:
+    """Successive evaluations of the automation conditions, carrying the cursor."""
+
+    def __init__(self, defs, instance):
+        self.defs, self.instance, self.cursor = defs, instance, None
+        self.time = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+    def __call__(self) -> set[AssetKey]:
+        self.time += dt.timedelta(seconds=30)
+        result = evaluate_automation_conditions(defs=self.defs, instance=self.instance, cursor=self.cursor,
+                                                evaluation_time=self.time)
+        self.cursor = result.cursor
+        keys = self.defs.resolve_asset_graph().materializable_asset_keys
+        return {key for key in keys if result.get_requested_partitions(key)}
+
+
+def _materialize(instance, key: AssetKey, version: str) -> None:
+    instance.report_runless_asset_event(AssetMaterialization(key, tags={DATA_VERSION_TAG: version}))
+
+
+def _check(instance, defs, key: AssetKey, name: str, passed: bool) -> None:
+    instance.report_runless_asset_event(AssetCheckEvaluation(
+        asset_key=key, check_name=name, passed=passed, severity=AssetCheckSeverity.ERROR))
+
+
+def _everything_materialized_and_checked(instance, defs) -> None:
+    graph = defs.resolve_asset_graph()
+    for key in graph.materializable_asset_keys:
+        _materialize(instance, key, "1")
+    for check_key in graph.asset_check_keys:
+        _check(instance, defs, check_key.asset_key, check_key.name, True)
+
+
+def test_new_upstream_data_requests_the_tables_that_read_it_and_nothing_else(defs, dagster_instance):
+    tick = Ticks(defs, dagster_instance)
+    assert tick() == set()  # nothing materialized: every silver table misses an upstream
+    _everything_materialized_and_checked(dagster_instance, defs)
+    assert tick() == set()  # a first evaluation only records data versions
+    assert tick() == set()
+
+    _materialize(dagster_instance, REGISTRATIONS, "2")
+    requested = tick()
+    assert USERS in requested and GYM_SUMMARY in requested  # gold rides in the same run
+    assert GYM_LOGS not in requested and AssetKey(["silver", "heart_rate"]) not in requested
+    assert tick() == set()  # handled: nothing new, nothing requested
+
+
+def test_a_run_that_changed_nothing_triggers_nothing(defs, dagster_instance):
+    tick = Ticks(defs, dagster_instance)
+    _everything_materialized_and_checked(dagster_instance, defs)
+    tick()
+    _materialize(dagster_instance, REGISTRATIONS, "1")  # same Delta version: a no-op run
+    assert tick() == set()
+    _materialize(dagster_instance, REGISTRATIONS, "2")
+    assert USERS in tick()
+
+
+def test_a_failed_blocking_check_upstream_holds_the_refresh(defs, dagster_instance):
+    tick = Ticks(defs, dagster_instance)
+    _everything_materialized_and_checked(dagster_instance, defs)
+    tick()
+    _materialize(dagster_instance, GYM_LOGINS, "2")
+    _check(dagster_instance, defs, GYM_LOGINS, "reconciled_with_landing", False)
+    assert GYM_LOGS not in tick()
+    _check(dagster_instance, defs, GYM_LOGINS, "reconciled_with_landing", True)
+    assert GYM_LOGS in tick()  # the new data is still waiting: requested once the check passes
+
+
+def _freshness(instance, key: AssetKey, state: FreshnessState) -> None:
+    instance.report_runless_asset_event(FreshnessStateChange(
+        key=key, new_state=state, previous_state=FreshnessState.PASS,
+        state_change_timestamp=dt.datetime.now(dt.UTC).timestamp()))
+
+
+def test_a_freshness_failure_requests_a_catch_up_unless_the_cause_is_upstream(defs, dagster_instance):
+    tick = Ticks(defs, dagster_instance)
+    _everything_materialized_and_checked(dagster_instance, defs)
+    tick()
+    _freshness(dagster_instance, GYM_LOGS, FreshnessState.FAIL)
+    assert GYM_LOGS in tick()
+    assert GYM_LOGS not in tick()  # once, not on every tick while it stays failed
+
+    _freshness(dagster_instance, GYM_LOGINS, FreshnessState.FAIL)  # no data arriving upstream
+    _freshness(dagster_instance, GYM_LOGS, FreshnessState.PASS)
+    tick()
+    _freshness(dagster_instance, GYM_LOGS, FreshnessState.FAIL)
+    assert GYM_LOGS not in tick()
+
+
+def test_every_table_has_a_freshness_policy_and_the_sources_are_on_the_graph(defs):
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        layer = key.path[0]
+        if layer == "reference":
+            continue
+        assert node.freshness_policy is not None, key
+        if layer in ("silver", "gold"):
+            assert node.automation_condition.get_label() == "refresh_on_new_data", key
+    sources = {k for k in graph.get_all_asset_keys() if k.path[0] in ("landing", "kafka")}
+    assert sources == {AssetKey(["landing", s]) for s in ("registered_users", "gym_logins", "kafka_multiplex")} | {
+        AssetKey(["kafka", t]) for t in ("user_info", "workout", "bpm")}
+    assert set(graph.get(AssetKey(["bronze", "kafka_multiplex_bz"])).parent_keys) >= {
+        AssetKey(["kafka", "bpm"]), AssetKey(["landing", "kafka_multiplex"])}
+
+
+def test_freshness_windows_and_the_automation_switch_come_from_the_environment(settings):
+    quiet = AutomationSettings.from_env({"FITNESS_AUTOMATION": "off", "FITNESS_FRESHNESS_GOLD_MINUTES": "3",
+                                         "FITNESS_MICROBATCH_SECONDS": "7"})
+    defs = build_definitions(settings, kafka=KafkaSettings(), automation=quiet)
+    for sensor in defs.sensors:
+        assert sensor.default_status.value == "STOPPED"
+        assert sensor.minimum_interval_seconds == 7
+    policy = defs.resolve_asset_graph().get(GYM_SUMMARY).freshness_policy
+    assert policy.fail_window.to_timedelta() == dt.timedelta(minutes=3)
+    assert policy.warn_window.to_timedelta() == dt.timedelta(minutes=1.5)
+    running = build_definitions(settings, kafka=KafkaSettings(), automation=AutomationSettings.from_env({}))
+    assert {s.default_status.value for s in running.sensors} == {"RUNNING"}
+    with pytest.raises(ValueError, match="FITNESS_AUTOMATION"):
+        AutomationSettings.from_env({"FITNESS_AUTOMATION": "sometimes"})
