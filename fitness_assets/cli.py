@@ -1,4 +1,5 @@
-"""`fitness-assets`: simulate landing data, run the asset graph in one process, report, reset."""
+"""`fitness-assets`: simulate landing data, run the asset graph in one process, report, reset; serve a
+local Kafka broker and play a simulated chain to it live."""
 
 from __future__ import annotations
 
@@ -8,8 +9,13 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fitness_assets.settings import DEFAULT_DATA_ROOT, Settings, SparkEnv
+
+if TYPE_CHECKING:
+    from fitness_assets.simulator import Simulator, Truth
+    from fitness_assets.streaming.producer import ProduceStats
 
 PRESETS = {"tiny": None, "small": 50_000, "medium": 500_000, "large": 5_000_000}
 
@@ -25,9 +31,49 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> None:
     else:
         config = SimulatorConfig.scaled(PRESETS[args.preset], **overrides)
     started = time.perf_counter()
+    bootstrap = getattr(args, "kafka_bootstrap_servers", None)
+    if bootstrap:
+        truth, stats = _simulate_to_kafka(Simulator(config), settings.landing_root, bootstrap)
+        print(f"Simulated {truth.counts.bpm_readings:,} heart-rate readings, {truth.counts.members} members: "
+              f"CSV files into {settings.landing_root}, {stats.summary()} to {bootstrap} "
+              f"in {time.perf_counter() - started:.1f} s")
+        return
     truth = Simulator(config).write_all(settings.landing_root)
     print(f"Simulated {truth.counts.bpm_readings:,} heart-rate readings, {truth.counts.members} members into "
           f"{settings.landing_root} in {time.perf_counter() - started:.1f} s")
+
+
+def _simulate_to_kafka(simulator: Simulator, landing_root: str | Path,
+                       bootstrap_servers: str) -> tuple[Truth, ProduceStats]:
+    """Simulate into a hidden folder of the landing root, publish the CSV files (renames on
+    one file system, in name order), produce the multiplex instead of landing it, then drop
+    the hidden folder. Returns the truth and the producer's counts."""
+    import tempfile
+
+    from fitness_assets.streaming.producer import MULTIPLEX_FOLDER, multiplex_files, produce_files
+
+    root = Path(landing_root)
+    root.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix="_simulate-", dir=root))
+    try:
+        truth = simulator.write_all(stage)
+        stats = produce_files(bootstrap_servers, multiplex_files(stage / MULTIPLEX_FOLDER))
+        for source in ("registered_users", "gym_logins"):
+            (root / source).mkdir(exist_ok=True)
+            for path in sorted((stage / source).glob("*")):
+                if not path.name.startswith(("_", ".")):
+                    os.replace(path, root / source / path.name)
+        os.replace(stage / "_truth.json", root / "_truth.json")
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return truth, stats
+
+
+def _kafka_servers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> str:
+    servers = args.kafka_bootstrap_servers or os.environ.get("FITNESS_KAFKA_BOOTSTRAP_SERVERS")
+    if not servers:
+        parser.error("--kafka-bootstrap-servers (or FITNESS_KAFKA_BOOTSTRAP_SERVERS) is required")
+    return servers
 
 
 def _ensure_dagster_home() -> None:
@@ -90,11 +136,45 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--readings", type=int, default=None, help="about this many heart-rate readings")
         p.add_argument("--batches", type=int, default=1, help="split the data into this many file batches")
         p.add_argument("--seed", type=int, default=42)
+    sim.add_argument("--kafka-bootstrap-servers", default=None, metavar="HOST:PORT",
+                     help="produce the Kafka multiplex to this broker INSTEAD of writing kafka_multiplex/ files "
+                          "(CSV files still go to the landing root); lines that cannot be Kafka messages "
+                          "(no topic, unknown topic) are skipped and counted")
     run = sub.add_parser("run", help="materialize assets (default: all) on the files the landing root holds")
     run.add_argument("--select", default="", help="comma-separated asset keys, e.g. bronze/gym_logins_bz")
     sub.add_parser("reset", help="delete the landing zone, the lakehouse and Dagster's local state")
+    brk = sub.add_parser("broker", help="serve a local Kafka-protocol broker (librdkafka's mock cluster, in "
+                                        "memory) with the topics user_info, workout, bpm until Ctrl-C/SIGTERM")
+    brk.add_argument("--port", type=int, default=9092, help="loopback port to serve on (0: any free port)")
+    brk.add_argument("--partitions", type=int, default=4, help="partitions of each topic")
+    live = sub.add_parser("produce-live", help="play a simulated chain in accelerated real time: every interval, "
+                                               "the next batch's CSV files into the landing root and its Kafka "
+                                               "records to the broker")
+    live.add_argument("--kafka-bootstrap-servers", default=None, metavar="HOST:PORT",
+                      help="broker to produce to (default: $FITNESS_KAFKA_BOOTSTRAP_SERVERS)")
+    live.add_argument("--interval", type=float, default=5.0, help="seconds between batches")
+    live.add_argument("--batches", type=int, default=48,
+                      help="the simulated days are split into this many batches, all delivered (Ctrl-C stops early)")
+    live.add_argument("--members", type=int, default=50)
+    live.add_argument("--days", type=int, default=2, help="simulated days")
+    live.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)
+    if args.command == "broker":
+        from fitness_assets.streaming.broker import serve
+
+        try:
+            return serve(port=args.port, partitions=args.partitions)
+        except OSError as error:
+            print(f"cannot serve on 127.0.0.1:{args.port}: {error}", file=sys.stderr)
+            return 1
     settings = Settings.from_env()
+    if args.command == "produce-live":
+        from fitness_assets.streaming.live import live_config, run_live
+
+        servers = _kafka_servers(args, parser)
+        config = live_config(batches=args.batches, members=args.members, days=args.days, seed=args.seed)
+        run_live(servers, settings.landing_root, config, interval=args.interval)
+        return 0
 
     if args.command == "reset":
         for path in (settings.landing_root, settings.lakehouse_root,

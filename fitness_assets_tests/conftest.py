@@ -64,3 +64,14 @@ def run(settings: Settings, dagster_instance, spark):
 def no_fault():
     yield
     os.environ.pop("FITNESS_FAULT_AFTER_COMMIT", None)
+
+
+@pytest.fixture(scope="session")
+def kafka_broker():
+    """Bootstrap address of a local Kafka-protocol broker (librdkafka's mock cluster) on a free
+    port, with the multiplex topics, shared by the session; tests read from the watermarks they
+    saw, so records of other tests do not matter."""
+    from fitness_assets.streaming.broker import MockKafkaBroker
+
+    with MockKafkaBroker(port=0) as broker:
+        yield broker.bootstrap_servers

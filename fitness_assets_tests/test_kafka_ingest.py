@@ -1,0 +1,186 @@
+"""Kafka -> bronze against a real Kafka-protocol broker (librdkafka's mock cluster): exactly
+once across reruns, restarts and crashes on both sides of the commit; order within a
+partition; several partitions; bad records quarantined with the file feed's reasons."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import Counter
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from fitness_assets.lakehouse.store import DeltaRsTableStore
+from fitness_assets.pipelines.bronze_kafka import ingest_kafka, stored_positions
+from fitness_assets.streaming.broker import MockKafkaBroker
+from fitness_assets.streaming.settings import KafkaSettings
+from fitness_assets.streaming.source import KafkaReader
+from fitness_assets.tables import DATE_LOOKUP, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR
+from fitness_assets.transforms import bronze as parsers
+from fitness_assets.transforms import reference
+
+BASE_MS = 1_700_000_000_000
+PARTITIONS = 3
+
+
+@pytest.fixture
+def broker():
+    """A broker of this test's own: ingestion reads every record the topics hold."""
+    with MockKafkaBroker(port=0, partitions=PARTITIONS) as b:
+        yield b.bootstrap_servers
+
+
+@pytest.fixture
+def lake(store, spark):
+    store.overwrite(DATE_LOOKUP, reference.date_lookup(spark, dt.date(2023, 1, 1), dt.date(2024, 12, 31)))
+    calendar = store.read(DATE_LOOKUP)
+    return store, lambda lines: parsers.parse_kafka_multiplex(lines, calendar)
+
+
+def _bpm(i: int) -> dict:
+    return {"device_id": 100 + i % 7, "time": 1_700_000_000 + i, "heartrate": 60.0 + i % 50}
+
+
+def _produce(bootstrap: str, records: list[tuple[str, int, bytes | None]]) -> dict[tuple[str, int, int], bytes | None]:
+    """Produce (topic, partition, value); returns what the broker stored at each offset."""
+    stored: dict[tuple[str, int, int], bytes | None] = {}
+
+    def delivered(err, msg):
+        assert err is None, err
+        stored[(msg.topic(), msg.partition(), msg.offset())] = msg.value()
+
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
+    for n, (topic, partition, value) in enumerate(records):
+        producer.produce(topic, value=value, key=str(n % 5), partition=partition, timestamp=BASE_MS + n,
+                         on_delivery=delivered)
+    producer.flush(30)
+    return stored
+
+
+def _ingest(store, spark, parse, bootstrap, **kwargs):
+    settings = KafkaSettings(bootstrap_servers=bootstrap, poll_timeout_seconds=10)
+    with KafkaReader(settings) as reader:  # a new consumer each run, as a new run process has
+        return ingest_kafka(store, spark, reader, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR, parse, **kwargs)
+
+
+def _bronze(store) -> dict[tuple[str, int, int], str]:
+    rows = store.read(KAFKA_MULTIPLEX_BZ).select("topic", "partition", "offset", "value", "source_file").collect()
+    keys = [(r["topic"], r["partition"], r["offset"]) for r in rows]
+    assert len(keys) == len(set(keys)), "a record landed twice"
+    assert all(r["source_file"] == f"kafka://{r['topic']}/{r['partition']}" for r in rows)
+    return {(r["topic"], r["partition"], r["offset"]): r["value"] for r in rows}
+
+
+def test_records_land_exactly_once_in_partition_order_across_bounded_runs_and_restarts(lake, spark, broker):
+    store, parse = lake
+    first = _produce(broker, [("bpm", i % PARTITIONS, json.dumps(_bpm(i)).encode()) for i in range(240)])
+    report = _ingest(store, spark, parse, broker, max_records_per_batch=50, max_batches=2)
+    assert (report.batches, report.records) == (2, 100)
+    assert sum(report.lag.values()) == 140  # the rest waits for the next run
+    for _ in range(2):
+        _ingest(store, spark, parse, broker, max_records_per_batch=50, max_batches=2)
+    second = _produce(broker, [("bpm", i % PARTITIONS, json.dumps(_bpm(i)).encode()) for i in range(240, 300)]
+                      + [("workout", 0, json.dumps({"user_id": 1, "workout_id": 2, "timestamp": 1_700_000_000,
+                                                     "action": "start", "session_id": 3}).encode())])
+    final = _ingest(store, spark, parse, broker, max_records_per_batch=1000, max_batches=5)
+    assert sum(final.lag.values()) == 0
+
+    landed = _bronze(store)
+    produced = first | second
+    assert landed.keys() == produced.keys()
+    assert all(landed[k] == produced[k].decode() for k in produced)
+    for topic, partition in {(t, p) for t, p, _ in produced}:  # contiguous offsets: nothing skipped
+        offsets = sorted(o for t, p, o in landed if (t, p) == (topic, partition))
+        assert offsets == list(range(len(offsets)))
+
+    before = store.version(KAFKA_MULTIPLEX_BZ)
+    again = _ingest(store, spark, parse, broker)
+    assert (again.records, store.version(KAFKA_MULTIPLEX_BZ)) == (0, before)  # nothing new, no commit
+
+    positions, counts = stored_positions(store, KAFKA_MULTIPLEX_BZ)
+    assert positions == {f"{t}/{p}": max(o for tt, pp, o in produced if (tt, pp) == (t, p)) + 1
+                         for t, p, _ in produced}
+    assert sum(counts.values()) == len(produced)
+    consumer = Consumer({"bootstrap.servers": broker, "group.id": "fitness-assets"})
+    committed = consumer.committed([TopicPartition(t, p) for t, p in {(t, p) for t, p, _ in produced}], timeout=10)
+    consumer.close()
+    assert {f"{tp.topic}/{tp.partition}": tp.offset for tp in committed} == positions  # after the Delta commit
+
+
+BAD = [
+    (b"{not json", "malformed_payload"),
+    (json.dumps({"workout_id": 1, "timestamp": 1, "action": "start", "session_id": 1}).encode(),
+     "missing_field:user_id"),
+    (json.dumps({"user_id": "x", "workout_id": 1, "timestamp": 1, "action": "start", "session_id": 1}).encode(),
+     "wrong_type:user_id"),
+    (json.dumps({"user_id": 1, "workout_id": 1, "timestamp": 1, "action": "jump", "session_id": 1}).encode(),
+     "invalid_value:action"),
+    (b"\xff\xfe\x00 not utf-8", "invalid_value:value"),
+    (None, "missing_field:value"),
+]
+
+
+def test_bad_records_are_quarantined_with_the_file_feeds_reasons(lake, spark, broker, settings, tmp_path):
+    store, parse = lake
+    produced = _produce(broker, [("workout", 1, value) for value, _ in BAD] + [("bpm", 2, json.dumps(_bpm(1)).encode())])
+    report = _ingest(store, spark, parse, broker)
+    assert report.rows_written == 1 and report.rows_quarantined == len(BAD)
+    rows = store.read(KAFKA_MULTIPLEX_QR).collect()
+    by_offset = {r["line"]: r for r in rows}
+    assert {by_offset[o]["reason"] for (t, _, o) in produced if t == "workout"} == {r for _, r in BAD}
+    assert all(r["source_file"] == "kafka://workout/1" and r["raw"] for r in rows)
+
+    # The same records as a `kafka_multiplex/` landing file get the same reasons.
+    decodable = [(v, r) for v, r in BAD if v is None or not v.startswith(b"\xff")]
+    lines = [json.dumps({"key": None, "value": None if v is None else v.decode(), "topic": "workout", "partition": 1,
+                         "offset": n, "timestamp": BASE_MS}) for n, (v, _) in enumerate(decodable)]
+    file_store = DeltaRsTableStore(str(tmp_path / "files_lake"), lambda: spark)
+    from fitness_assets.lakehouse.ingest import ingest
+
+    (tmp_path / "files" / "kafka_multiplex").mkdir(parents=True)
+    (tmp_path / "files" / "kafka_multiplex" / "batch.json").write_text("\n".join(lines) + "\n")
+    ingest(file_store, spark, str(tmp_path / "files"), "kafka_multiplex", KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR, parse)
+    file_reasons = Counter(r["reason"] for r in file_store.read(KAFKA_MULTIPLEX_QR).collect())
+    assert file_reasons == Counter(r for _, r in decodable)
+
+
+class CrashAfterCommit(DeltaRsTableStore):
+    """A process that dies right after its bronze commit, before anything else happens."""
+
+    def append(self, spec, data, **kwargs):
+        result = super().append(spec, data, **kwargs)
+        if spec == KAFKA_MULTIPLEX_BZ:
+            raise SystemExit("killed after the commit")
+        return result
+
+
+def _crash_before_commit(spec):
+    if spec == KAFKA_MULTIPLEX_BZ:
+        raise SystemExit("killed before the commit")
+
+
+def test_a_crash_on_either_side_of_the_commit_loses_and_doubles_nothing(lake, spark, broker, settings):
+    store, parse = lake
+    records = [("bpm", i % PARTITIONS, json.dumps(_bpm(i)).encode()) for i in range(60)]
+    records += [("workout", 0, b"{broken") for _ in range(4)]
+    produced = _produce(broker, records)
+
+    store.before_commit = _crash_before_commit
+    with pytest.raises(SystemExit):
+        _ingest(store, spark, parse, broker)
+    store.before_commit = None
+    assert store.row_count(KAFKA_MULTIPLEX_BZ) == 0 and stored_positions(store, KAFKA_MULTIPLEX_BZ) == ({}, {})
+
+    crashing = CrashAfterCommit(settings.lakehouse_root, lambda: spark)
+    with pytest.raises(SystemExit):
+        _ingest(crashing, spark, parse, broker, max_records_per_batch=30)
+    committed = store.row_count(KAFKA_MULTIPLEX_BZ)
+    assert 0 < committed < 60
+
+    _ingest(store, spark, parse, broker)
+    landed = _bronze(store)
+    assert len(landed) == 60 and store.row_count(KAFKA_MULTIPLEX_QR) == 4
+    quarantined = store.read(KAFKA_MULTIPLEX_QR).select("source_file", "line").collect()
+    assert len({(r["source_file"], r["line"]) for r in quarantined}) == 4
+    assert set(landed) | {("workout", 0, r["line"]) for r in quarantined} == set(produced)
