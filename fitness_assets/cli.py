@@ -76,14 +76,6 @@ def _kafka_servers(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     return servers
 
 
-def _ensure_dagster_home() -> None:
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(DEFAULT_DATA_ROOT / "dagster_home")))
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text("telemetry:\n  enabled: false\n")
-
-
 def run_graph(selection: list[str] | None = None, settings: Settings | None = None,
               spark_env: SparkEnv | None = None, instance=None):
     """Materialize ``selection`` (asset key strings like ``silver/users``; all when empty) with
@@ -107,7 +99,9 @@ def run_graph(selection: list[str] | None = None, settings: Settings | None = No
         chosen = AssetSelection.assets(*[AssetKey.from_user_string(s) for s in selection])
         keys = list(chosen.required_multi_asset_neighbors().resolve(defs.resolve_asset_graph()))
     if instance is None:
-        _ensure_dagster_home()
+        from fitness_assets.instance import ensure_instance
+
+        ensure_instance()
         instance = DagsterInstance.get()
     result = job.execute_in_process(instance=instance, asset_selection=keys, raise_on_error=False)
     store = resources["lakehouse"].store(resources["spark"])
@@ -158,7 +152,21 @@ def main(argv: list[str] | None = None) -> int:
     live.add_argument("--members", type=int, default=50)
     live.add_argument("--days", type=int, default=2, help="simulated days")
     live.add_argument("--seed", type=int, default=42)
+    stack = sub.add_parser("live", help="the live platform: a local broker, a producer playing the chain in "
+                                        "accelerated real time, and the Dagster UI with its daemon (sensors, "
+                                        "automation, freshness), until Ctrl-C")
+    stack.add_argument("--port", type=int, default=9092, help="broker port (ignored with FITNESS_KAFKA_BOOTSTRAP_SERVERS)")
+    stack.add_argument("--ui-port", type=int, default=3000)
+    stack.add_argument("--interval", type=float, default=5.0, help="seconds between delivered batches")
+    stack.add_argument("--batches", type=int, default=48, help="batches the producer plays before it stops")
+    stack.add_argument("--microbatch-seconds", type=int, default=30,
+                       help="FITNESS_MICROBATCH_SECONDS unless set: shortest time between two sensor evaluations")
     args = parser.parse_args(argv)
+    if args.command == "live":
+        from fitness_assets.devstack import run_live
+
+        return run_live(Settings.from_env().landing_root, port=args.port, ui_port=args.ui_port,
+                        interval=args.interval, batches=args.batches, microbatch_seconds=args.microbatch_seconds)
     if args.command == "broker":
         from fitness_assets.streaming.broker import serve
 

@@ -1,0 +1,93 @@
+"""The live platform on one machine: a Kafka-protocol broker, a producer playing a fitness-centre
+chain in accelerated real time, and Dagster (UI and daemon) keeping the tables fresh.
+
+``fitness-assets live`` (``make live``) runs it until Ctrl-C; the end-to-end test starts the
+same daemon the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+from fitness_assets.instance import ensure_instance
+from fitness_assets.settings import PROJECT_ROOT
+
+WORKSPACE = PROJECT_ROOT / "workspace.yaml"
+# Short windows so that a stopped producer shows within minutes: warning at half the window.
+LIVE_FRESHNESS_MINUTES = {"sources": 2, "bronze": 4, "quarantine": 4, "silver": 6, "gold": 8}
+
+
+def live_environment(base: Mapping[str, str], bootstrap_servers: str, microbatch_seconds: int) -> dict[str, str]:
+    """The environment of the live code location; values already set in ``base`` win."""
+    env = dict(base)
+    env["FITNESS_KAFKA_BOOTSTRAP_SERVERS"] = bootstrap_servers
+    env.setdefault("FITNESS_MICROBATCH_SECONDS", str(microbatch_seconds))
+    env.setdefault("FITNESS_AUTOMATION", "on")
+    for layer, minutes in LIVE_FRESHNESS_MINUTES.items():
+        env.setdefault(f"FITNESS_FRESHNESS_{layer.upper()}_MINUTES", str(minutes))
+    return env
+
+
+def start_dagster(env: Mapping[str, str], ui_port: int | None = 3000) -> subprocess.Popen:
+    """``dagster dev`` (UI on loopback and daemon) or, with ``ui_port=None``, the daemon alone."""
+    home = Path(env["DAGSTER_HOME"])
+    ensure_instance(home)
+    bin_dir = Path(sys.executable).parent
+    if ui_port is None:
+        command = [str(bin_dir / "dagster-daemon"), "run", "-w", str(WORKSPACE)]
+    else:
+        command = [str(bin_dir / "dagster"), "dev", "-w", str(WORKSPACE), "-h", "127.0.0.1", "-p", str(ui_port)]
+    return subprocess.Popen(command, env=dict(env), cwd=PROJECT_ROOT, start_new_session=True)
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 30) -> None:
+    """Stop a process group started by :func:`start_dagster` (its runs included)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def run_live(landing_root: str, *, port: int = 9092, ui_port: int = 3000, interval: float = 5.0,
+             batches: int = 48, microbatch_seconds: int = 30) -> int:
+    """Broker (unless FITNESS_KAFKA_BOOTSTRAP_SERVERS names a real cluster), producer and
+    Dagster, until Ctrl-C. After the producer's last batch the platform keeps running, so its
+    freshness turns to warning and then failure in the UI."""
+    from fitness_assets.streaming.broker import MockKafkaBroker
+    from fitness_assets.streaming.live import live_config, play
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    external = os.environ.get("FITNESS_KAFKA_BOOTSTRAP_SERVERS")
+    broker = None if external else MockKafkaBroker(port=port).start()
+    servers = external or broker.bootstrap_servers
+    env = live_environment(os.environ, servers, microbatch_seconds)
+    env.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".data" / "dagster_home"))
+    dagster = start_dagster(env, ui_port)
+    print(f"Kafka at {servers}; Dagster UI on http://127.0.0.1:{ui_port} (sensors and automation running); "
+          f"Ctrl-C stops everything", flush=True)
+    producer = threading.Thread(target=play, args=(servers, landing_root, live_config(batches=batches)),
+                                kwargs={"interval": interval, "stop": stop}, daemon=True)
+    producer.start()
+    try:
+        while not stop.wait(1):
+            if dagster.poll() is not None:
+                print("Dagster stopped", file=sys.stderr)
+                return 1
+        return 0
+    finally:
+        stop.set()
+        producer.join(timeout=30)
+        stop_process(dagster)
+        if broker is not None:
+            broker.stop()

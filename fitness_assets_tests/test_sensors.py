@@ -1,0 +1,131 @@
+"""The source sensors tick by tick against a real Dagster instance, a real landing folder and
+a real Kafka-protocol broker: new data -> a run request keyed by the source position; nothing
+new -> a skip that says why; the cursor moves; lag is recorded on the topics."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+from confluent_kafka import Producer
+from dagster import AssetKey, AssetMaterialization, AssetObservation, build_sensor_context
+
+from fitness_assets.automation.sensors import KAFKA_SENSOR, LANDING_SENSOR
+from fitness_assets.definitions import build_definitions
+from fitness_assets.pipelines.bronze_kafka import ingest_kafka
+from fitness_assets.settings import AutomationSettings
+from fitness_assets.streaming.broker import MockKafkaBroker
+from fitness_assets.streaming.settings import KafkaSettings
+from fitness_assets.streaming.source import KafkaReader
+from fitness_assets.tables import DATE_LOOKUP, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR
+from fitness_assets.transforms import bronze as parsers
+from fitness_assets.transforms import reference
+
+BRONZE_USERS = {AssetKey(["bronze", "registered_users_bz"]), AssetKey(["quarantine", "registered_users_bz"])}
+BRONZE_LOGINS = {AssetKey(["bronze", "gym_logins_bz"]), AssetKey(["quarantine", "gym_logins_bz"])}
+BRONZE_KAFKA = {AssetKey(["bronze", "kafka_multiplex_bz"]), AssetKey(["quarantine", "kafka_multiplex_bz"])}
+CALENDAR = AssetKey(["reference", "date_lookup"])
+
+
+class Sensor:
+    """Ticks of one sensor of the real definitions, carrying its cursor like the daemon does."""
+
+    def __init__(self, defs, name, instance):
+        self.definition, self.defs, self.instance, self.cursor = defs.resolve_sensor_def(name), defs, instance, None
+
+    def tick(self):
+        context = build_sensor_context(instance=self.instance, cursor=self.cursor, resources=self.defs.resources,
+                                       repository_def=self.defs.get_repository_def())
+        data = self.definition.evaluate_tick(context)
+        self.cursor = data.cursor if data.cursor is not None else self.cursor
+        return data
+
+
+def _write(root, source, name, text="user_id,device_id,mac_address,registration_timestamp\n"):
+    folder = root / source
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(text)
+
+
+def test_landing_sensor_requests_each_new_delivery_once(settings, dagster_instance, tmp_path):
+    defs = build_definitions(settings, kafka=KafkaSettings(), automation=AutomationSettings())
+    sensor = Sensor(defs, LANDING_SENSOR, dagster_instance)
+    landing = tmp_path / "landing"
+
+    first = sensor.tick()
+    assert not first.run_requests and "no new files" in first.skip_message
+
+    _write(landing, "registered_users", "batch-0001.csv")
+    _write(landing, "gym_logins", "batch-0001.csv")
+    _write(landing, "gym_logins", "_batch-0002.csv.tmp")  # still being written: not data yet
+    second = sensor.tick()
+    (request,) = second.run_requests
+    assert request.run_key.startswith("landing:")
+    assert set(request.asset_selection) == BRONZE_USERS | BRONZE_LOGINS
+    arrived = {e.asset_key for e in second.asset_events if isinstance(e, AssetMaterialization)}
+    assert arrived == {AssetKey(["landing", "registered_users"]), AssetKey(["landing", "gym_logins"])}
+    assert json.loads(sensor.cursor) == {"registered_users": "registered_users/batch-0001.csv",
+                                         "gym_logins": "gym_logins/batch-0001.csv"}
+
+    third = sensor.tick()
+    assert not third.run_requests and "registered_users/batch-0001.csv" in third.skip_message
+
+    _write(landing, "registered_users", "batch-0002.csv")
+    _write(landing, "kafka_multiplex", "batch-0002.json", "{}\n")
+    fourth = sensor.tick()
+    (again,) = fourth.run_requests
+    assert again.run_key not in (request.run_key,)
+    # the multiplex needs the calendar; a fresh instance has none, so it rides along
+    assert set(again.asset_selection) == BRONZE_USERS | BRONZE_KAFKA | {CALENDAR}
+
+
+@pytest.fixture
+def broker():
+    with MockKafkaBroker(port=0, partitions=2) as b:
+        yield b.bootstrap_servers
+
+
+def _produce(bootstrap, n, start=0):
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for i in range(start, start + n):
+        producer.produce("bpm", json.dumps({"device_id": 7, "time": 1_700_000_000 + i, "heartrate": 70}),
+                         partition=i % 2)
+    producer.flush(30)
+
+
+def test_kafka_sensor_requests_on_new_records_and_records_the_lag(settings, dagster_instance, broker, store, spark):
+    off = build_definitions(settings, kafka=KafkaSettings(), automation=AutomationSettings())
+    assert "Kafka is off" in Sensor(off, KAFKA_SENSOR, dagster_instance).tick().skip_message
+
+    kafka = KafkaSettings(bootstrap_servers=broker)
+    defs = build_definitions(settings, kafka=kafka, automation=AutomationSettings())
+    sensor = Sensor(defs, KAFKA_SENSOR, dagster_instance)
+    assert "lag 0" in sensor.tick().skip_message  # topics exist, nothing in them
+
+    _produce(broker, 10)
+    ticked = sensor.tick()
+    (request,) = ticked.run_requests
+    assert request.run_key.startswith("kafka:") and set(request.asset_selection) == BRONZE_KAFKA | {CALENDAR}
+    lag = [e for e in ticked.asset_events if isinstance(e, AssetObservation) and e.asset_key == AssetKey(["kafka", "bpm"])]
+    assert lag[0].metadata["lag"].value == 10
+    assert lag[0].metadata["lag_by_partition"].value == {"bpm/0": 5, "bpm/1": 5}
+    assert any(isinstance(e, AssetMaterialization) and e.asset_key == AssetKey(["kafka", "bpm"])
+               for e in ticked.asset_events)
+
+    waiting = sensor.tick()
+    assert not waiting.run_requests and "already requested" in waiting.skip_message
+
+    store.overwrite(DATE_LOOKUP, reference.date_lookup(spark, dt.date(2023, 1, 1), dt.date(2024, 12, 31)))
+    calendar = store.read(DATE_LOOKUP)
+    with KafkaReader(kafka) as reader:
+        ingest_kafka(store, spark, reader, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR,
+                     lambda lines: parsers.parse_kafka_multiplex(lines, calendar))
+    level = sensor.tick()
+    assert not level.run_requests and "lag 0" in level.skip_message
+    assert [e.metadata["lag"].value for e in level.asset_events if isinstance(e, AssetObservation)
+            and e.asset_key == AssetKey(["kafka", "bpm"])] == [0]
+
+    _produce(broker, 4, start=10)
+    (later,) = sensor.tick().run_requests
+    assert later.run_key != request.run_key
