@@ -9,7 +9,8 @@ import json
 
 import pytest
 from confluent_kafka import Producer
-from dagster import AssetKey, AssetMaterialization, AssetObservation, build_sensor_context
+from dagster import AssetKey, AssetMaterialization, AssetObservation, DagsterRunStatus, build_sensor_context
+from dagster._core.storage.dagster_run import DagsterRun
 
 from fitness_assets.automation.sensors import KAFKA_SENSOR, LANDING_SENSOR
 from fitness_assets.definitions import build_definitions
@@ -33,10 +34,11 @@ class Sensor:
 
     def __init__(self, defs, name, instance):
         self.definition, self.defs, self.instance, self.cursor = defs.resolve_sensor_def(name), defs, instance, None
+        self.name = name
 
     def tick(self):
         context = build_sensor_context(instance=self.instance, cursor=self.cursor, resources=self.defs.resources,
-                                       repository_def=self.defs.get_repository_def())
+                                       repository_def=self.defs.get_repository_def(), sensor_name=self.name)
         data = self.definition.evaluate_tick(context)
         self.cursor = data.cursor if data.cursor is not None else self.cursor
         return data
@@ -73,6 +75,12 @@ def test_landing_sensor_requests_each_new_delivery_once(settings, dagster_instan
 
     _write(landing, "registered_users", "batch-0002.csv")
     _write(landing, "kafka_multiplex", "batch-0002.json", "{}\n")
+    running = DagsterRun(job_name="__ASSET_JOB", status=DagsterRunStatus.STARTED,
+                        tags={"dagster/sensor_name": LANDING_SENSOR})
+    dagster_instance.add_run(running)
+    busy = sensor.tick()  # the running run takes in what arrived: no duplicate request
+    assert not busy.run_requests and "still queued or running" in busy.skip_message
+    dagster_instance.report_run_canceled(running)
     fourth = sensor.tick()
     (again,) = fourth.run_requests
     assert again.run_key not in (request.run_key,)

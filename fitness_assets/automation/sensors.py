@@ -13,6 +13,8 @@ import json
 
 from dagster import (
     AssetKey,
+    DagsterRunStatus,
+    RunsFilter,
     AssetMaterialization,
     AssetObservation,
     AssetSelection,
@@ -68,9 +70,23 @@ def _with_calendar(context: SensorEvaluationContext, keys: list[AssetKey]) -> li
     return keys
 
 
+IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
+             DagsterRunStatus.STARTED]
+
+
+def _in_flight(context: SensorEvaluationContext) -> int:
+    """Runs this sensor requested that have not finished: each takes in everything that had
+    arrived when it started, so another request now would only queue a duplicate."""
+    runs = context.instance.get_run_records(
+        filters=RunsFilter(statuses=IN_FLIGHT, tags={"dagster/sensor_name": context.sensor_name}), limit=5)
+    return len(runs)
+
+
 def landing_files_step(context: SensorEvaluationContext, landing_root: str) -> SensorResult | SkipReason:
     """One tick of the landing sensor: new file names (beyond the last one acted on, names
     sort in delivery order) -> one run of the bronze assets of those folders."""
+    if _in_flight(context):
+        return SkipReason("a run this sensor requested is still queued or running; new files wait for the next tick")
     cursor = json.loads(context.cursor) if context.cursor else {}
     arrived: dict[str, list[str]] = {}
     for source in LANDING_TARGETS:
@@ -100,6 +116,8 @@ def kafka_step(context: SensorEvaluationContext, kafka: KafkaResource, lakehouse
     of the multiplex bronze asset, keyed by the end offsets."""
     if not kafka.enabled:
         return SkipReason("Kafka is off: FITNESS_KAFKA_BOOTSTRAP_SERVERS is not set")
+    if _in_flight(context):
+        return SkipReason("a run this sensor requested is still queued or running; new records wait for the next tick")
     positions, _ = stored_positions(lakehouse.store(spark), KAFKA_MULTIPLEX_BZ)  # reads the Delta log only
     with kafka.reader() as reader:
         marks = reader.watermarks()
