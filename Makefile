@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint dev bench reset
+.PHONY: help install demo test lint dev live broker bench reset
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -32,9 +32,15 @@ test: $(STAMP) ## Run lint and the whole test suite (real Spark, real Delta tabl
 lint: $(STAMP) ## Lint only
 	$(BIN)/ruff check fitness_assets fitness_assets_tests
 
-dev: $(STAMP) ## Open the Dagster UI on http://127.0.0.1:3000
-	@mkdir -p $(DAGSTER_HOME)
-	$(BIN)/dagster dev -w workspace.yaml
+dev: $(STAMP) ## Open the Dagster UI (and its daemon) on http://127.0.0.1:3000
+	$(BIN)/python -c "from fitness_assets.instance import ensure_instance; ensure_instance()"
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+live: $(STAMP) ## The live platform: local Kafka broker, a producer playing the chain, the UI with sensors and automation
+	$(BIN)/fitness-assets live
+
+broker: $(STAMP) ## Only the local Kafka-protocol broker on 127.0.0.1:9092, until Ctrl-C
+	$(BIN)/fitness-assets broker
 
 bench: $(STAMP) ## Run the benchmarks; results go to benchmarks/results.json
 	$(BIN)/python -m fitness_assets.bench

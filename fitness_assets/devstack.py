@@ -36,8 +36,14 @@ def live_environment(base: Mapping[str, str], bootstrap_servers: str, microbatch
 
 def start_dagster(env: Mapping[str, str], ui_port: int | None = 3000) -> subprocess.Popen:
     """``dagster dev`` (UI on loopback and daemon) or, with ``ui_port=None``, the daemon alone."""
+    from dagster import DagsterInstance
+
     home = Path(env["DAGSTER_HOME"])
     ensure_instance(home)
+    # Create the storage once, here: the daemon and its code server would otherwise race to
+    # create the same SQLite schemas on a fresh home (alembic: "more than one head").
+    with DagsterInstance.from_config(str(home)):
+        pass
     bin_dir = Path(sys.executable).parent
     if ui_port is None:
         command = [str(bin_dir / "dagster-daemon"), "run", "-w", str(WORKSPACE)]

@@ -80,6 +80,20 @@ def test_new_upstream_data_requests_the_tables_that_read_it_and_nothing_else(def
     assert tick() == set()  # handled: nothing new, nothing requested
 
 
+def test_a_fresh_graph_fills_in_one_run_once_bronze_has_data(defs, dagster_instance):
+    tick = Ticks(defs, dagster_instance)
+    assert tick() == set()
+    graph = defs.resolve_asset_graph()
+    ingested = [k for k in graph.materializable_asset_keys if k.path[0] in ("reference", "bronze", "quarantine")]
+    for key in ingested:
+        _materialize(dagster_instance, key, "0")
+    for check_key in graph.asset_check_keys:
+        if check_key.asset_key in ingested:
+            _check(dagster_instance, defs, check_key.asset_key, check_key.name, True)
+    requested = tick()
+    assert requested == {k for k in graph.materializable_asset_keys if k.path[0] in ("silver", "gold")}
+
+
 def test_a_run_that_changed_nothing_triggers_nothing(defs, dagster_instance):
     tick = Ticks(defs, dagster_instance)
     _everything_materialized_and_checked(dagster_instance, defs)

@@ -23,6 +23,16 @@ def upstream_data_changed() -> AutomationCondition:
     ).with_label("upstream_data_changed")
 
 
+def upstream_checks_not_failed() -> AutomationCondition:
+    """No upstream blocking check has failed (unless that upstream runs again in the same run,
+    where Dagster's blocking checks stop this asset if they fail again). A check that has not
+    run yet has not failed: a fresh graph fills in one run instead of one layer per tick."""
+    failed = AutomationCondition.any_checks_match(AutomationCondition.check_failed(), blocking_only=True)
+    return ~AutomationCondition.any_deps_match(
+        failed & ~AutomationCondition.will_be_requested()
+    ).with_label("no_upstream_blocking_check_failed")
+
+
 def freshness_catch_up() -> AutomationCondition:
     """The asset just failed its freshness policy while its upstreams did not: something it
     should have taken in is waiting (a failed run, a missed tick). When an upstream failed
@@ -38,7 +48,7 @@ def refresh_condition() -> AutomationCondition:
     blocking checks passed, never while this asset or an upstream is running."""
     return (
         (upstream_data_changed().since_last_handled() | freshness_catch_up())
-        & AutomationCondition.all_deps_blocking_checks_passed()
+        & upstream_checks_not_failed()
         & ~AutomationCondition.any_deps_missing()
         & ~AutomationCondition.any_deps_in_progress()
         & ~AutomationCondition.in_progress()

@@ -13,15 +13,15 @@ import json
 
 from dagster import (
     AssetKey,
-    DagsterRunStatus,
-    RunsFilter,
     AssetMaterialization,
     AssetObservation,
     AssetSelection,
     AutomationConditionSensorDefinition,
+    DagsterRunStatus,
     DefaultSensorStatus,
     MetadataValue,
     RunRequest,
+    RunsFilter,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
