@@ -1,8 +1,12 @@
-"""Benchmarks of the platform: bronze throughput, the main job, full refresh and a ~1 % micro-batch.
+"""Benchmarks of the platform: bronze throughput, the main job, full refresh, a ~1 % micro-batch,
+and Kafka -> bronze against a plain consume-and-decode loop.
 
 ``python -m fitness_assets.bench`` (``make bench``) runs every scenario at the demo size, ~0.5M
-and ~5M heart-rate readings; ``--quick`` keeps to the demo size and ~0.5M. Results go to
-``benchmarks/results.json`` and ``benchmarks/RESULTS.md``, and the table is printed.
+and ~5M heart-rate readings; ``--quick`` keeps to the demo size and ~0.5M. The Kafka scenario
+uses ~250k (quick) and ~400k readings: the local mock broker keeps only ~5 MiB per partition.
+``--only kafka`` (or any scenario families) runs a subset. Results go to
+``benchmarks/results.json`` and ``benchmarks/RESULTS.md`` (rewritten, never merged), and the
+table is printed.
 
 Each measured run happens in its own subprocess (``--task``), so every run starts a fresh JVM
 and the process's peak memory belongs to that run alone: Python's peak is the process's
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import os
 import platform
@@ -51,14 +56,26 @@ MICRO_BATCHES = 100
 MICRO_SHARE_RANGE = (0.0075, 0.015)
 SMALL = "500k"
 LARGE = "5M"
-SIZES: dict[str, int | None] = {"tiny": None, SMALL: 500_000, LARGE: 5_000_000}
+#: Kafka scenario sizes: the mock broker silently drops a partition's data beyond ~5 MiB, so
+#: the volume stays far below the other scenarios' (~270k and ~420k records on 4 x 3 partitions).
+KAFKA_SMALL = "250k"
+KAFKA_LARGE = "400k"
+SIZES: dict[str, int | None] = {"tiny": None, KAFKA_SMALL: 250_000, KAFKA_LARGE: 400_000, SMALL: 500_000,
+                                LARGE: 5_000_000}
+KAFKA_PARTITIONS = 4
+#: The issue's goal: Kafka -> bronze at least half as fast as a plain consume-and-decode loop.
+KAFKA_GOAL_RATIO = 0.5
+#: The baseline is cheap and noisy on a shared machine: the best of this many runs counts.
+KAFKA_BASELINE_RUNS = 3
 #: A scenario slower than this is called out in RESULTS.md rather than silently shrunk.
 SLOW_SCENARIO_SECONDS = 15 * 60
 #: Below this share of busy CPU the machine counts as quiet enough to start a run.
 QUIET_SHARE = 0.15
 #: Runs reported with a warning when other processes used more than this share of the CPU.
 FOREIGN_CPU_WARNING = 0.10
-MEASURED_TASKS = ("bronze", "graph")
+MEASURED_TASKS = ("bronze", "graph", "kafka", "live")
+#: Profile changes produced one after another in the live scenario (each timed to gold).
+LIVE_ROUNDS = 6
 #: How many times a scenario is run again when other processes disturbed one of its runs.
 CONTENTION_RETRIES = 1
 DEFAULT_RESULTS_DIR = PROJECT_ROOT / "benchmarks"
@@ -248,11 +265,266 @@ def task_run(selection: list[str] | None, workdir: Path) -> Result:
     }
 
 
+class KafkaBenchFailed(RuntimeError):
+    """The Kafka scenario's data or counts are not what was produced: its figures would lie."""
+
+
+class StageClock:
+    """Seconds and calls of wrapped callables, by stage. A wrapped call made inside another
+    one of the same clock counts for the outer stage only (a delta-rs commit calls ``ensure``
+    and reads the log, for instance), so the stages never overlap."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
+        self._depth = 0
+
+    def wrap(self, stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if self._depth:
+                return fn(*args, **kwargs)
+            self._depth += 1
+            started = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._depth -= 1
+                self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - started
+                self.calls[stage] = self.calls.get(stage, 0) + 1
+
+        return timed
+
+
+@contextmanager
+def timed_calls(targets: list[tuple[StageClock, object, str, str]]) -> Iterator[None]:
+    """Wrap ``owner.name`` with ``clock`` as ``stage`` for every target, for the block only
+    (instance and class attributes are removed again, module attributes put back)."""
+    undo: list[Callable[[], None]] = []
+    try:
+        for clock, owner, name, stage in targets:
+            own = vars(owner).get(name, None) if hasattr(owner, "__dict__") else None
+            setattr(owner, name, clock.wrap(stage, getattr(owner, name)))
+            undo.append(functools.partial(setattr, owner, name, own) if own is not None
+                        else functools.partial(delattr, owner, name))
+        yield
+    finally:
+        for step in reversed(undo):
+            step()
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a live process, from /proc (the JVM is not reaped yet)."""
+    fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _jvm_pid() -> int | None:
+    from pyspark import SparkContext
+
+    proc = getattr(SparkContext._gateway, "proc", None)
+    return getattr(proc, "pid", None)
+
+
+def _self_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def kafka_baseline(bootstrap_servers: str, high: dict[str, int], client: dict[str, Any]) -> Result:
+    """A plain confluent-kafka loop: assign every partition from the beginning, ``consume``
+    10,000 messages at a time until the high watermarks, ``json.loads`` every payload."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+    consumer = Consumer({**client, "bootstrap.servers": bootstrap_servers})
+    try:
+        pending = {tuple(key.rsplit("/", 1)): end for key, end in high.items() if end > 0}
+        records = undecodable = 0
+        started = time.perf_counter()
+        consumer.assign([TopicPartition(topic, int(partition), OFFSET_BEGINNING) for topic, partition in pending])
+        deadline = started + 300
+        while pending:
+            if time.perf_counter() > deadline:
+                raise KafkaBenchFailed(f"baseline: partitions {sorted(pending)} not read to their end in 300 s")
+            for message in consumer.consume(num_messages=10_000, timeout=1.0):
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        continue
+                    raise KafkaException(error)
+                records += 1
+                try:
+                    json.loads(message.value())  # type: ignore[arg-type]
+                except (TypeError, ValueError):  # a null or malformed payload: bronze quarantines it
+                    undecodable += 1
+                where = (message.topic(), str(message.partition()))
+                if message.offset() + 1 >= pending.get(where, sys.maxsize):
+                    del pending[where]
+        seconds = time.perf_counter() - started
+    finally:
+        consumer.close()
+    return {"records": records, "undecodable": undecodable, "seconds": seconds,
+            "records_per_second": records / seconds}
+
+
+def _calendar_range(size: str) -> tuple[dt.date, dt.date]:
+    """Days the simulation's record times fall on: members pre-registered up to 30 days
+    before the first simulated day, and the simulated days themselves (a day on each side)."""
+    config = _simulator_config(size)
+    start = dt.date.fromisoformat(config.start_date)
+    return start - dt.timedelta(days=31), start + dt.timedelta(days=config.days + 1)
+
+
+def kafka_platform(bootstrap_servers: str, size: str, workdir: Path, produced: int) -> Result:
+    """``ingest_kafka`` into a fresh bronze table on a warm Spark session, timed as a whole and
+    by stage (calls wrapped here; the product code is unchanged)."""
+    from fitness_assets.lakehouse.spark import SparkSettings, get_session
+    from fitness_assets.lakehouse.store import DeltaRsTableStore
+    from fitness_assets.pipelines import bronze_kafka
+    from fitness_assets.streaming.settings import KafkaSettings
+    from fitness_assets.streaming.source import KafkaReader
+    from fitness_assets.tables import DATE_LOOKUP, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR
+    from fitness_assets.transforms.bronze import parse_kafka_multiplex
+    from fitness_assets.transforms.reference import date_lookup
+
+    started = time.perf_counter()
+    spark = get_session(SparkSettings(driver_memory=DRIVER_MEMORY))
+    spark.range(1).count()  # warm: the JVM, the session and a first job
+    spark_start = time.perf_counter() - started
+    store = DeltaRsTableStore(str(workdir / "lakehouse"), lambda: spark)
+    first_day, last_day = _calendar_range(size)
+    store.overwrite(DATE_LOOKUP, date_lookup(spark, first_day, last_day))
+    calendar = store.read(DATE_LOOKUP)
+
+    def parse(lines: Any) -> Any:
+        return parse_kafka_multiplex(lines, calendar)
+
+    settings = KafkaSettings(bootstrap_servers=bootstrap_servers, poll_timeout_seconds=30)
+    per_batch = settings.max_records_per_batch
+    stages, batches = StageClock(), StageClock()
+    dataframe = type(spark.range(1))
+    with KafkaReader(settings) as reader:
+        targets = [
+            (batches, bronze_kafka, "_commit_batch", "commit_batch"),
+            (stages, reader, "read", "kafka_read"),
+            (stages, reader, "commit", "kafka_commit_and_lag"),
+            (stages, reader, "lag", "kafka_commit_and_lag"),
+            (stages, bronze_kafka, "_lines", "records_to_lines"),
+            (stages, spark, "createDataFrame", "arrow_to_spark"),
+            (stages, dataframe, "toArrow", "spark_parse_to_arrow"),
+            (stages, store, "overwrite", "quarantine_commit"),
+            (stages, store, "append", "bronze_commit"),
+            (stages, store, "ensure", "delta_log_reads"),
+            (stages, store, "transaction_version", "delta_log_reads"),
+            (stages, store, "latest_commit_metadata", "delta_log_reads"),
+        ]
+        jvm = _jvm_pid()
+        jvm_cpu, python_cpu = _process_cpu_seconds(jvm) if jvm else 0.0, _self_cpu_seconds()
+        with timed_calls(targets):
+            started = time.perf_counter()
+            report = bronze_kafka.ingest_kafka(store, spark, reader, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR, parse,
+                                               max_records_per_batch=per_batch,
+                                               max_batches=produced // per_batch + 2)
+            seconds = time.perf_counter() - started
+        jvm_cpu = _process_cpu_seconds(jvm) - jvm_cpu if jvm else None
+        python_cpu = _self_cpu_seconds() - python_cpu
+    in_batch = sum(stages.seconds.get(s, 0.0) for s in ("records_to_lines", "arrow_to_spark", "spark_parse_to_arrow",
+                                                          "quarantine_commit", "bronze_commit"))
+    breakdown = dict(stages.seconds)
+    # The rest of a batch: building the plan, the Arrow filters, casts and concatenations.
+    breakdown["arrow_ops_and_plan"] = max(0.0, batches.seconds.get("commit_batch", 0.0) - in_batch)
+    breakdown["other"] = max(0.0, seconds - sum(breakdown.values()))
+    written = report.rows_written + report.rows_quarantined
+    if report.records != produced or written != produced or report.skipped_batches or sum(report.lag.values()):
+        raise KafkaBenchFailed(
+            f"Kafka -> bronze took in {report.records:,} records and wrote {report.rows_written:,} rows + "
+            f"{report.rows_quarantined:,} quarantined = {written:,}, but {produced:,} were produced "
+            f"(skipped batches {report.skipped_batches}, lag {report.lag}, lost {report.lost})")
+    return {
+        "records": report.records,
+        "seconds": seconds,
+        "records_per_second": report.records / seconds,
+        "spark_start_seconds": spark_start,
+        "max_records_per_batch": per_batch,
+        "batches": report.batches,
+        "rows_written": report.rows_written,
+        "rows_quarantined": report.rows_quarantined,
+        "quarantine_reasons": report.quarantine_reasons,
+        "stage_seconds": dict(sorted(breakdown.items(), key=lambda item: -item[1])),
+        "stage_calls": stages.calls,
+        "python_cpu_seconds": python_cpu,
+        "jvm_cpu_seconds": jvm_cpu,
+    }
+
+
+def task_kafka(size: str, workdir: Path) -> Result:
+    """Produce ``workdir/landing/kafka_multiplex`` to an in-process mock broker, then read it
+    all back twice: a plain consume-and-decode loop (the baseline) and ``ingest_kafka``."""
+    from fitness_assets.streaming.broker import MockKafkaBroker
+    from fitness_assets.streaming.producer import MULTIPLEX_FOLDER, multiplex_files, produce_files
+    from fitness_assets.streaming.settings import KafkaSettings
+    from fitness_assets.streaming.source import KafkaReader
+
+    paths = multiplex_files(workdir / "landing" / MULTIPLEX_FOLDER)
+    if not paths:
+        raise KafkaBenchFailed(f"no multiplex files under {workdir / 'landing' / MULTIPLEX_FOLDER}")
+    with MockKafkaBroker(port=0, partitions=KAFKA_PARTITIONS) as broker:
+        servers = broker.bootstrap_servers
+        started = time.perf_counter()
+        stats = produce_files(servers, paths)
+        produce_seconds = time.perf_counter() - started
+        settings = KafkaSettings(bootstrap_servers=servers, group_id="fitness-bench-baseline")
+        with KafkaReader(settings) as reader:
+            marks = reader.watermarks()
+        dropped = {key: low for key, (low, _) in marks.items() if low != 0}
+        if dropped:
+            raise KafkaBenchFailed(f"the mock broker dropped the oldest records of {dropped} (offsets below the "
+                                   "low watermark; it keeps ~5 MiB per partition): produce less")
+        held = sum(high for _, high in marks.values())
+        if held != stats.produced_total:
+            raise KafkaBenchFailed(f"the broker holds {held:,} records but {stats.produced_total:,} were produced")
+        high = {key: end for key, (_, end) in marks.items()}
+        # The baseline uses the reader's own client settings, so only the work differs.
+        client = {k: v for k, v in settings.consumer_config().items() if k != "bootstrap.servers"}
+        baselines = [kafka_baseline(servers, high, client) for _ in range(KAFKA_BASELINE_RUNS)]
+        for run in baselines:
+            if run["records"] != stats.produced_total:
+                raise KafkaBenchFailed(f"baseline read {run['records']:,} of {stats.produced_total:,} records")
+        platform_run = kafka_platform(servers, size, workdir, stats.produced_total)
+    _stop_spark_and_reap_jvm()
+    baseline = max(baselines, key=lambda run: run["records_per_second"])
+    ratio = platform_run["records_per_second"] / baseline["records_per_second"]
+    return {
+        "success": True,
+        "partitions": KAFKA_PARTITIONS,
+        "produce": {"lines": stats.lines, "produced": stats.produced, "records": stats.produced_total,
+                    "skipped": stats.skipped, "adjusted": stats.adjusted, "seconds": produce_seconds},
+        "watermarks": {key: list(mark) for key, mark in marks.items()},
+        "baseline": baseline | {"runs_records_per_second": [run["records_per_second"] for run in baselines],
+                                "client_config": client},
+        "platform": platform_run,
+        "ratio": ratio,
+        "meets_goal": ratio >= KAFKA_GOAL_RATIO,
+        "python_peak_mib": _peak_mib(resource.RUSAGE_SELF),
+        "jvm_peak_mib": _peak_mib(resource.RUSAGE_CHILDREN),
+    }
+
+
+def task_live(size: str, workdir: Path) -> Result:
+    """The live platform with a real daemon: first fill of gold, then produced profile changes
+    timed to bronze and to gold (see fitness_assets.bench_live)."""
+    from fitness_assets.bench_live import measure_live_latency
+
+    return measure_live_latency(workdir, rounds=LIVE_ROUNDS)
+
+
 TASKS: dict[str, Callable[[str, Path], Result]] = {
     "simulate": task_simulate,
+    "live": task_live,
     "stage": task_stage,
     "bronze": lambda size, workdir: task_run(BRONZE_SELECTION, workdir),
     "graph": lambda size, workdir: task_run(None, workdir),
+    "kafka": task_kafka,
 }
 
 
@@ -386,21 +658,42 @@ def scenario_micro_batch(scenario: Scenario, workdir: Path, options: TaskOptions
     return {"data": data, "catch_up_run": catch_up, "run": micro}
 
 
-def scenarios(quick: bool) -> list[Scenario]:
-    """Small sizes first, so a broken setup fails fast."""
+def scenario_kafka(scenario: Scenario, workdir: Path, options: TaskOptions) -> Result:
+    """Simulate, then produce the multiplex to a mock broker and read it back with a plain
+    consume-and-decode loop and with the Kafka -> bronze ingestion (one process, one broker)."""
+    return {
+        "data": run_task("simulate", scenario.size, workdir, options),
+        "run": run_task("kafka", scenario.size, workdir, options),
+    }
+
+
+def scenario_live(scenario: Scenario, workdir: Path, options: TaskOptions) -> Result:
+    """A tiny chain through the live platform (daemon, sensors, automation), then produced
+    profile changes timed from Kafka to gold."""
+    return {"run": run_task("live", scenario.size, workdir, options)}
+
+
+FAMILIES = ("bronze", "graph", "micro_batch", "kafka", "live")
+
+
+def scenarios(quick: bool, only: list[str] | None = None) -> list[Scenario]:
+    """Small sizes first, so a broken setup fails fast; ``only`` keeps those families."""
     chosen = [
         Scenario("bronze", SMALL, scenario_bronze),
         Scenario("graph", "tiny", scenario_graph),
         Scenario("graph", SMALL, scenario_graph),
         Scenario("micro_batch", SMALL, scenario_micro_batch),
+        Scenario("kafka", KAFKA_SMALL, scenario_kafka),
+        Scenario("live", "tiny", scenario_live),
     ]
     if not quick:
         chosen += [
+            Scenario("kafka", KAFKA_LARGE, scenario_kafka),
             Scenario("bronze", LARGE, scenario_bronze),
             Scenario("graph", LARGE, scenario_graph),
             Scenario("micro_batch", LARGE, scenario_micro_batch),
         ]
-    return chosen
+    return [s for s in chosen if not only or s.name in only]
 
 
 @contextmanager
@@ -487,6 +780,51 @@ def step_split(run: Result) -> Result:
             "steps": len(run["steps"])}
 
 
+def kafka_summary(r: Result) -> Result:
+    """The Kafka scenario's headline: both rates, their ratio against the goal, the stages."""
+    run, platform_run, baseline = r["run"], r["run"]["platform"], r["run"]["baseline"]
+    stages = platform_run["stage_seconds"]
+    return {
+        "readings": r["data"]["readings"],
+        "records": run["produce"]["records"],
+        "partitions": run["partitions"],
+        "produce_seconds": run["produce"]["seconds"],
+        "baseline_seconds": baseline["seconds"],
+        "baseline_records_per_second": baseline["records_per_second"],
+        "platform_seconds": platform_run["seconds"],
+        "platform_records_per_second": platform_run["records_per_second"],
+        "ratio": run["ratio"],
+        "goal_ratio": KAFKA_GOAL_RATIO,
+        "meets_goal": run["meets_goal"],
+        "spark_start_seconds": platform_run["spark_start_seconds"],
+        "max_records_per_batch": platform_run["max_records_per_batch"],
+        "batches": platform_run["batches"],
+        "rows_written": platform_run["rows_written"],
+        "rows_quarantined": platform_run["rows_quarantined"],
+        "stage_seconds": stages,
+        "dominant_stage": max(stages, key=stages.__getitem__) if stages else None,
+        "python_cpu_seconds": platform_run["python_cpu_seconds"],
+        "jvm_cpu_seconds": platform_run["jvm_cpu_seconds"],
+        "python_peak_mib": run["python_peak_mib"],
+        "jvm_peak_mib": run["jvm_peak_mib"],
+    }
+
+
+#: What each stage of the Kafka -> bronze ingestion is, for RESULTS.md.
+KAFKA_STAGES = {
+    "kafka_read": "consuming the batch into Python records (KafkaReader.read)",
+    "records_to_lines": "re-encoding each record as a landing JSON line in Python (_lines)",
+    "arrow_to_spark": "shipping the lines to the JVM (createDataFrame)",
+    "spark_parse_to_arrow": "the Spark job: JSON parse, validation, calendar join, back to Arrow (toArrow)",
+    "arrow_ops_and_plan": "building the plan and the Arrow filters, casts and concatenations",
+    "quarantine_commit": "the quarantine replace-where commit (delta-rs)",
+    "bronze_commit": "the bronze append commit with the offsets (delta-rs)",
+    "delta_log_reads": "reading positions and app transactions from the Delta log",
+    "kafka_commit_and_lag": "committing consumer-group offsets and computing the lag",
+    "other": "the rest",
+}
+
+
 def summarize(results: list[Result]) -> Result:
     """The headline figures, derived from the scenarios' raw results."""
     bronze = _by(results, "bronze")
@@ -529,8 +867,8 @@ def summarize(results: list[Result]) -> Result:
             "readings": r["data"]["readings"],
             "batch": r["data"]["micro_batch"],
             "batch_share_of_lines": r["data"]["micro_batch_share"],
-            "last_batch_share_of_lines": r["data"]["last_batch_share"],
-            "table_share_before": r["data"]["share_before_micro_batch"],
+            "last_batch_share_of_lines": r["data"].get("last_batch_share"),
+            "table_share_before": r["data"].get("share_before_micro_batch"),  # absent in older results
             "catch_up_wall_seconds": r["catch_up_run"]["wall_seconds"],
             "wall_seconds": run["wall_seconds"],
             "wall_seconds_excl_spark_start": run["wall_seconds"] - run["spark_start_seconds"],
@@ -542,6 +880,10 @@ def summarize(results: list[Result]) -> Result:
             "slowest_steps": dict(sorted(run["steps"].items(), key=lambda item: -item[1])[:6]),
             "first_step": next(iter(run["steps"]), None),
         }
+    summary["kafka_bronze"] = {size: kafka_summary(r) for size, r in _by(results, "kafka").items()}
+    summary["live_latency"] = {size: {k: v for k, v in r["run"].items() if not isinstance(v, list)}
+                               | {"to_gold_seconds": r["run"]["to_gold_seconds"]}
+                               for size, r in _by(results, "live").items()}
     if SMALL in summary["micro_batch"] and LARGE in summary["micro_batch"]:
         small, large = summary["micro_batch"][SMALL], summary["micro_batch"][LARGE]
         summary["micro_batch_ratio"] = {
@@ -549,6 +891,10 @@ def summarize(results: list[Result]) -> Result:
             "wall_excl_spark_start": large["wall_seconds_excl_spark_start"] / small["wall_seconds_excl_spark_start"],
         }
     return summary
+
+
+def _pct(value: float | None, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}%}"
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -562,7 +908,8 @@ def render(report: Result) -> str:
     lines = [
         "# Benchmark results",
         "",
-        f"- Date: {report['date']} ({'quick' if report['quick'] else 'full'} run, "
+        f"- Date: {report['date']} ({'quick' if report['quick'] else 'full'} run"
+        f"{' of ' + ', '.join(report['only']) + ' only' if report.get('only') else ''}, "
         f"{report['total_seconds'] / 60:.1f} min in all{'' if report['complete'] else '; INCOMPLETE, still running'})",
         f"- Machine: {m['nproc']} cores (`nproc`), {_fmt(m['memory_total_gib'])} GiB total / "
         f"{_fmt(m['memory_available_gib'])} GiB available (`free`); Python {m['python']}, "
@@ -615,13 +962,15 @@ def render(report: Result) -> str:
         share = mb["share_of_full_refresh"]
         lines.append(
             f"| {size} | {mb['readings']:,} | {mb['batch']} | {mb['batch_share_of_lines']:.2%} "
-            f"({mb['last_batch_share_of_lines']:.2%}) | {mb['table_share_before']:.0%} | "
+            f"({_pct(mb['last_batch_share_of_lines'], 2)}) | {_pct(mb['table_share_before'], 0)} | "
             f"{_fmt(mb['catch_up_wall_seconds'])} | "
             f"{_fmt(mb['wall_seconds'])} | {_fmt(mb['wall_seconds_excl_spark_start'])} | {_fmt(mb['job_seconds'])} | "
             f"{'n/a' if share is None else f'{share:.0%}'} | {_fmt(mb['python_peak_mib'], 0)} | "
             f"{_fmt(mb['jvm_peak_mib'], 0)} |")
     ratio = s.get("micro_batch_ratio")
     lines.append("")
+    lines += render_kafka(s.get("kafka_bronze", {}))
+    lines += render_live(s.get("live_latency", {}))
     if ratio:
         lines.append(f"Micro-batch cost {LARGE} / {SMALL}: {ratio['wall']:.2f} (wall), "
                      f"{ratio['wall_excl_spark_start']:.2f} (excluding Spark start-up); the goal is about 1.")
@@ -638,15 +987,77 @@ def render(report: Result) -> str:
     notes += [f"- {r['name']}@{r['size']} took more than {SLOW_SCENARIO_SECONDS // 60} min."
               for r in report["scenarios"] if r["scenario_seconds"] > SLOW_SCENARIO_SECONDS]
     loads = [(f"{r['name']}@{r['size']}" + (" (catch-up)" if key == "catch_up_run" else ""),
-              r[key]["foreign_cpu_share"]) for r in done for key in ("catch_up_run", "run") if key in r]
+              r[key].get("foreign_cpu_share")) for r in done for key in ("catch_up_run", "run") if key in r]
     notes.append("- CPU used by other processes during each run (share of the machine): "
-                 + ", ".join(f"{label} {share:.0%}" for label, share in loads) + ".")
+                 + ", ".join(f"{label} {_pct(share, 0)}" for label, share in loads) + " (n/a: not measured by older runs).")
     notes += [f"- WARNING: other processes used {share:.0%} of the CPU during {label}; its times are inflated."
-              for label, share in loads if share > FOREIGN_CPU_WARNING]
+              for label, share in loads if share is not None and share > FOREIGN_CPU_WARNING]
     notes += [f"- {r['name']}@{r['size']} FAILED: {r['error'].splitlines()[0]}" for r in report["scenarios"]
               if "error" in r]
     lines += ["", "## Notes", "", *notes]
     return "\n".join(lines) + "\n"
+
+
+def render_kafka(kafka: dict[str, Result]) -> list[str]:
+    """The "Kafka -> bronze" section: both rates, the ratio against the goal, the stages."""
+    lines = [
+        "## Kafka -> bronze (against a plain consume-and-decode loop)",
+        "",
+        f"The simulated multiplex is produced (lz4) to the in-process mock broker, {KAFKA_PARTITIONS} partitions "
+        "x 3 topics, with nothing dropped (low watermarks 0). Baseline: a confluent-kafka `Consumer` with the "
+        "reader's client settings, assigned to every partition from the beginning, `consume(10000)` to the high "
+        f"watermarks and `json.loads` of every payload (best of {KAFKA_BASELINE_RUNS}). Platform: `ingest_kafka` "
+        "into a fresh bronze table on a warm Spark session (start-up excluded); every record ends in bronze or "
+        f"quarantine. Goal: platform / baseline >= {KAFKA_GOAL_RATIO}.",
+        "",
+        "| size | records | baseline s | baseline records/s | platform s | platform records/s | ratio | goal "
+        "| batches | rows written | quarantined | Python / JVM CPU s |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for size, k in kafka.items():
+        lines.append(
+            f"| {size} | {k['records']:,} | {_fmt(k['baseline_seconds'], 2)} | "
+            f"{_fmt(k['baseline_records_per_second'], 0)} | {_fmt(k['platform_seconds'])} | "
+            f"{_fmt(k['platform_records_per_second'], 0)} | {k['ratio']:.3f} | "
+            f"{'met' if k['meets_goal'] else 'NOT met'} | {k['batches']} | {k['rows_written']:,} | "
+            f"{k['rows_quarantined']:,} | {_fmt(k['python_cpu_seconds'])} / {_fmt(k['jvm_cpu_seconds'])} |")
+    if not kafka:
+        lines.append("| n/a | | | | | | | | | | | |")
+    for size, k in kafka.items():
+        total = k["platform_seconds"]
+        stages = ", ".join(f"{name} {seconds:.1f} s ({seconds / total:.0%})"
+                           for name, seconds in k["stage_seconds"].items())
+        top = k["dominant_stage"]
+        lines += ["", f"Stages at {size} (all {k['batches']} batches): {stages}."]
+        if top is not None:
+            lines.append(f"What dominates: {top}, {KAFKA_STAGES.get(top, top)}, "
+                         f"{k['stage_seconds'][top] / total:.0%} of the ingestion.")
+    lines.append("")
+    return lines
+
+
+def render_live(live: dict[str, Result]) -> list[str]:
+    """The "Live latency" section: record produced to Kafka -> its effect in gold."""
+    lines = [
+        "## Live latency (record produced -> its effect in gold, no run launched by hand)",
+        "",
+        "A real Dagster daemon on a temporary home with the sensors and the automation sensor running "
+        "(micro-batch interval below), the local broker and a tiny simulated chain; after the first fill of gold, "
+        "profile changes (CDC) are produced one at a time and the time until bronze, then "
+        "`gold/workout_bpm_summary`, shows each is measured. Every Dagster run is a new process with a cold "
+        "local Spark (one JVM start each).",
+        "",
+        "| chain | micro-batch s | first fill s | rounds | to bronze p50 / p95 s | to gold p50 / p95 s |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    for size, r in live.items():
+        lines.append(f"| {size} | {r['microbatch_seconds']} | {_fmt(r['first_fill_seconds'], 0)} | {r['rounds']} | "
+                     f"{_fmt(r['to_bronze_p50'], 0)} / {_fmt(r['to_bronze_p95'], 0)} | "
+                     f"{_fmt(r['to_gold_p50'], 0)} / {_fmt(r['to_gold_p95'], 0)} |")
+    if not live:
+        lines.append("| n/a | | | | | |")
+    lines.append("")
+    return lines
 
 
 def _progress(message: str) -> None:
@@ -662,27 +1073,39 @@ def write_results(report: Result, results_dir: Path) -> str:
     return markdown
 
 
-def orchestrate(quick: bool, results_dir: Path, options: TaskOptions) -> int:
+def _previous_scenarios(results_dir: Path, only: list[str] | None) -> list[Result]:
+    """With ``--only``, the other families' results of the last run are kept (each scenario
+    carries its own date), so a partial run updates the files instead of emptying them."""
+    previous = results_dir / "results.json"
+    if not only or not previous.exists():
+        return []
+    return [r for r in json.loads(previous.read_text(encoding="utf-8")).get("scenarios", []) if r["name"] not in only]
+
+
+def orchestrate(quick: bool, results_dir: Path, options: TaskOptions, only: list[str] | None = None) -> int:
     """Run every scenario, write results.json and RESULTS.md, print the table.
 
     The files are rewritten after every scenario (marked incomplete until the end), so an
     interrupted run still leaves what it measured.
     """
     started = time.perf_counter()
-    planned = scenarios(quick)
+    planned = scenarios(quick, only)
+    kept = _previous_scenarios(results_dir, only)
     report: Result = {
         "date": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat(),
         "quick": quick,
+        "only": only,
         "complete": False,
         "machine": machine_facts(),
         "total_seconds": 0.0,
         "summary": {},
         "scenarios": [],
     }
+    measured: list[Result] = []
     for scenario in planned:
-        report["scenarios"].append(run_scenario(scenario, options))
-        report.update(complete=len(report["scenarios"]) == len(planned), total_seconds=time.perf_counter() - started,
-                      summary=summarize(report["scenarios"]))
+        measured.append(run_scenario(scenario, options) | {"date": dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat()})
+        report.update(scenarios=kept + measured, complete=len(measured) == len(planned),
+                      total_seconds=time.perf_counter() - started, summary=summarize(kept + measured))
         markdown = write_results(report, results_dir)
     print(markdown)
     return 1 if any("error" in r for r in report["scenarios"]) else 0
@@ -691,7 +1114,9 @@ def orchestrate(quick: bool, results_dir: Path, options: TaskOptions) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fitness_assets.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help=f"only the tiny and {SMALL} sizes")
+    parser.add_argument("--quick", action="store_true", help=f"only the tiny and {SMALL} sizes ({KAFKA_SMALL} for kafka)")
+    parser.add_argument("--only", nargs="+", choices=FAMILIES, metavar="FAMILY",
+                        help=f"run only these scenario families ({', '.join(FAMILIES)})")
     parser.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR,
                         help="where results.json and RESULTS.md go (default: benchmarks/)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds allowed to one task")
@@ -705,7 +1130,7 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     if args.task is None:
-        return orchestrate(args.quick, args.results_dir, TaskOptions(args.timeout, args.quiet_wait))
+        return orchestrate(args.quick, args.results_dir, TaskOptions(args.timeout, args.quiet_wait), args.only)
     if args.workdir is None or args.out is None:
         parser.error("--task needs --workdir and --out")
     result = TASKS[args.task](args.size, args.workdir)

@@ -97,3 +97,28 @@ def run_live(landing_root: str, *, port: int = 9092, ui_port: int = 3000, interv
         stop_process(dagster)
         if broker is not None:
             broker.stop()
+
+
+def table_rows(lakehouse_root: Path, layer: str, name: str) -> list[dict]:
+    """Rows of a Delta table as Python dicts (empty while the table does not exist yet)."""
+    from deltalake import DeltaTable
+
+    path = Path(lakehouse_root) / layer / name
+    if not (path / "_delta_log").is_dir():
+        return []
+    return DeltaTable(str(path)).to_pyarrow_table().to_pylist()
+
+
+def profile_move(profile: Mapping[str, object], city: str, later_seconds: float = 86_400) -> dict:
+    """A `user_info` update (CDC) that moves a member, taken from their current silver profile,
+    dated ``later_seconds`` after it so it wins."""
+    dob = profile["dob"]
+    return {
+        "user_id": profile["user_id"], "update_type": "update",
+        "timestamp": profile["updated"].timestamp() + later_seconds,
+        "dob": dob.strftime("%m/%d/%Y") if dob else None,
+        "sex": profile["sex"], "gender": profile["gender"], "first_name": profile["first_name"],
+        "last_name": profile["last_name"],
+        "address": {"street_address": profile["street_address"], "city": city, "state": profile["state"],
+                    "zip": profile["zip"]},
+    }

@@ -14,21 +14,13 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
-from deltalake import DeltaTable
 
-from fitness_assets.devstack import live_environment, start_dagster, stop_process
+from fitness_assets.devstack import live_environment, profile_move, start_dagster, stop_process, table_rows
 from fitness_assets.streaming.broker import MockKafkaBroker
 
 pytestmark = pytest.mark.slow
 
 BOUND_SECONDS = 900  # a cold JVM per run on 2 cores: bronze, then silver+gold, twice
-
-
-def _table(root: Path, layer: str, name: str) -> list[dict]:
-    path = root / layer / name
-    if not (path / "_delta_log").is_dir():
-        return []
-    return DeltaTable(str(path)).to_pyarrow_table().to_pylist()
 
 
 def _wait(what: str, probe, deadline: float, daemon: subprocess.Popen, home: Path):
@@ -57,25 +49,18 @@ def test_produced_records_reach_gold_and_a_profile_change_follows_without_a_manu
         daemon = start_dagster(env, ui_port=None)
         try:
             deadline = started + BOUND_SECONDS
-            summary = _wait("workout summaries in gold", lambda: _table(lake, "gold", "workout_bpm_summary"),
+            summary = _wait("workout summaries in gold", lambda: table_rows(lake, "gold", "workout_bpm_summary"),
                             deadline, daemon, home)
             first_gold = time.time() - started
-            profiles = {p["user_id"]: p for p in _table(lake, "silver", "user_profile")}
+            profiles = {p["user_id"]: p for p in table_rows(lake, "silver", "user_profile")}
             member = next(r["user_id"] for r in summary if r["user_id"] in profiles)
-            profile = profiles[member]
-            change = {"user_id": member, "update_type": "update",
-                      "timestamp": profile["updated"].timestamp() + 86_400,
-                      "dob": profile["dob"].strftime("%m/%d/%Y") if profile["dob"] else None,
-                      "sex": profile["sex"], "gender": profile["gender"], "first_name": profile["first_name"],
-                      "last_name": profile["last_name"],
-                      "address": {"street_address": profile["street_address"], "city": "Moved-To-E2E",
-                                  "state": profile["state"], "zip": profile["zip"]}}
+            change = profile_move(profiles[member], "Moved-To-E2E")
             producer = Producer({"bootstrap.servers": broker.bootstrap_servers})
             producer.produce("user_info", json.dumps(change), key=str(member))
             producer.flush(30)
             produced = time.time()
             _wait("the profile change in gold",
-                  lambda: [r for r in _table(lake, "gold", "workout_bpm_summary")
+                  lambda: [r for r in table_rows(lake, "gold", "workout_bpm_summary")
                            if r["user_id"] == member and r["city"] == "Moved-To-E2E"],
                   produced + BOUND_SECONDS, daemon, home)
             print(f"first gold after {first_gold:.0f} s; CDC change in gold {time.time() - produced:.0f} s "
