@@ -16,8 +16,10 @@ setup(
         "dagster-pyspark==0.29.27",
         "dagster-databricks==0.29.27",
         # Spark 4.1: what Databricks Runtime 18.x runs, inside delta-spark 4.4's supported
-        # range (>=4.0.1,<=4.2.0); 4.3 is outside it and warns with pandas 3.
-        "pyspark==4.1.1",
+        # range (>=4.0.1,<=4.2.0); 4.3 is outside it and warns with pandas 3. The connect extra
+        # brings the Spark Connect client (grpcio-status, zstandard...) for the warm Spark that
+        # `fitness-assets live` and `spark-connect` start, and that Databricks Connect speaks.
+        "pyspark[connect]==4.1.1",
         # Python API of Delta on Spark, used by the spark-delta backend on Databricks (the JVM
         # jars are not on PyPI; locally the delta-rs backend does the Delta work).
         "delta-spark==4.4.1",

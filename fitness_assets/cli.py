@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -120,6 +121,11 @@ def run_graph(selection: list[str] | None = None, settings: Settings | None = No
     return report
 
 
+def _interrupt(*_: object) -> None:
+    """SIGTERM stops like Ctrl-C, so the servers this process started are stopped too."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fitness-assets", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -159,14 +165,32 @@ def main(argv: list[str] | None = None) -> int:
     stack.add_argument("--ui-port", type=int, default=3000)
     stack.add_argument("--interval", type=float, default=5.0, help="seconds between delivered batches")
     stack.add_argument("--batches", type=int, default=48, help="batches the producer plays before it stops")
+    stack.add_argument("--spark-port", type=int, default=15002,
+                       help="port of the warm Spark (Spark Connect) the runs use, unless FITNESS_SPARK_MODE is set")
     stack.add_argument("--microbatch-seconds", type=int, default=30,
                        help="FITNESS_MICROBATCH_SECONDS unless set: shortest time between two sensor evaluations")
+    connect = sub.add_parser("spark-connect", help="serve a warm Spark (the Spark Connect server inside the pyspark "
+                                                   "wheel) on loopback until Ctrl-C; use it with FITNESS_SPARK_MODE=connect")
+    connect.add_argument("--port", type=int, default=15002)
     args = parser.parse_args(argv)
+    if args.command == "spark-connect":
+        from fitness_assets.lakehouse.connect_server import SparkConnectServer
+
+        signal.signal(signal.SIGTERM, _interrupt)
+        with SparkConnectServer(port=args.port) as server:
+            print(f"Spark Connect at {server.url}: FITNESS_SPARK_MODE=connect FITNESS_SPARK_CONNECT_URL={server.url}",
+                  flush=True)
+            try:
+                server.wait()
+            except KeyboardInterrupt:
+                pass
+        return 0
     if args.command == "live":
         from fitness_assets.devstack import run_live
 
         return run_live(Settings.from_env().landing_root, port=args.port, ui_port=args.ui_port,
-                        interval=args.interval, batches=args.batches, microbatch_seconds=args.microbatch_seconds)
+                        interval=args.interval, batches=args.batches, microbatch_seconds=args.microbatch_seconds,
+                        spark_port=args.spark_port)
     if args.command == "broker":
         from fitness_assets.streaming.broker import serve
 

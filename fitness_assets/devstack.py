@@ -63,11 +63,24 @@ def stop_process(process: subprocess.Popen, timeout: float = 30) -> None:
             process.wait()
 
 
+def warm_spark(env: dict[str, str], port: int, log_path: Path | None = None):
+    """Start a Spark Connect server and point ``env``'s runs at it, unless ``env`` already
+    chooses a Spark (FITNESS_SPARK_MODE); returns the server to stop, or None."""
+    from fitness_assets.lakehouse.connect_server import SparkConnectServer
+
+    if env.get("FITNESS_SPARK_MODE"):
+        return None
+    server = SparkConnectServer(port=port, log_path=log_path).start()
+    env.update(FITNESS_SPARK_MODE="connect", FITNESS_SPARK_CONNECT_URL=server.url)
+    return server
+
+
 def run_live(landing_root: str, *, port: int = 9092, ui_port: int = 3000, interval: float = 5.0,
-             batches: int = 48, microbatch_seconds: int = 30) -> int:
-    """Broker (unless FITNESS_KAFKA_BOOTSTRAP_SERVERS names a real cluster), producer and
-    Dagster, until Ctrl-C. After the producer's last batch the platform keeps running, so its
-    freshness turns to warning and then failure in the UI."""
+             batches: int = 48, microbatch_seconds: int = 30, spark_port: int = 15002) -> int:
+    """Broker (unless FITNESS_KAFKA_BOOTSTRAP_SERVERS names a real cluster), a warm Spark
+    (unless FITNESS_SPARK_MODE chooses one), producer and Dagster, until Ctrl-C. After the
+    producer's last batch the platform keeps running, so its freshness turns to warning and
+    then failure in the UI."""
     from fitness_assets.streaming.broker import MockKafkaBroker
     from fitness_assets.streaming.live import live_config, play
 
@@ -79,8 +92,10 @@ def run_live(landing_root: str, *, port: int = 9092, ui_port: int = 3000, interv
     servers = external or broker.bootstrap_servers
     env = live_environment(os.environ, servers, microbatch_seconds)
     env.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".data" / "dagster_home"))
+    print("starting a warm Spark (Spark Connect) ...", flush=True)
+    spark = warm_spark(env, spark_port, Path(env["DAGSTER_HOME"]) / "spark-connect.log")
     dagster = start_dagster(env, ui_port)
-    print(f"Kafka at {servers}; Dagster UI on http://127.0.0.1:{ui_port} (sensors and automation running); "
+    print(f"Spark at {env.get('FITNESS_SPARK_CONNECT_URL') or env.get('FITNESS_SPARK_MODE')}; Kafka at {servers}; Dagster UI on http://127.0.0.1:{ui_port} (sensors and automation running); "
           f"Ctrl-C stops everything", flush=True)
     producer = threading.Thread(target=play, args=(servers, landing_root, live_config(batches=batches)),
                                 kwargs={"interval": interval, "stop": stop}, daemon=True)
@@ -95,6 +110,8 @@ def run_live(landing_root: str, *, port: int = 9092, ui_port: int = 3000, interv
         stop.set()
         producer.join(timeout=30)
         stop_process(dagster)
+        if spark is not None:
+            spark.stop()
         if broker is not None:
             broker.stop()
 
