@@ -86,9 +86,10 @@ def run_graph(selection: list[str] | None = None, settings: Settings | None = No
     from fitness_assets import report as rpt
     from fitness_assets.definitions import ALL_ASSETS_JOB, build_definitions
     from fitness_assets.headlines import headlines
+    from fitness_assets.progress import progress_logger
 
     started = time.perf_counter()
-    defs = build_definitions(settings, spark_env)
+    defs = build_definitions(settings, spark_env, loggers={"progress": progress_logger})
     resources = defs.resources
     spark_started = time.perf_counter()
     resources["spark"].session()
@@ -104,7 +105,8 @@ def run_graph(selection: list[str] | None = None, settings: Settings | None = No
 
         ensure_instance()
         instance = DagsterInstance.get()
-    result = job.execute_in_process(instance=instance, asset_selection=keys, raise_on_error=False)
+    result = job.execute_in_process(instance=instance, asset_selection=keys, raise_on_error=False,
+                                    run_config={"loggers": {"progress": {}}})
     store = resources["lakehouse"].store(resources["spark"])
     report = rpt.RunReport(
         success=result.success,

@@ -12,6 +12,7 @@ from dagster import (
     AssetSelection,
     AssetSpec,
     Definitions,
+    LoggerDefinition,
     define_asset_job,
     definitions,
     in_process_executor,
@@ -71,7 +72,9 @@ def apply_layer_policies(assets: list[AssetsDefinition | AssetSpec],
 
 
 def build_definitions(settings: Settings | None = None, spark_env: SparkEnv | None = None,
-                      kafka: KafkaSettings | None = None, automation: AutomationSettings | None = None) -> Definitions:
+                      kafka: KafkaSettings | None = None, automation: AutomationSettings | None = None,
+                      loggers: dict[str, LoggerDefinition] | None = None) -> Definitions:
+    """The code location; ``loggers`` replaces Dagster's console logger (the CLI's progress)."""
     automation = automation or AutomationSettings.from_env()
     return Definitions(
         assets=apply_layer_policies([*source_specs, *ASSETS], automation),
@@ -82,6 +85,7 @@ def build_definitions(settings: Settings | None = None, spark_env: SparkEnv | No
         resources=build_resources(settings, spark_env, kafka),
         # One process, one Spark session for a whole run: a JVM per asset step costs ~10 s each.
         executor=in_process_executor,
+        loggers=loggers,
     )
 
 

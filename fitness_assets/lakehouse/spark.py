@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 
+LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
 _LOCK = threading.Lock()
 _SESSION: SparkSession | None = None
 _SESSION_KEY: tuple | None = None
@@ -51,6 +53,11 @@ def _build(settings: SparkSettings) -> SparkSession:
             .config("spark.ui.enabled", "false")
             .config("spark.driver.memory", settings.driver_memory)
             .config("spark.ui.showConsoleProgress", "false")
+            # Loopback only, and JVM logging at error level from the start (setLogLevel comes
+            # too late for the start-up warnings).
+            .config("spark.driver.host", "127.0.0.1")
+            .config("spark.driver.bindAddress", "127.0.0.1")
+            .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG4J_CONFIG.as_uri()}")
         )
     elif settings.mode == "connect":
         if not settings.connect_url:
