@@ -29,6 +29,7 @@ from fitness_assets.automation.sensors import build_sensors
 from fitness_assets.resources import KafkaResource, LakehouseResource, SparkResource
 from fitness_assets.settings import AutomationSettings, Settings, SparkEnv
 from fitness_assets.streaming.settings import KafkaSettings
+from fitness_assets.tables import ALL_TABLES
 
 ALL_ASSETS_JOB = "all_assets"
 
@@ -58,15 +59,21 @@ def build_resources(settings: Settings | None = None, spark_env: SparkEnv | None
     }
 
 
-def apply_layer_policies(assets: list[AssetsDefinition | AssetSpec],
-                         automation: AutomationSettings) -> list[AssetsDefinition | AssetSpec]:
+def apply_layer_policies(assets: list[AssetsDefinition | AssetSpec], automation: AutomationSettings,
+                         settings: Settings) -> list[AssetsDefinition | AssetSpec]:
     """Each asset gets its layer's freshness policy and automation condition (the layer is its
-    group: sources, reference, bronze, quarantine, silver, gold)."""
+    group: sources, reference, bronze, quarantine, silver, gold), and each table its location
+    (``dagster/uri``), so the asset page shows where it lives without opening an event."""
+    tables = {tuple(t.asset_key_path): t for t in ALL_TABLES}
 
     def policy(spec: AssetSpec) -> AssetSpec:
         layer = spec.group_name or ""
+        table = tables.get(tuple(spec.key.path))
+        metadata = dict(spec.metadata)
+        if table is not None:
+            metadata["dagster/uri"] = f"{settings.lakehouse_root.rstrip('/')}/{table.layer}/{table.name}"
         return spec.replace_attributes(freshness_policy=freshness_policy(automation, layer),
-                                       automation_condition=condition_for(layer))
+                                       automation_condition=condition_for(layer), metadata=metadata)
 
     return list(map_asset_specs(policy, assets))
 
@@ -76,8 +83,9 @@ def build_definitions(settings: Settings | None = None, spark_env: SparkEnv | No
                       loggers: dict[str, LoggerDefinition] | None = None) -> Definitions:
     """The code location; ``loggers`` replaces Dagster's console logger (the CLI's progress)."""
     automation = automation or AutomationSettings.from_env()
+    settings = settings or Settings.from_env()
     return Definitions(
-        assets=apply_layer_policies([*source_specs, *ASSETS], automation),
+        assets=apply_layer_policies([*source_specs, *ASSETS], automation, settings),
         asset_checks=CHECKS,
         jobs=[define_asset_job(ALL_ASSETS_JOB, selection=AssetSelection.all() - AssetSelection.groups("sources"),
                                description="Materialize the whole medallion graph with its checks.")],

@@ -63,7 +63,7 @@ def asset_kwargs(spec: TableSpec) -> dict[str, Any]:
         "group_name": spec.layer,
         "description": spec.description,
         "owners": OWNERS,
-        "kinds": {"spark", "delta"},
+        "kinds": {"spark", "deltalake"},
         "metadata": definition_metadata(spec),
     }
 
@@ -90,6 +90,14 @@ def column_lineage(lineage: dict[str, list[tuple[TableSpec, str]]]) -> TableColu
     })
 
 
+def lineage_table(lineage: dict[str, list[tuple[TableSpec, str]]]) -> MetadataValue:
+    """Column lineage as a Markdown table: the open-source UI shows it (it does not draw
+    ``dagster/column_lineage``, a Dagster+ feature)."""
+    rows = [f"| `{column}` | " + "<br>".join(f"`{spec.qualified_name}.{name}`" for spec, name in deps) + " |"
+            for column, deps in lineage.items()]
+    return MetadataValue.md("\n".join(["| column | comes from |", "|---|---|", *rows]))
+
+
 def refresh_asset(
     spec: TableSpec,
     deps: Sequence[TableSpec],
@@ -101,6 +109,7 @@ def refresh_asset(
     kwargs = asset_kwargs(spec)
     if lineage:
         kwargs["metadata"]["dagster/column_lineage"] = column_lineage(lineage)
+        kwargs["metadata"]["column_lineage"] = lineage_table(lineage)
 
     @asset(deps=[asset_key(d) for d in deps], **kwargs)
     def _asset(context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource) -> MaterializeResult:
