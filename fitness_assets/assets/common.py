@@ -19,6 +19,7 @@ from dagster import (
     asset,
 )
 
+from fitness_assets.catalog import column_description
 from fitness_assets.lakehouse.store import CommitResult, TableStore
 from fitness_assets.pipelines import Refresh
 from fitness_assets.resources import LakehouseResource, SparkResource
@@ -40,7 +41,7 @@ def _type_name(dtype: pa.DataType) -> str:
 def column_schema(spec: TableSpec) -> TableSchema:
     return TableSchema(columns=[
         TableColumn(
-            name=f.name, type=_type_name(f.type),
+            name=f.name, type=_type_name(f.type), description=column_description(spec, f.name),
             constraints=TableColumnConstraints(nullable=f.nullable, unique=spec.keys == (f.name,)),
         )
         for f in spec.schema
