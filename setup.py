@@ -16,6 +16,8 @@ setup(
         "dagster-webserver==1.13.27",
         "dagster-pyspark==0.29.27",
         "dagster-databricks==0.29.27",
+        # `dg`, Dagster's current CLI (dg check defs, dg dev, dg launch), same release line.
+        "dagster-dg-cli==1.13.27",
         # Spark 4.1: what Databricks Runtime 18.x runs, inside delta-spark 4.4's supported
         # range (>=4.0.1,<=4.2.0); 4.3 is outside it and warns with pandas 3. The connect extra
         # brings the Spark Connect client (grpcio-status, zstandard...) for the warm Spark that
