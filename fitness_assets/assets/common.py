@@ -1,5 +1,6 @@
 """What every table asset shares: keys, groups, column schemas and materialization metadata."""
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -83,6 +84,16 @@ def materialization_metadata(store: TableStore, spec: TableSpec, *results: Commi
     return meta
 
 
+CHANGE_METRICS = ("num_target_rows_inserted", "num_target_rows_updated", "num_target_rows_deleted",
+                  "num_added_rows")
+
+
+def rows_changed(commits: Sequence[CommitResult]) -> int:
+    """Rows a refresh inserted, updated or deleted (from Delta's operation metrics): a number
+    the UI plots per materialization."""
+    return sum(int(c.metrics.get(m) or 0) for c in commits if not c.skipped for m in CHANGE_METRICS)
+
+
 def column_lineage(lineage: dict[str, list[tuple[TableSpec, str]]]) -> TableColumnLineage:
     """Column lineage from ``{column: [(upstream spec, upstream column), ...]}``."""
     return TableColumnLineage(deps_by_column={
@@ -116,7 +127,9 @@ def refresh_asset(
     def _asset(context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource) -> MaterializeResult:
         store = lakehouse.store(spark)
         args = (lakehouse.reference(),) if needs_reference_date else ()
+        started = time.perf_counter()
         result = refresh(store, *args)
+        seconds = time.perf_counter() - started
         if result.skipped:
             context.log.info("%s: nothing new upstream (%s)", spec.qualified_name, result.increment.describe())
         commits = [result.commit] if result.commit is not None else []
@@ -125,6 +138,7 @@ def refresh_asset(
         return MaterializeResult(
             data_version=DataVersion(str(store.version(spec))),
             metadata=materialization_metadata(
-                store, spec, *commits, upstream_versions=MetadataValue.json(result.increment.describe())))
+                store, spec, *commits, upstream_versions=MetadataValue.json(result.increment.describe()),
+                rows_changed=rows_changed(commits), refresh_seconds=round(seconds, 3)))
 
     return _asset

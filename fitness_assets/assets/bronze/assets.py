@@ -62,17 +62,20 @@ def _results(store: TableStore, bronze: TableSpec, quarantine: TableSpec, files:
     for reason, n in (kafka.quarantine_reasons if kafka else {}).items():
         reasons[reason] = reasons.get(reason, 0) + n
     bronze_version, quarantine_version = store.version(bronze), store.version(quarantine)
+    written = files.rows_written + (kafka.rows_written if kafka else 0)
+    rejected = files.rows_quarantined + (kafka.rows_quarantined if kafka else 0)
+    extra["quarantine_share"] = rejected / (written + rejected) if written + rejected else 0.0
     yield MaterializeResult(
         asset_key=asset_key(bronze), data_version=DataVersion(str(bronze_version)),
         metadata=materialization_metadata(
             store, bronze, new_files=len(files.files),
-            new_rows=files.rows_written + (kafka.rows_written if kafka else 0),
+            new_rows=written,
             batches=files.batches, pending_files=files.pending_files, files=MetadataValue.json(files.files),
             **extra))
     yield MaterializeResult(
         asset_key=asset_key(quarantine), data_version=DataVersion(str(quarantine_version)),
         metadata=materialization_metadata(
-            store, quarantine, new_rows=files.rows_quarantined + (kafka.rows_quarantined if kafka else 0),
+            store, quarantine, new_rows=rejected,
             reasons=MetadataValue.json(reasons)))
 
 
