@@ -34,6 +34,8 @@ class TableSpec:
     not_null: tuple[str, ...] = ()
     change_data_feed: bool = True
     properties: dict[str, str] = field(default_factory=dict)
+    # Columns holding personal data: never copied into check samples or logs.
+    personal: tuple[str, ...] = ()
 
     @property
     def schema(self) -> pa.Schema:
@@ -117,6 +119,7 @@ KAFKA_MULTIPLEX_BZ = TableSpec(
     "(`workout`) and heart-rate (`bpm`) records, as received; timestamp in epoch ms.",
     partition_by=("topic",),
     not_null=("value", "topic", "partition", "offset", "timestamp", "source_file"),
+    personal=("key", "value"),
     constraints={"topic_accepted": "topic IN ('user_info', 'workout', 'bpm')"},
     change_data_feed=False,
     properties=INGEST_LOG_PROPERTIES,
@@ -137,12 +140,17 @@ def quarantine_for(bronze: TableSpec) -> TableSpec:
         keys=("source_file", "line"),
         not_null=("source_file", "line", "reason"),
         change_data_feed=False,
+        personal=("raw",),
     )
 
 
 REGISTERED_USERS_QR = quarantine_for(REGISTERED_USERS_BZ)
 GYM_LOGINS_QR = quarantine_for(GYM_LOGINS_BZ)
 KAFKA_MULTIPLEX_QR = quarantine_for(KAFKA_MULTIPLEX_BZ)
+
+# What a member's delete erases (names, address, date of birth).
+ERASED_ON_DELETE = ("dob", "first_name", "last_name", "street_address", "city", "state", "zip")
+PERSONAL_FIELDS = ("dob", "sex", "gender", "first_name", "last_name", "street_address", "city", "state", "zip")
 
 PROFILE_COLUMNS = _cols(
     ("user_id", LONG), ("dob", DATE), ("sex", STRING), ("gender", STRING), ("first_name", STRING),
@@ -176,6 +184,7 @@ USER_PROFILE = TableSpec(
     "wins whatever order changes arrive in; a latest delete removes the member.",
     keys=("user_id",),
     not_null=("user_id", "updated"),
+    personal=PERSONAL_FIELDS,
 )
 
 USER_PROFILE_HISTORY = TableSpec(
@@ -188,13 +197,14 @@ USER_PROFILE_HISTORY = TableSpec(
     description="Every version of every member profile (SCD type 2), deletes included.",
     keys=("user_id", "valid_from"),
     not_null=("user_id", "valid_from", "is_current", "is_deleted"),
+    personal=PERSONAL_FIELDS,
     constraints={"valid_interval": "valid_to IS NULL OR valid_to > valid_from"},
 )
 
 WORKOUTS = TableSpec(
     layer="silver",
     name="workouts",
-    columns=_cols(("user_id", INT), ("workout_id", INT), ("time", TIMESTAMP), ("action", STRING), ("session_id", INT)),
+    columns=_cols(("user_id", LONG), ("workout_id", INT), ("time", TIMESTAMP), ("action", STRING), ("session_id", INT)),
     description="Workout start and stop events, each event kept once.",
     keys=("user_id", "workout_id", "session_id", "action"),
     not_null=("user_id", "workout_id", "time", "action", "session_id"),
@@ -224,7 +234,7 @@ COMPLETED_WORKOUTS = TableSpec(
     layer="silver",
     name="completed_workouts",
     columns=_cols(
-        ("user_id", INT), ("workout_id", INT), ("session_id", INT), ("start_time", TIMESTAMP), ("end_time", TIMESTAMP),
+        ("user_id", LONG), ("workout_id", INT), ("session_id", INT), ("start_time", TIMESTAMP), ("end_time", TIMESTAMP),
     ),
     description="Workouts with both a start and a stop, the stop within three hours of the start.",
     keys=("user_id", "workout_id", "session_id"),
@@ -235,7 +245,7 @@ WORKOUT_BPM = TableSpec(
     layer="silver",
     name="workout_bpm",
     columns=_cols(
-        ("user_id", INT), ("workout_id", INT), ("session_id", INT), ("start_time", TIMESTAMP),
+        ("user_id", LONG), ("workout_id", INT), ("session_id", INT), ("start_time", TIMESTAMP),
         ("end_time", TIMESTAMP), ("time", TIMESTAMP), ("heartrate", DOUBLE),
     ),
     description="Valid heart-rate readings of a member's device taken during a completed workout.",

@@ -110,3 +110,46 @@ def test_payload_decoding_keeps_exact_instants(spark, calendar):
     assert profile["updated"] == dt.datetime(2023, 3, 6, 9, 32, 3, 500000)
     assert profile["dob"] == dt.date(1990, 3, 6)
     assert (profile["city"], profile["zip"]) == ("Springfield", 62701)
+
+
+def test_out_of_range_numbers_become_null_instead_of_raising(spark):
+    from fitness_assets.transforms import parsing as P
+
+    values = ["1e17", "1e300", "NaN", "Infinity", "-1e12", "1678100101.5"]
+    df = spark.createDataFrame([(v,) for v in values], "v string")
+    rows = df.select(P.epoch_seconds_to_timestamp(df["v"]).alias("ts"), P.instant_to_timestamp(df["v"]).alias("i"),
+                     P.kafka_timestamp_ms(df["v"]).alias("ms"), P.heartrate(df["v"]).alias("hr")).collect()
+    assert [r["ts"] for r in rows[:5]] == [None] * 5 and [r["i"] for r in rows[:5]] == [None] * 5
+    assert rows[5]["ts"] == dt.datetime(2023, 3, 6, 10, 55, 1, 500000)
+    assert [r["ms"] for r in rows] == [None, None, None, None, None, 1678100101500]
+    big_ms = spark.createDataFrame([("10000000000000000",)], "v string")
+    assert big_ms.select(P.kafka_timestamp_ms(big_ms["v"])).first()[0] is None
+    assert [r["hr"] for r in rows] == [None, None, None, None, None, 1678100101.5]
+
+
+def test_poison_values_are_quarantined_with_invalid_value(spark, calendar):
+    users = _by_line(bronze.parse_registered_users(_lines(spark, [
+        "user_id,device_id,mac_address,registration_timestamp",
+        "1,11,aa:bb:cc:dd:ee:01,NaN", "2,11,aa:bb:cc:dd:ee:01,Infinity", "3,11,aa:bb:cc:dd:ee:01,1e300",
+        "4,11,aa:bb:cc:dd:ee:01,1e17", "3000000000,11,aa:bb:cc:dd:ee:01,1678095123",
+    ])))
+    assert [users[i]["reason"] for i in range(2, 6)] == ["invalid_value:registration_timestamp"] * 4
+    assert users[6]["reason"] is None and users[6]["user_id"] == 3_000_000_000
+    logins = _by_line(bronze.parse_gym_logins(_lines(spark, [
+        "mac_address,gym,login,logout", "aa:bb:cc:dd:ee:01,1,1e17,", "aa:bb:cc:dd:ee:01,1,1678100000,NaN"])))
+    assert [logins[2]["reason"], logins[3]["reason"]] == ["invalid_value:login", "invalid_value:logout"]
+    bpm = {"device_id": 11, "time": 1678100101, "heartrate": 80}
+    raws = [
+        _kafka("bpm", bpm, ts=10**16),
+        _kafka("bpm", bpm | {"time": 1e17}),
+        _kafka("bpm", bpm | {"heartrate": "Infinity"}),
+        _kafka("bpm", bpm | {"heartrate": 1e300}),
+        _kafka("bpm", bpm | {"heartrate": "NaN"}),
+        _kafka("workout", {"user_id": 3_000_000_000, "workout_id": 2, "timestamp": 1678100100, "action": "start",
+                           "session_id": 3}),
+        _kafka("user_info", {"user_id": 1, "update_type": "new", "timestamp": "NaN"}),
+    ]
+    rows = _by_line(bronze.parse_kafka_multiplex(_lines(spark, raws, "kafka_multiplex/f.json"), calendar))
+    assert [rows[i]["reason"] for i in range(1, 8)] == [
+        "invalid_value:timestamp", "invalid_value:time", "invalid_value:heartrate", "invalid_value:heartrate",
+        "invalid_value:heartrate", None, "invalid_value:timestamp"]

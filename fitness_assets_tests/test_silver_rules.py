@@ -3,6 +3,8 @@
 import datetime as dt
 import json
 
+from pyspark.sql import functions as F
+
 from fitness_assets.transforms import silver as T
 
 T0 = 1678095000  # 2023-03-06 09:30:00 UTC
@@ -33,7 +35,8 @@ def test_cdc_latest_change_wins_ties_by_offset_and_deletes_remove(spark):
     current = {r["user_id"]: r for r in T.current_profiles(history).collect()}
     assert current[1]["city"] == "Late" and not current[1]["is_deleted"]
     assert current[2]["city"] == "Tie-high"
-    assert current[3]["is_deleted"] and current[3]["city"] == "Gone"  # a delete keeps the last known values
+    assert current[3]["is_deleted"] and current[3]["gender"] == "F"  # a delete keeps the last known values...
+    assert current[3]["city"] is None and current[3]["dob"] is None  # ...except the personal ones
     versions = sorted((r["user_id"], r["valid_from"], r["valid_to"], r["is_current"]) for r in history.collect())
     assert [v[0] for v in versions] == [1, 1, 2, 2, 3, 3]
     assert versions[0][2] == versions[1][1]  # valid_to of a version is valid_from of the next
@@ -68,3 +71,66 @@ def test_age_bins_at_the_reference_date(spark):
     df = spark.createDataFrame([(d,) for d in dobs], "dob date")
     bins = [r[0] for r in df.select(T.age_bin(df["dob"], ref)).collect()]
     assert bins == ["under 18", "18-25", "25-35", "95+", "85-95", "invalid age"]
+
+
+def test_nan_and_infinite_heart_rates_are_never_valid_readings(spark):
+    kafka = _kafka(spark, [
+        ("bpm", {"device_id": 1, "time": T0, "heartrate": "NaN"}, 0, 1),
+        ("bpm", {"device_id": 1, "time": T0 + 1, "heartrate": "Infinity"}, 0, 2),
+        ("bpm", {"device_id": 1, "time": T0 + 2, "heartrate": 1e300}, 0, 3),
+        ("bpm", {"device_id": 1, "time": T0 + 3, "heartrate": 72}, 0, 4),
+    ])
+    valid = {r["time"].second: r["valid"] for r in T.heart_rate(kafka).collect()}
+    assert valid == {0: False, 1: False, 2: False, 3: True}
+
+
+def test_member_ids_above_2_31_flow_through_workout_bpm_and_gold(spark):
+    from fitness_assets.transforms import gold as G
+
+    big = 3_000_000_000
+    t = dt.datetime(2023, 3, 6, 10)
+    completed = spark.createDataFrame([(big, 1, 1, t, t + dt.timedelta(hours=1))],
+                                      "user_id long, workout_id int, session_id int, start_time timestamp, "
+                                      "end_time timestamp")
+    members = spark.createDataFrame([(big, 11, "aa:bb:cc:dd:ee:01", t)],
+                                    "user_id long, device_id long, mac_address string, registration_timestamp timestamp")
+    readings = spark.createDataFrame([(11, t + dt.timedelta(minutes=5), 90.0, True)],
+                                     "device_id long, time timestamp, heartrate double, valid boolean")
+    bpm = T.workout_bpm(completed, members, readings)
+    bins = spark.createDataFrame([(big, "25-35", "F", "Seattle", "WA")],
+                                 "user_id long, age string, gender string, city string, state string")
+    (summary,) = G.workout_bpm_summary(bpm, bins).collect()
+    assert (summary["user_id"], summary["num_recordings"], summary["age"]) == (big, 1, "25-35")
+    visits = spark.createDataFrame([("aa:bb:cc:dd:ee:01", 2, t - dt.timedelta(minutes=5), t + dt.timedelta(hours=2))],
+                                   "mac_address string, gym long, login timestamp, logout timestamp")
+    (visit,) = G.gym_summary(visits, members, completed).collect()
+    assert visit["minutes_exercising"] == 60.0
+
+
+def test_a_delete_erases_personal_data_from_every_earlier_version(spark):
+    kafka = _kafka(spark, [
+        ("user_info", _profile(1, "new", T0, "Old") | {"first_name": "Ann", "last_name": "Lee"}, 0, 1),
+        ("user_info", _profile(1, "update", T0 + 10, "Mid"), 0, 2),
+        ("user_info", {"user_id": 1, "update_type": "delete", "timestamp": T0 + 20}, 0, 3),
+        ("user_info", _profile(1, "new", T0 + 30, "Back"), 0, 4),  # rejoins: the new data is kept
+        ("user_info", _profile(2, "new", T0, "Kept") | {"first_name": "Bo"}, 0, 5),
+    ])
+    history = sorted(T.profile_history(T.profile_changes(kafka)).collect(), key=lambda r: (r["user_id"], r["valid_from"]))
+    assert [(r["user_id"], r["is_deleted"], r["city"], r["dob"], r["first_name"]) for r in history] == [
+        (1, False, None, None, None), (1, False, None, None, None), (1, True, None, None, None),
+        (1, False, "Back", dt.date(1990, 1, 15), None), (2, False, "Kept", dt.date(1990, 1, 15), "Bo")]
+    assert [r["gender"] for r in history] == ["F"] * 5  # not personal data: kept
+
+
+def test_quarantined_profile_records_of_deleted_members_are_found_for_erasure(spark):
+    def line(uid, topic="user_info"):
+        return json.dumps({"key": "k", "value": json.dumps({"user_id": uid, "update_type": "merge",
+                                                            "first_name": "Ann"}), "topic": topic})
+
+    quarantine = spark.createDataFrame(
+        [("f", 1, line(1), "invalid_value:update_type"), ("f", 2, line(2), "invalid_value:update_type"),
+         ("f", 3, line(1, "workout"), "missing_field:workout_id"), ("f", 4, None, "unreadable_file:binary")],
+        "source_file string, line long, raw string, reason string").withColumn("load_time", F.current_timestamp())
+    members = spark.createDataFrame([(1,)], "user_id long")
+    rows = T.erased_quarantine_rows(quarantine, members).collect()
+    assert [(r["source_file"], r["line"], r["raw"]) for r in rows] == [("f", 1, None)]

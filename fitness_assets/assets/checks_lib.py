@@ -16,10 +16,14 @@ from fitness_assets.transforms import quality
 SAMPLE_ROWS = 5
 
 
-def result_from_offenders(offenders: DataFrame, *, passed_if_zero: bool = True, **metadata) -> AssetCheckResult:
-    """A check result whose outcome is 'no offending rows', with their count and a sample."""
+def result_from_offenders(offenders: DataFrame, *, passed_if_zero: bool = True, personal: Sequence[str] = (),
+                          **metadata) -> AssetCheckResult:
+    """A check result whose outcome is 'no offending rows', with their count and a sample.
+    The sample lands in Dagster's event log, which is not a place for personal data: the
+    ``personal`` columns are left out of it."""
     count = offenders.count()
-    sample = [r.asDict() for r in offenders.limit(SAMPLE_ROWS).collect()] if count else []
+    shown = offenders.drop(*[c for c in personal if c in offenders.columns])
+    sample = [r.asDict() for r in shown.limit(SAMPLE_ROWS).collect()] if count else []
     return AssetCheckResult(
         passed=(count == 0) if passed_if_zero else True,
         metadata={"offending_rows": count, "sample": MetadataValue.json(_jsonable(sample)), **metadata},
@@ -45,7 +49,7 @@ def table_check(
     @asset_check(asset=asset_key(spec), name=name, description=description, blocking=blocking)
     def _check(spark: SparkResource, lakehouse: LakehouseResource) -> AssetCheckResult:
         rows = offenders(lakehouse.store(spark))
-        result = result_from_offenders(rows)
+        result = result_from_offenders(rows, personal=spec.personal)
         return AssetCheckResult(passed=result.passed, severity=severity, metadata=result.metadata)
 
     return _check

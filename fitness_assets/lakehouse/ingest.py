@@ -6,15 +6,36 @@ version counts batches. Data and bookkeeping therefore land in one atomic Delta 
 crash before it leaves no trace, a crash after it leaves nothing to redo, and a retried batch
 is recognised and skipped. Quarantine rows of a batch are written first with a replace-where
 on the batch's files, so writing them again replaces rather than doubles them.
+
+Landing files are read here, in Python, by the exact name listed: Spark's file sources treat a
+path as a glob pattern (``*``, ``[``, ``{``) and URL-encode it in ``_metadata``, so a name would
+be a pattern instead of data. Reading the bytes here also gives the size and SHA-256 recorded
+with each file, the one place where encodings, compression and line endings are decided, and
+line numbers that do not depend on Spark's line reader.
+
+Every landed line and file is accounted for: a line is a bronze row or a quarantine row; a
+file that cannot be read as text (a symlink, compressed in an unsupported way, binary) is one
+quarantine row at line 0 with reason ``unreadable_file:<why>``; a file that changes after it
+was ingested is one quarantine row at line -1 with reason ``changed_file`` (never re-ingested,
+never silently ignored).
 """
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
+import gzip
+import hashlib
+import io
+import json
 import os
+import re
+import stat
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -23,7 +44,33 @@ from pyspark.sql import functions as F
 
 from fitness_assets.lakehouse.store import CommitResult, TableStore, Txn
 from fitness_assets.tables import TableSpec
-from fitness_assets.transforms.bronze import REASON, split_lines
+from fitness_assets.transforms.bronze import LANDING_FORMATS, REASON, LandingFormat
+
+FILE_LINE = 0  # `line` of a quarantine row about a whole file that could not be read
+CHANGED_LINE = -1  # `line` of a quarantine row about a file that changed after ingestion
+UNREADABLE = "unreadable_file"
+CHANGED = "changed_file"
+# Bytes read into memory per batch (a single larger file is still taken, alone).
+MAX_BATCH_BYTES = 256 * 1024 * 1024
+# Decompressed size beyond which a gzip file is refused rather than inflated into memory.
+MAX_DECOMPRESSED_BYTES = 2 * 1024 * 1024 * 1024 - 1
+LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+TEXT_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+ASCII_BLANK = " \t\n\r\x0b\x0c"  # what bytes.strip() removes: a line of only these is blank
+LINES_SCHEMA = pa.schema([("source_file", pa.string()), ("line", pa.int64()), ("raw", pa.string())])
+_UNSUPPORTED_COMPRESSION = (b"BZh", b"\xfd7zXZ\x00", b"PK\x03\x04", b"\x28\xb5\x2f\xfd")
+
+
+class IngestConfigError(RuntimeError):
+    """Misconfiguration found before any work: the message says, in one line, what to fix."""
+
+
+class UnreadableFile(Exception):
+    """A landing file that cannot be read as text; ``why`` becomes ``unreadable_file:<why>``."""
+
+    def __init__(self, why: str):
+        super().__init__(why)
+        self.why = why
 
 
 @dataclass(frozen=True)
@@ -31,6 +78,8 @@ class LandingFile:
     relative: str  # "<source>/<file name>", the value of `source_file`
     path: str
     size: int
+    mtime_ns: int = 0
+    refused: str | None = None  # why the entry is not read at all (a symlink, a device...)
 
 
 @dataclass
@@ -46,19 +95,109 @@ class IngestReport:
     skipped_batches: int = 0
     pending_files: int = 0
     version: int = -1
+    refused_files: dict[str, str] = field(default_factory=dict)
+    changed_files: list[str] = field(default_factory=list)
+
+
+def _display_name(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 are shown as backslash escapes."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def list_landing(landing_root: str, source: str) -> list[LandingFile]:
     """Files of one landing folder in delivery (name) order; `_`/`.`-prefixed names are
-    in-flight temporaries and ignored."""
+    in-flight temporaries and ignored, and so are sub-folders. A symlink or any other entry
+    that is not a regular file is listed as refused, never followed: it could point out of
+    the landing zone."""
     folder = Path(landing_root) / source
     if not folder.is_dir():
         return []
     files = []
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        if entry.is_file() and not entry.name.startswith(("_", ".")):
-            files.append(LandingFile(f"{source}/{entry.name}", entry.path, entry.stat().st_size))
+        if entry.name.startswith(("_", ".")) or entry.is_dir(follow_symlinks=False):
+            continue
+        info = entry.stat(follow_symlinks=False)
+        refused = None
+        if entry.is_symlink():
+            refused = "symlink"
+        elif not entry.is_file(follow_symlinks=False):
+            refused = "not_a_regular_file"
+        files.append(LandingFile(f"{source}/{_display_name(entry.name)}", entry.path, info.st_size,
+                                 info.st_mtime_ns, refused))
     return files
+
+
+def read_landing_bytes(path: str) -> bytes:
+    """The bytes of a regular file, never through a symlink (checked again at open time, so a
+    file swapped for a link after listing is not followed either)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        if os.path.islink(path):
+            raise UnreadableFile("symlink") from None
+        if isinstance(e, FileNotFoundError):
+            raise
+        raise UnreadableFile(f"os_error_{e.errno}") from None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise UnreadableFile("not_a_regular_file")
+        return fh.read()
+
+
+def landing_text_bytes(data: bytes) -> bytes:
+    """A landing file's bytes as UTF-8 text bytes, or ``UnreadableFile``. gzip content is
+    accepted whatever the name; a UTF-8 byte-order mark is dropped; UTF-16/32 with a BOM is
+    transcoded; other compressions and binary content (NUL bytes) are refused. Lines are not
+    decoded here: a line with invalid UTF-8 is quarantined on its own."""
+    if data[:2] == b"\x1f\x8b":
+        try:
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
+                inflated = gz.read(MAX_DECOMPRESSED_BYTES + 1)
+        except (OSError, EOFError, zlib.error):
+            raise UnreadableFile("corrupt_gzip") from None
+        if len(inflated) > MAX_DECOMPRESSED_BYTES:
+            raise UnreadableFile("too_large")
+        data = inflated
+    elif data.startswith(_UNSUPPORTED_COMPRESSION):
+        raise UnreadableFile("unsupported_compression")
+    for bom, codec in ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+                       (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16")):
+        if data.startswith(bom):
+            try:
+                data = data.decode(codec).encode("utf-8")
+            except (UnicodeDecodeError, UnicodeEncodeError):
+                raise UnreadableFile("encoding") from None
+            break
+    data = data.removeprefix(codecs.BOM_UTF8)
+    if b"\x00" in data:
+        raise UnreadableFile("binary")
+    return data
+
+
+def numbered_lines(data: bytes) -> list[tuple[int, bytes]]:
+    """Non-blank lines numbered from 1; ``\\r\\n``, ``\\r`` (old Mac) and ``\\n`` all end a line."""
+    return [(n, line) for n, line in enumerate(LINE_BREAK.split(data), start=1) if line.strip()]
+
+
+def decoded_lines(data: bytes) -> tuple[list[tuple[int, str]], list[tuple[int, bytes]]]:
+    """``numbered_lines`` decoded: the UTF-8 lines as text, and the lines that are not UTF-8.
+    A whole file that decodes is split as text (several times faster per line)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        good, bad = [], []
+        for n, line in numbered_lines(data):
+            try:
+                good.append((n, line.decode("utf-8")))
+            except UnicodeDecodeError:
+                bad.append((n, line))
+        return good, bad
+    parts = TEXT_LINE_BREAK.split(text) if "\r" in text else text.split("\n")
+    return [(n, line) for n, line in enumerate(parts, start=1) if line.strip(ASCII_BLANK)], []
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def ingested_files(store: TableStore, bronze: TableSpec) -> set[str]:
@@ -69,12 +208,12 @@ def ingested_files(store: TableStore, bronze: TableSpec) -> set[str]:
     return done
 
 
-def read_landing_files(spark: SparkSession, files: list[LandingFile]) -> DataFrame:
-    """Whole files as (``source_file``, ``content``)."""
-    text = spark.read.text([f.path for f in files], wholetext=True)
-    name = F.element_at(F.split(F.col("_metadata.file_path"), "/"), -1)
-    folder = F.element_at(F.split(F.col("_metadata.file_path"), "/"), -2)
-    return text.select(F.concat_ws("/", folder, name).alias("source_file"), F.col("value").alias("content"))
+def ingested_landing(store: TableStore, bronze: TableSpec) -> dict[str, dict[str, Any]]:
+    """Size, mtime and SHA-256 (or why it was refused) of every landing file as ingested."""
+    state: dict[str, dict[str, Any]] = {}
+    for meta in store.commit_metadata(bronze):
+        state.update(meta.get("landing", {}))
+    return state
 
 
 def _group_count(table: pa.Table, column: str) -> dict[str, int]:
@@ -86,6 +225,13 @@ def _group_count(table: pa.Table, column: str) -> dict[str, int]:
 
 def _sql_list(values: list[str]) -> str:
     return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+
+
+def check_landing_root(landing_root: str) -> None:
+    """Fail fast when the landing root is missing: an empty run would look healthy."""
+    if not os.path.isdir(landing_root):
+        raise IngestConfigError(
+            f"landing root {landing_root!r} does not exist or is not a folder: create it or set FITNESS_LANDING_ROOT")
 
 
 def ingest(
@@ -100,10 +246,16 @@ def ingest(
     max_batches: int = 1000,
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
 ) -> IngestReport:
-    """Ingest the landing files of ``source`` not yet in ``bronze``, in bounded batches."""
+    """Ingest the landing files of ``source`` not yet in ``bronze``, in bounded batches, after
+    reporting files that changed since they were ingested."""
+    check_landing_root(landing_root)
+    store.check_writable()
+    fmt = LANDING_FORMATS[source]
     report = IngestReport(bronze.qualified_name)
     store.ensure(bronze)
     store.ensure(quarantine)
+    report.changed_files = _report_changed_files(store, quarantine, list_landing(landing_root, source),
+                                                 ingested_landing(store, bronze), now())
     app_id = f"ingest:{bronze.name}"
     while report.batches < max_batches:
         done = ingested_files(store, bronze)
@@ -111,9 +263,9 @@ def ingest(
         report.pending_files = len(pending)
         if not pending:
             break
-        batch = pending[:max_files_per_batch]
+        batch = _take_batch(pending, max_files_per_batch)
         sequence = (store.transaction_version(bronze, app_id) or 0) + 1
-        result = _ingest_batch(store, spark, bronze, quarantine, parse, batch, sequence, now(), report)
+        result = _ingest_batch(store, spark, bronze, quarantine, parse, fmt, batch, sequence, now(), report)
         report.batches += 1
         report.skipped_batches += int(result.skipped)
         report.pending_files = len(pending) - len(batch)
@@ -121,9 +273,93 @@ def ingest(
     return report
 
 
-def _ingest_batch(store, spark, bronze, quarantine, parse, batch, sequence, load_time, report) -> CommitResult:
-    lines = split_lines(read_landing_files(spark, batch))
-    parsed = parse(lines)
+def _take_batch(pending: list[LandingFile], max_files: int) -> list[LandingFile]:
+    batch, size = [], 0
+    for f in pending[:max_files]:
+        if batch and size + f.size > MAX_BATCH_BYTES:
+            break
+        batch.append(f)
+        size += f.size
+    return batch
+
+
+def _report_changed_files(store: TableStore, quarantine: TableSpec, listed: list[LandingFile],
+                          ingested: dict[str, dict[str, Any]], load_time: dt.datetime) -> list[str]:
+    """Files whose content differs from what was ingested get one ``changed_file`` quarantine
+    row (line -1, ``raw`` = the new size and checksum), written again only when the content
+    changes again. Size and mtime are compared first, so unchanged files are not re-read."""
+    candidates = {}
+    for f in listed:
+        seen = ingested.get(f.relative)
+        if not seen or "sha256" not in seen or f.refused:
+            continue
+        if f.size == seen.get("size") and f.mtime_ns == seen.get("mtime_ns"):
+            continue
+        try:
+            digest = sha256(read_landing_bytes(f.path))
+        except (OSError, UnreadableFile):
+            continue
+        if digest != seen["sha256"]:
+            candidates[f.relative] = json.dumps({"size": f.size, "sha256": digest}, sort_keys=True)
+    if not candidates:
+        return []
+    notices = store.read(quarantine).where(
+        (F.col("line") == CHANGED_LINE) & F.col("source_file").isin(sorted(candidates)))
+    reported = {r["source_file"]: r["raw"] for r in notices.select("source_file", "raw").collect()}
+    new = {name: raw for name, raw in candidates.items() if reported.get(name) != raw}
+    if new:
+        names = sorted(new)
+        rows = pa.table({"source_file": names, "line": [CHANGED_LINE] * len(names), "raw": [new[n] for n in names],
+                         "reason": [CHANGED] * len(names), "load_time": [load_time] * len(names)})
+        store.overwrite(quarantine, rows, predicate=f"line = {CHANGED_LINE} AND source_file IN ({_sql_list(names)})",
+                        metadata={"changed_files": names})
+    return sorted(candidates)
+
+
+@dataclass
+class _Batch:
+    lines: list[tuple[str, int, str]] = field(default_factory=list)
+    rejected: list[tuple[str, int, str | None, str]] = field(default_factory=list)
+    landing: dict[str, dict[str, Any]] = field(default_factory=dict)
+    read: list[LandingFile] = field(default_factory=list)
+
+
+def _read_batch(batch: list[LandingFile], fmt: LandingFormat) -> _Batch:
+    """Lines of the batch's files for the parser, and the rows rejected before parsing: whole
+    files that cannot be read and lines that are not UTF-8."""
+    out = _Batch()
+    for f in batch:
+        try:
+            if f.refused:
+                raise UnreadableFile(f.refused)
+            data = read_landing_bytes(f.path)
+        except FileNotFoundError:
+            continue  # gone since listing: not landed any more
+        except UnreadableFile as e:
+            out.read.append(f)
+            out.landing[f.relative] = {"size": f.size, "mtime_ns": f.mtime_ns, "refused": e.why}
+            out.rejected.append((f.relative, FILE_LINE, None, f"{UNREADABLE}:{e.why}"))
+            continue
+        out.read.append(f)
+        out.landing[f.relative] = {"size": len(data), "mtime_ns": f.mtime_ns, "sha256": sha256(data)}
+        try:
+            text = landing_text_bytes(data)
+            del data
+        except UnreadableFile as e:
+            out.landing[f.relative]["refused"] = e.why
+            out.rejected.append((f.relative, FILE_LINE, None, f"{UNREADABLE}:{e.why}"))
+            continue
+        good, bad = decoded_lines(text)
+        out.lines.extend((f.relative, n, line) for n, line in good)
+        out.rejected.extend((f.relative, n, line.decode("utf-8", "backslashreplace"), fmt.malformed) for n, line in bad)
+    return out
+
+
+def _ingest_batch(store, spark, bronze, quarantine, parse, fmt, batch, sequence, load_time, report) -> CommitResult:
+    read = _read_batch(batch, fmt)
+    lines = pa.table([[s for s, _, _ in read.lines], [n for _, n, _ in read.lines], [r for _, _, r in read.lines]],
+                     schema=LINES_SCHEMA)
+    parsed = parse(spark.createDataFrame(lines))
     bad_raw = F.when(F.col(REASON).isNotNull(), F.col("raw"))
     data = parsed.select(*[c for c in bronze.column_names if c not in ("load_time", "source_file")],
                          "source_file", "line", bad_raw.alias("raw"), REASON).toArrow()
@@ -131,22 +367,34 @@ def _ingest_batch(store, spark, bronze, quarantine, parse, batch, sequence, load
     data = data.append_column("load_time", load_col)
     is_bad = pc.is_valid(data[REASON])
     good, bad = data.filter(pc.invert(is_bad)), data.filter(is_bad)
+    quarantine_rows = bad.select(quarantine.column_names).cast(quarantine.schema)
+    if read.rejected:
+        early = pa.table({
+            "source_file": [r[0] for r in read.rejected], "line": [r[1] for r in read.rejected],
+            "raw": [r[2] for r in read.rejected], "reason": [r[3] for r in read.rejected],
+            "load_time": [load_time] * len(read.rejected)}, schema=quarantine.schema)
+        quarantine_rows = pa.concat_tables([quarantine_rows, early])
 
-    lines_per_file = {f.relative: 0 for f in batch} | _group_count(data, "source_file")
+    counted = pa.table({"source_file": pa.chunked_array(
+        [*good["source_file"].chunks, *quarantine_rows["source_file"].chunks], type=pa.string())})
+    lines_per_file = {f.relative: 0 for f in read.read} | _group_count(counted, "source_file")
     files = sorted(lines_per_file)
-    quarantine_rows = bad.select(quarantine.column_names)
-    if bad.num_rows:
-        store.overwrite(quarantine, quarantine_rows, predicate=f"source_file IN ({_sql_list(files)})",
+    if not files:
+        return CommitResult(bronze.qualified_name, "append", store.version(bronze), skipped=True)
+    if quarantine_rows.num_rows:
+        store.overwrite(quarantine, quarantine_rows,
+                        predicate=f"line >= {FILE_LINE} AND source_file IN ({_sql_list(files)})",
                         metadata={"files": files, "batch": sequence})
     result = store.append(
         bronze, good.select(bronze.column_names),
         txns=[Txn(f"ingest:{bronze.name}", sequence)],
-        metadata={"files": lines_per_file, "batch": sequence},
+        metadata={"files": lines_per_file, "landing": read.landing, "batch": sequence},
     )
     if not result.skipped:
         report.files.update(lines_per_file)
         report.rows_written += good.num_rows
-        report.rows_quarantined += bad.num_rows
-        for reason, n in _group_count(bad, REASON).items():
+        report.rows_quarantined += quarantine_rows.num_rows
+        for reason, n in _group_count(quarantine_rows, REASON).items():
             report.quarantine_reasons[reason] = report.quarantine_reasons.get(reason, 0) + n
+        report.refused_files.update({name: v["refused"] for name, v in read.landing.items() if "refused" in v})
     return result

@@ -39,6 +39,10 @@ METADATA_PREFIX = "fitness."
 FAULT_ENV = "FITNESS_FAULT_AFTER_COMMIT"
 
 
+class LakehouseNotWritable(RuntimeError):
+    """The lakehouse root cannot be written; the message says what to fix."""
+
+
 class InjectedFault(RuntimeError):
     """Raised after a successful commit when FITNESS_FAULT_AFTER_COMMIT names the table."""
 
@@ -122,6 +126,11 @@ class TableStore(ABC):
 
     @abstractmethod
     def transaction_version(self, spec: TableSpec, app_id: str) -> int | None: ...
+
+    def check_writable(self) -> None:
+        """Raise ``LakehouseNotWritable`` when tables cannot be written; a backend that cannot
+        tell before writing says nothing."""
+        return None
 
     def row_count(self, spec: TableSpec) -> int:
         return self.read(spec).count() if self.exists(spec) else 0
@@ -244,6 +253,24 @@ class DeltaRsTableStore(TableStore):
         if table.num_rows == 0:
             return self.spark.createDataFrame([], schema)
         return self.spark.createDataFrame(table.select([*spec.column_names, "_change_type"]), schema)
+
+    def check_writable(self) -> None:
+        """Fail fast, in one line, when the lakehouse root cannot take writes (read-only
+        mount, wrong permissions, a file in the way), before any Spark work starts. Object
+        stores are left to their first write: probing them needs credentials it may not have."""
+        if "://" in self.root and not self.root.startswith("file://"):
+            return
+        path = self.root.removeprefix("file://")
+        probe = os.path.join(path, f".write-probe-{os.getpid()}")
+        try:
+            os.makedirs(path, exist_ok=True)
+            with open(probe, "wb"):
+                pass
+            os.remove(probe)
+        except OSError as e:
+            raise LakehouseNotWritable(
+                f"lakehouse root {self.root!r} is not writable ({e.strerror}): fix its permissions or set "
+                "FITNESS_LAKEHOUSE_ROOT") from None
 
     def row_count(self, spec: TableSpec) -> int:
         """Rows of the current snapshot from the log's file statistics (no data read)."""

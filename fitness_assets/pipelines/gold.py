@@ -32,13 +32,12 @@ def refresh_workout_bpm_summary(store: TableStore) -> Refresh:
     if i.advanced(WORKOUT_BPM):
         scopes.append(inc.changed(store, i, WORKOUT_BPM).select(*WORKOUT_KEY))
     if i.advanced(USER_BINS):
-        members = inc.changed(store, i, USER_BINS).select(F.col("user_id").cast("int").alias("user_id")).distinct()
+        members = inc.changed(store, i, USER_BINS).select("user_id").distinct()
         scopes.append(readings.join(F.broadcast(members), on="user_id", how="left_semi").select(*WORKOUT_KEY))
     scope = inc.union_distinct(scopes)
     rows = G.workout_bpm_summary(readings.join(F.broadcast(scope), on=WORKOUT_KEY, how="left_semi"),
                                  inc.snapshot(store, i, USER_BINS))
-    long_scope = scope.withColumn("user_id", F.col("user_id").cast("long"))
-    return Refresh(i, inc.sync_scope(store, WORKOUT_BPM_SUMMARY, rows, long_scope, i))
+    return Refresh(i, inc.sync_scope(store, WORKOUT_BPM_SUMMARY, rows, scope, i))
 
 
 def refresh_gym_summary(store: TableStore) -> Refresh:
@@ -56,7 +55,7 @@ def refresh_gym_summary(store: TableStore) -> Refresh:
     if i.advanced(USERS):
         macs.append(inc.changed(store, i, USERS).select("mac_address"))
     if i.advanced(COMPLETED_WORKOUTS):
-        users = inc.changed(store, i, COMPLETED_WORKOUTS).select(F.col("user_id").cast("long").alias("user_id"))
+        users = inc.changed(store, i, COMPLETED_WORKOUTS).select("user_id")
         macs.append(members.join(F.broadcast(users.distinct()), on="user_id", how="left_semi").select("mac_address"))
     if macs:
         scopes.append(visits.join(F.broadcast(inc.union_distinct(macs)), on="mac_address", how="left_semi").select(*VISIT_SCOPE))

@@ -20,7 +20,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from fitness_assets.lakehouse import incremental as inc
-from fitness_assets.lakehouse.store import Clause, TableStore
+from fitness_assets.lakehouse.store import Clause, Merge, TableStore
 from fitness_assets.pipelines import Refresh
 from fitness_assets.tables import (
     COMPLETED_WORKOUTS,
@@ -28,6 +28,7 @@ from fitness_assets.tables import (
     GYM_LOGS,
     HEART_RATE,
     KAFKA_MULTIPLEX_BZ,
+    KAFKA_MULTIPLEX_QR,
     REGISTERED_USERS_BZ,
     USER_BINS,
     USER_PROFILE,
@@ -91,8 +92,22 @@ def refresh_user_profile_history(store: TableStore) -> Refresh:
     new = T.profile_changes(_topic(inc.appended(store, i, KAFKA_MULTIPLEX_BZ), "user_info"))
     scope = new.select("user_id").distinct()
     every = T.profile_changes(_topic(inc.snapshot(store, i, KAFKA_MULTIPLEX_BZ), "user_info"))
-    history = T.profile_history(every.join(F.broadcast(scope), on="user_id", how="left_semi"))
+    in_scope = every.join(F.broadcast(scope), on="user_id", how="left_semi")
+    _erase_from_quarantine(store, in_scope.where(F.col("update_type") == "delete"))
+    history = T.profile_history(in_scope)
     return Refresh(i, inc.sync_scope(store, USER_PROFILE_HISTORY, history, scope, i))
+
+
+def _erase_from_quarantine(store: TableStore, deletes: DataFrame) -> None:
+    """Empty the raw line of quarantined profile records of deleted members. Done before the
+    history commit, so a crash in between is redone by the retry (erasing twice is harmless)."""
+    if deletes.isEmpty():
+        return
+    rows = store.to_arrow(KAFKA_MULTIPLEX_QR, T.erased_quarantine_rows(store.read(KAFKA_MULTIPLEX_QR), deletes))
+    if rows.num_rows:
+        store.merge(KAFKA_MULTIPLEX_QR, rows, Merge("t.source_file = s.source_file AND t.line = s.line",
+                                                   (Clause("update_all"),)),
+                    metadata={"erased_rows": rows.num_rows})
 
 
 def refresh_user_profile(store: TableStore) -> Refresh:
@@ -141,11 +156,11 @@ def refresh_workout_bpm(store: TableStore) -> Refresh:
     if i.advanced(COMPLETED_WORKOUTS):
         scopes.append(inc.changed(store, i, COMPLETED_WORKOUTS).select(*WORKOUT_KEY))
     if i.advanced(USERS):
-        users = inc.changed(store, i, USERS).select(F.col("user_id").cast("int").alias("user_id")).distinct()
+        users = inc.changed(store, i, USERS).select("user_id").distinct()
         scopes.append(completed.join(F.broadcast(users), on="user_id", how="left_semi").select(*WORKOUT_KEY))
     if i.advanced(HEART_RATE):
         new_readings = inc.changed(store, i, HEART_RATE).select("device_id", "time").distinct()
-        owners = members.select(F.col("user_id").cast("int").alias("user_id"), "device_id")
+        owners = members.select("user_id", "device_id")
         touched = new_readings.join(owners, on="device_id", how="inner")
         scopes.append(completed.join(touched, on=[completed["user_id"] == touched["user_id"],
                                                   touched["time"] > completed["start_time"],
@@ -154,7 +169,7 @@ def refresh_workout_bpm(store: TableStore) -> Refresh:
     scope = inc.union_distinct(scopes).cache()
     in_scope = completed.join(F.broadcast(scope), on=WORKOUT_KEY, how="left_semi").cache()
     try:
-        devices = in_scope.join(members.select(F.col("user_id").cast("int").alias("user_id"), "device_id"),
+        devices = in_scope.join(members.select("user_id", "device_id"),
                                 on="user_id", how="inner").select("device_id").distinct()
         # Literal time bounds let Parquet skip the row groups of readings outside every
         # workout in scope, so a micro-batch does not scan the whole heart_rate table.

@@ -8,6 +8,8 @@ vocabulary ``malformed_csv``, ``malformed_json``, ``malformed_payload``,
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -39,25 +41,36 @@ def _from_json(value: Column, fields: tuple[str, ...]) -> Column:
     return F.from_json(value, _string_schema(fields), options)
 
 
-def split_lines(files: DataFrame) -> DataFrame:
-    """Whole files (``source_file``, ``content``) to one row per non-blank line, numbered from 1."""
-    exploded = files.select(
-        "source_file", F.posexplode(F.split(F.col("content"), "\n")).alias("pos", "raw")
-    )
-    raw = F.regexp_replace(F.col("raw"), "\r$", "")
-    return exploded.select(
-        "source_file", (F.col("pos") + 1).cast("long").alias("line"), raw.alias("raw")
-    ).where(F.trim(F.col("raw")) != "")
+@dataclass(frozen=True)
+class LandingFormat:
+    """How the lines of one landing folder are read: the reason of a line that cannot be read
+    at all (undecodable bytes), and the CSV columns (None for JSON Lines)."""
+
+    malformed: str
+    header: tuple[str, ...] | None = None
+
+
+LANDING_FORMATS = {
+    "registered_users": LandingFormat("malformed_csv", REGISTERED_USERS_HEADER),
+    "gym_logins": LandingFormat("malformed_csv", GYM_LOGINS_HEADER),
+    "kafka_multiplex": LandingFormat("malformed_json"),
+}
 
 
 def _csv_fields(lines: DataFrame, header: tuple[str, ...]) -> DataFrame:
     """Split CSV lines by the header of their own file (columns may come in any order).
-    Returns the data lines with one raw string column per expected column and ``_malformed``."""
+    Returns the data lines with one raw string column per expected column and ``_malformed``.
+    The first line is the header only when it names at least one expected column; a file
+    without a header cannot say which value is which, so all its lines, the first included,
+    are data and malformed (quarantined, never silently lost)."""
     first = lines.groupBy("source_file").agg(F.min("line").alias("_header_line"))
     with_first = lines.join(first, on="source_file", how="inner")
     clean = F.transform(F.split(F.lower(F.col("raw")), ","), lambda h: F.trim(F.regexp_replace(h, '"', "")))
-    headers = with_first.where(F.col("line") == F.col("_header_line")).select("source_file", clean.alias("_header"))
-    data = with_first.where(F.col("line") > F.col("_header_line")).join(headers, on="source_file", how="inner")
+    headers = with_first.where(F.col("line") == F.col("_header_line")).select(
+        "source_file", clean.alias("_header"),
+        F.exists(clean, lambda h: h.isin(*header)).alias("_has_header"))
+    data = with_first.join(headers, on="source_file", how="inner").where(
+        (F.col("line") > F.col("_header_line")) | ~F.col("_has_header"))
     values = F.split(F.col("raw"), ",")
     cols = {
         name: P.blank_to_null(F.regexp_replace(
@@ -67,7 +80,7 @@ def _csv_fields(lines: DataFrame, header: tuple[str, ...]) -> DataFrame:
     }
     return data.select(
         "source_file", "line", "raw",
-        (F.size(values) != F.size("_header")).alias("_malformed"),
+        (~F.col("_has_header") | (F.size(values) != F.size("_header"))).alias("_malformed"),
         *[c.alias(f"_{n}") for n, c in cols.items()],
     )
 
@@ -83,6 +96,7 @@ def parse_registered_users(lines: DataFrame) -> DataFrame:
         P.missing(dev, "device_id"), P.wrong_type(dev, device_id, "device_id"),
         P.missing(mac, "mac_address"), P.invalid(~mac.rlike(P.MAC_PATTERN), "mac_address"),
         P.missing(ts, "registration_timestamp"), P.wrong_type(ts, reg, "registration_timestamp"),
+        P.out_of_range(ts, P.epoch_seconds_to_timestamp(ts), "registration_timestamp"),
     )
     return d.select(
         user_id.alias("user_id"), device_id.alias("device_id"), F.lower(mac).alias("mac_address"),
@@ -100,7 +114,9 @@ def parse_gym_logins(lines: DataFrame) -> DataFrame:
         P.missing(mac, "mac_address"), P.invalid(~mac.rlike(P.MAC_PATTERN), "mac_address"),
         P.missing(gym_raw, "gym"), P.wrong_type(gym_raw, gym, "gym"),
         P.missing(login_raw, "login"), P.wrong_type(login_raw, login, "login"),
+        P.out_of_range(login_raw, P.epoch_seconds_to_timestamp(login_raw), "login"),
         P.wrong_type(logout_raw, logout, "logout"),
+        P.out_of_range(logout_raw, P.epoch_seconds_to_timestamp(logout_raw), "logout"),
     )
     return d.select(
         F.lower(mac).alias("mac_address"), gym.alias("gym"), login.alias("login"), logout.alias("logout"),
@@ -136,8 +152,13 @@ def typed_payload(p: Column, a: Column) -> dict[str, Column]:
         "session_id": P.as_int(p["session_id"]),
         "device_id": P.as_long(p["device_id"]),
         "time": P.instant_to_timestamp(p["time"]),
-        "heartrate": P.as_double(p["heartrate"]),
+        "heartrate": P.heartrate(p["heartrate"]),
     }
+
+
+def _instant_checks(raw: Column, parsed: Column, field: str) -> tuple[tuple[Column, str], ...]:
+    """A required epoch-seconds field: present, a number, inside the accepted range."""
+    return (P.missing(raw, field), P.wrong_type(raw, P.as_double(raw), field), P.out_of_range(raw, parsed, field))
 
 
 def payload_problem(topic: Column, p: Column, a: Column) -> Column:
@@ -147,21 +168,25 @@ def payload_problem(topic: Column, p: Column, a: Column) -> Column:
         P.missing(p["user_id"], "user_id"), P.wrong_type(p["user_id"], t["user_id"], "user_id"),
         P.missing(p["update_type"], "update_type"),
         P.invalid(~p["update_type"].isin("new", "update", "delete"), "update_type"),
-        P.missing(p["timestamp"], "timestamp"), P.wrong_type(p["timestamp"], t["updated"], "timestamp"),
+        *_instant_checks(p["timestamp"], t["updated"], "timestamp"),
         P.invalid(p["dob"].isNotNull() & t["dob"].isNull(), "dob"),
         P.wrong_type(a["zip"], t["zip"], "zip"),
     )
     workout = P.first_problem(
-        P.missing(p["user_id"], "user_id"), P.wrong_type(p["user_id"], P.as_int(p["user_id"]), "user_id"),
+        P.missing(p["user_id"], "user_id"), P.wrong_type(p["user_id"], t["user_id"], "user_id"),
         P.missing(p["workout_id"], "workout_id"), P.wrong_type(p["workout_id"], t["workout_id"], "workout_id"),
-        P.missing(p["timestamp"], "timestamp"), P.wrong_type(p["timestamp"], t["updated"], "timestamp"),
+        *_instant_checks(p["timestamp"], t["updated"], "timestamp"),
         P.missing(p["action"], "action"), P.invalid(~p["action"].isin("start", "stop"), "action"),
         P.missing(p["session_id"], "session_id"), P.wrong_type(p["session_id"], t["session_id"], "session_id"),
     )
     bpm = P.first_problem(
         P.missing(p["device_id"], "device_id"), P.wrong_type(p["device_id"], t["device_id"], "device_id"),
-        P.missing(p["time"], "time"), P.wrong_type(p["time"], t["time"], "time"),
-        P.wrong_type(p["heartrate"], t["heartrate"], "heartrate"),
+        P.missing(p["time"], "time"),
+        (P.as_double(p["time"]).isNull() & p["time"].try_cast("timestamp").isNull(), "wrong_type:time"),
+        P.out_of_range(p["time"], t["time"], "time"),
+        P.invalid(~P.is_number(p["time"]) & t["time"].isNull(), "time"),
+        P.wrong_type(p["heartrate"], P.as_double(p["heartrate"]), "heartrate"),
+        P.invalid(p["heartrate"].isNotNull() & t["heartrate"].isNull(), "heartrate"),
     )
     by_topic = (F.when(topic == "user_info", user_info).when(topic == "workout", workout)
                 .when(topic == "bpm", bpm))
@@ -185,7 +210,9 @@ def parse_kafka_multiplex(lines: DataFrame, date_lookup: DataFrame) -> DataFrame
         P.missing(r["value"], "value"),
         P.missing(r["partition"], "partition"), P.wrong_type(r["partition"], partition, "partition"),
         P.missing(r["offset"], "offset"), P.wrong_type(r["offset"], offset, "offset"),
-        P.missing(r["timestamp"], "timestamp"), P.wrong_type(r["timestamp"], timestamp, "timestamp"),
+        P.missing(r["timestamp"], "timestamp"),
+        P.wrong_type(r["timestamp"], P.as_double(r["timestamp"]), "timestamp"),
+        P.invalid(timestamp.isNull(), "timestamp"),
     )
     reason = F.coalesce(outer, payload_problem(r["topic"], F.col("_p"), F.col("_a")))
     parsed = rec.select(

@@ -18,7 +18,7 @@ def workout_bpm_summary(readings: DataFrame, bins: DataFrame) -> DataFrame:
         # split; an exact decimal sum makes the average the same for every split.
         F.avg(F.col("heartrate").cast(EXACT_BPM)).cast("double").alias("avg_bpm"),
         F.max("heartrate").alias("max_bpm"), F.count(F.lit(1)).alias("num_recordings"),
-    ).withColumn("user_id", F.col("user_id").cast("long"))
+    )
     joined = stats.join(bins, on="user_id", how="left")
     return joined.select("workout_id", "session_id", "user_id", "age", "gender", "city", "state",
                          "min_bpm", "avg_bpm", "max_bpm", "num_recordings")
@@ -26,7 +26,7 @@ def workout_bpm_summary(readings: DataFrame, bins: DataFrame) -> DataFrame:
 
 def gym_summary(visits: DataFrame, members: DataFrame, completed: DataFrame) -> DataFrame:
     """Gym visits joined to the member's completed workouts that started during the visit."""
-    v = visits.join(members.select("mac_address", F.col("user_id").cast("int").alias("user_id")),
+    v = visits.join(members.select("mac_address", "user_id"),
                     on="mac_address", how="inner")
     joined = v.join(completed, on=[v["user_id"] == completed["user_id"],
                                    completed["start_time"] >= v["login"], completed["start_time"] <= v["logout"]],

@@ -13,8 +13,9 @@ import datetime as dt
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from fitness_assets.tables import ERASED_ON_DELETE
 from fitness_assets.transforms import parsing as P
-from fitness_assets.transforms.bronze import decode_kafka
+from fitness_assets.transforms.bronze import KAFKA_FIELDS, PAYLOAD_FIELDS, _from_json, decode_kafka
 
 MAX_WORKOUT_HOURS = 3
 AGE_BINS = ((18, "under 18"), (25, "18-25"), (35, "25-35"), (45, "35-45"), (55, "45-55"), (65, "55-65"),
@@ -59,7 +60,7 @@ def workouts(kafka: DataFrame) -> DataFrame:
     """Workout events, one per (user, workout, session, action), the earliest time kept."""
     events = decode_kafka(kafka, "workout")
     return events.groupBy(
-        F.col("user_id").cast("int").alias("user_id"), "workout_id", "session_id", "action"
+        "user_id", "workout_id", "session_id", "action"
     ).agg(F.min("updated").alias("time")).select("user_id", "workout_id", "time", "action", "session_id")
 
 
@@ -69,8 +70,14 @@ def heart_rate(kafka: DataFrame) -> DataFrame:
     per_instant = readings.groupBy("device_id", "time").agg(F.max("heartrate").alias("heartrate"))
     return per_instant.select(
         "device_id", "time", "heartrate",
-        F.coalesce(F.col("heartrate") > 0, F.lit(False)).alias("valid"),
+        is_valid_heartrate(F.col("heartrate")).alias("valid"),
     )
+
+
+def is_valid_heartrate(heartrate: Column) -> Column:
+    """A usable reading: present, finite and positive (Spark orders NaN above every number,
+    so ``NaN > 0`` alone would call it valid)."""
+    return F.coalesce((heartrate > 0) & P.is_finite(heartrate), F.lit(False))
 
 
 HEARTRATE_HIGHER = "s.heartrate IS NOT NULL AND (t.heartrate IS NULL OR s.heartrate > t.heartrate)"
@@ -86,18 +93,37 @@ def profile_changes(kafka: DataFrame) -> DataFrame:
 
 def profile_history(changes: DataFrame) -> DataFrame:
     """SCD type 2 of each member's changes: every version with its validity interval. A
-    delete is a version of its own (``is_deleted``) keeping the last known profile values."""
+    delete is a version of its own (``is_deleted``) keeping the last known profile values,
+    except the personal ones (names, address, date of birth): a delete erases them from that
+    version and every earlier one, so the history keeps its versions but not the person. A
+    member who comes back after a delete keeps the data of the new versions."""
     by_time = Window.partitionBy("user_id").orderBy("updated")
+    last_delete = F.max(F.when(F.col("update_type") == "delete", F.col("updated"))).over(
+        Window.partitionBy("user_id"))
+    erased = F.coalesce(F.col("updated") <= last_delete, F.lit(False))
     carried = {c: F.when(F.col("update_type") == "delete",
                          F.coalesce(F.col(c), F.last(F.col(c), ignorenulls=True).over(
                              by_time.rowsBetween(Window.unboundedPreceding, -1)))).otherwise(F.col(c))
                for c in PROFILE_FIELDS}
+    carried |= {c: F.when(~erased, carried[c]) for c in ERASED_ON_DELETE}
     valid_to = F.lead("updated").over(by_time)
     return changes.select(
         "user_id", *[carried[c].alias(c) for c in PROFILE_FIELDS], "updated",
         F.col("updated").alias("valid_from"), valid_to.alias("valid_to"),
         valid_to.isNull().alias("is_current"), (F.col("update_type") == "delete").alias("is_deleted"),
     ).select("user_id", *PROFILE_FIELDS, "updated", "valid_from", "valid_to", "is_current", "is_deleted")
+
+
+def erased_quarantine_rows(quarantine: DataFrame, members: DataFrame) -> DataFrame:
+    """Quarantined `user_info` records of ``members`` (``user_id``) whose raw line still
+    holds their data, with ``raw`` emptied: what a delete must write back there."""
+    record = _from_json(F.col("raw"), KAFKA_FIELDS)
+    payload = _from_json(record["value"], PAYLOAD_FIELDS)
+    rows = quarantine.where(F.col("raw").isNotNull()).select(
+        "*", record["topic"].alias("_topic"), P.as_long(payload["user_id"]).alias("user_id"))
+    erased = rows.where(F.col("_topic") == "user_info").join(
+        F.broadcast(members.select("user_id").distinct()), on="user_id", how="left_semi")
+    return erased.select("source_file", "line", F.lit(None).cast("string").alias("raw"), "reason", "load_time")
 
 
 def current_profiles(history: DataFrame) -> DataFrame:
@@ -132,7 +158,7 @@ def completed_workouts(events: DataFrame) -> DataFrame:
 
 def workout_bpm(completed: DataFrame, members: DataFrame, readings: DataFrame) -> DataFrame:
     """Valid readings of the member's device taken during a completed workout."""
-    devices = completed.join(members.select(F.col("user_id").cast("int").alias("user_id"), "device_id"),
+    devices = completed.join(members.select("user_id", "device_id"),
                              on="user_id", how="inner")
     valid = readings.where(F.col("valid")).select("device_id", "time", "heartrate")
     joined = devices.join(valid, on=[devices["device_id"] == valid["device_id"],
