@@ -86,11 +86,15 @@ def run_graph(selection: list[str] | None = None, settings: Settings | None = No
     from fitness_assets import report as rpt
     from fitness_assets.definitions import ALL_ASSETS_JOB, build_definitions
     from fitness_assets.headlines import headlines
+    from fitness_assets.lakehouse.ingest import check_landing_root
     from fitness_assets.progress import progress_logger
 
     started = time.perf_counter()
     defs = build_definitions(settings, spark_env, loggers={"progress": progress_logger})
     resources = defs.resources
+    # Misconfiguration fails here, in one line, before Spark starts.
+    check_landing_root(resources["lakehouse"].landing_root)
+    resources["lakehouse"].store(resources["spark"]).check_writable()
     spark_started = time.perf_counter()
     resources["spark"].session()
     spark_seconds = time.perf_counter() - spark_started
@@ -221,7 +225,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "simulate":
             return 0
     selection = [s for s in getattr(args, "select", "").split(",") if s]
-    report = run_graph(selection, settings)
+    from fitness_assets.lakehouse.ingest import IngestConfigError
+    from fitness_assets.lakehouse.store import LakehouseNotWritable
+
+    try:
+        report = run_graph(selection, settings)
+    except (IngestConfigError, LakehouseNotWritable) as error:
+        print(f"fitness-assets: {error}", file=sys.stderr)
+        return 2
     print(report.render())
     return 0 if report.success else 1
 

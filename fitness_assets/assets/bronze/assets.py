@@ -71,6 +71,7 @@ def _results(store: TableStore, bronze: TableSpec, quarantine: TableSpec, files:
             store, bronze, new_files=len(files.files),
             new_rows=written,
             batches=files.batches, pending_files=files.pending_files, files=MetadataValue.json(files.files),
+            refused_files=MetadataValue.json(files.refused_files), changed_files=MetadataValue.json(files.changed_files),
             **extra))
     yield MaterializeResult(
         asset_key=asset_key(quarantine), data_version=DataVersion(str(quarantine_version)),
@@ -89,6 +90,12 @@ def _ingest_files(context: AssetExecutionContext, spark: SparkResource, lakehous
         "%s: %d new files, %d rows, %d quarantined, %d files still pending",
         bronze.qualified_name, len(report.files), report.rows_written, report.rows_quarantined, report.pending_files,
     )
+    if report.refused_files:
+        context.log.warning("%s: files refused whole (see quarantine, line 0): %s", bronze.qualified_name,
+                            report.refused_files)
+    if report.changed_files:
+        context.log.warning("%s: files changed after they were ingested, not ingested again (see quarantine, "
+                            "line -1): %s", bronze.qualified_name, report.changed_files)
     return report
 
 
