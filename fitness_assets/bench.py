@@ -384,7 +384,7 @@ def kafka_platform(bootstrap_servers: str, size: str, workdir: Path, produced: i
     from fitness_assets.streaming.settings import KafkaSettings
     from fitness_assets.streaming.source import KafkaReader
     from fitness_assets.tables import DATE_LOOKUP, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR
-    from fitness_assets.transforms.bronze import parse_kafka_multiplex
+    from fitness_assets.transforms.bronze import parse_kafka_records
     from fitness_assets.transforms.reference import date_lookup
 
     started = time.perf_counter()
@@ -396,8 +396,8 @@ def kafka_platform(bootstrap_servers: str, size: str, workdir: Path, produced: i
     store.overwrite(DATE_LOOKUP, date_lookup(spark, first_day, last_day))
     calendar = store.read(DATE_LOOKUP)
 
-    def parse(lines: Any) -> Any:
-        return parse_kafka_multiplex(lines, calendar)
+    def parse(records: Any) -> Any:
+        return parse_kafka_records(records, calendar)
 
     settings = KafkaSettings(bootstrap_servers=bootstrap_servers, poll_timeout_seconds=30)
     per_batch = settings.max_records_per_batch
@@ -409,8 +409,8 @@ def kafka_platform(bootstrap_servers: str, size: str, workdir: Path, produced: i
             (stages, reader, "read", "kafka_read"),
             (stages, reader, "commit", "kafka_commit_and_lag"),
             (stages, reader, "lag", "kafka_commit_and_lag"),
-            (stages, bronze_kafka, "_lines", "records_to_lines"),
-            (stages, spark, "createDataFrame", "arrow_to_spark"),
+            (stages, bronze_kafka, "_records", "records_to_columns"),
+            (stages, bronze_kafka, "_to_spark", "columns_to_spark"),
             (stages, dataframe, "toArrow", "spark_parse_to_arrow"),
             (stages, store, "overwrite", "quarantine_commit"),
             (stages, store, "append", "bronze_commit"),
@@ -424,11 +424,12 @@ def kafka_platform(bootstrap_servers: str, size: str, workdir: Path, produced: i
             started = time.perf_counter()
             report = bronze_kafka.ingest_kafka(store, spark, reader, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR, parse,
                                                max_records_per_batch=per_batch,
-                                               max_batches=produced // per_batch + 2)
+                                               max_batches=produced // per_batch + 2,
+                                               staging=workdir / "lakehouse" / "_staging")
             seconds = time.perf_counter() - started
         jvm_cpu = _process_cpu_seconds(jvm) - jvm_cpu if jvm else None
         python_cpu = _self_cpu_seconds() - python_cpu
-    in_batch = sum(stages.seconds.get(s, 0.0) for s in ("records_to_lines", "arrow_to_spark", "spark_parse_to_arrow",
+    in_batch = sum(stages.seconds.get(s, 0.0) for s in ("records_to_columns", "columns_to_spark", "spark_parse_to_arrow",
                                                           "quarantine_commit", "bronze_commit"))
     breakdown = dict(stages.seconds)
     # The rest of a batch: building the plan, the Arrow filters, casts and concatenations.
@@ -813,9 +814,9 @@ def kafka_summary(r: Result) -> Result:
 #: What each stage of the Kafka -> bronze ingestion is, for RESULTS.md.
 KAFKA_STAGES = {
     "kafka_read": "consuming the batch into Python records (KafkaReader.read)",
-    "records_to_lines": "re-encoding each record as a landing JSON line in Python (_lines)",
-    "arrow_to_spark": "shipping the lines to the JVM (createDataFrame)",
-    "spark_parse_to_arrow": "the Spark job: JSON parse, validation, calendar join, back to Arrow (toArrow)",
+    "records_to_columns": "turning consumed messages into Arrow columns in Python (_records)",
+    "columns_to_spark": "handing the columns to Spark as a staged Parquet file (_to_spark)",
+    "spark_parse_to_arrow": "the Spark job: payload JSON parse, validation, calendar join, back to Arrow (toArrow)",
     "arrow_ops_and_plan": "building the plan and the Arrow filters, casts and concatenations",
     "quarantine_commit": "the quarantine replace-where commit (delta-rs)",
     "bronze_commit": "the bronze append commit with the offsets (delta-rs)",

@@ -3,6 +3,7 @@ local, Spark Connect and Databricks differ only in the values given to them."""
 
 
 import datetime as dt
+from pathlib import Path
 
 from dagster import ConfigurableResource
 from pydantic import Field, PrivateAttr
@@ -56,6 +57,14 @@ class LakehouseResource(ConfigurableResource):
             else:
                 raise ValueError(f"unknown lakehouse backend {self.backend!r}: use delta-rs or spark-delta")
         return self._stores[key]
+
+    def staging_dir(self, spark: SparkResource) -> Path | None:
+        """A folder on this machine that Spark reads too (local Spark, or a Connect server
+        beside the tables), for handing it files; None where there is no such folder."""
+        local = not ("://" in self.root and not self.root.startswith("file://"))
+        if self.backend != "delta-rs" or spark.mode == "databricks" or not local:
+            return None
+        return Path(self.root.removeprefix("file://")) / "_staging"
 
     def reference(self) -> dt.date:
         if self.reference_date:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -35,7 +36,7 @@ def broker():
 def lake(store, spark):
     store.overwrite(DATE_LOOKUP, reference.date_lookup(spark, dt.date(2023, 1, 1), dt.date(2024, 12, 31)))
     calendar = store.read(DATE_LOOKUP)
-    return store, lambda lines: parsers.parse_kafka_multiplex(lines, calendar)
+    return store, lambda records: parsers.parse_kafka_records(records, calendar)
 
 
 def _bpm(i: int) -> dict:
@@ -60,8 +61,12 @@ def _produce(bootstrap: str, records: list[tuple[str, int, bytes | None]]) -> di
 
 def _ingest(store, spark, parse, bootstrap, **kwargs):
     settings = KafkaSettings(bootstrap_servers=bootstrap, poll_timeout_seconds=10)
+    staging = Path(store.root) / "_staging"  # records reach Spark as a staged Parquet file, as in the asset
     with KafkaReader(settings) as reader:  # a new consumer each run, as a new run process has
-        return ingest_kafka(store, spark, reader, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR, parse, **kwargs)
+        report = ingest_kafka(store, spark, reader, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR, parse,
+                              staging=staging, **kwargs)
+    assert not list(staging.glob("*")), "staged record files are removed after their batch"
+    return report
 
 
 def _bronze(store) -> dict[tuple[str, int, int], str]:
@@ -140,7 +145,9 @@ def test_bad_records_are_quarantined_with_the_file_feeds_reasons(lake, spark, br
 
     (tmp_path / "files" / "kafka_multiplex").mkdir(parents=True)
     (tmp_path / "files" / "kafka_multiplex" / "batch.json").write_text("\n".join(lines) + "\n")
-    ingest(file_store, spark, str(tmp_path / "files"), "kafka_multiplex", KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR, parse)
+    calendar = store.read(DATE_LOOKUP)
+    ingest(file_store, spark, str(tmp_path / "files"), "kafka_multiplex", KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR,
+           lambda lines: parsers.parse_kafka_multiplex(lines, calendar))
     file_reasons = Counter(r["reason"] for r in file_store.read(KAFKA_MULTIPLEX_QR).collect())
     assert file_reasons == Counter(r for _, r in decodable)
 

@@ -128,7 +128,7 @@ def test_kafka_sensor_requests_on_new_records_and_records_the_lag(settings, dags
     calendar = store.read(DATE_LOOKUP)
     with KafkaReader(kafka) as reader:
         ingest_kafka(store, spark, reader, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR,
-                     lambda lines: parsers.parse_kafka_multiplex(lines, calendar))
+                     lambda records: parsers.parse_kafka_records(records, calendar))
     level = sensor.tick()
     assert not level.run_requests and "lag 0" in level.skip_message
     assert [e.metadata["lag"].value for e in level.asset_events if isinstance(e, AssetObservation)

@@ -197,10 +197,25 @@ def parse_kafka_multiplex(lines: DataFrame, date_lookup: DataFrame) -> DataFrame
     """Kafka multiplex JSON lines to bronze columns plus ``reason``; the payload is validated
     too, so silver decodes only records it can use. ``date``/``week_part`` come from the
     calendar on the record's timestamp (seconds-based timestamps are detected)."""
-    rec = with_payload(
-        lines.select("source_file", "line", "raw", _from_json(F.col("raw"), KAFKA_FIELDS).alias("r")),
-        F.col("r")["value"],
-    )
+    records = lines.select("source_file", "line", "raw", _from_json(F.col("raw"), KAFKA_FIELDS).alias("r"))
+    return _validate_kafka(records, date_lookup)
+
+
+def parse_kafka_records(records: DataFrame, date_lookup: DataFrame) -> DataFrame:
+    """Records read straight from Kafka (``source_file``, ``line`` and the columns ``key``,
+    ``value``, ``topic``, ``partition``, ``offset``, ``timestamp``) to the same bronze columns
+    and reasons as :func:`parse_kafka_multiplex`, without a JSON round trip: the record's fields
+    go into the same struct the JSON line would have parsed to. ``raw`` (kept for quarantined
+    records) is the record as a JSON line."""
+    fields = [F.col(f).cast("string").alias(f) for f in KAFKA_FIELDS]
+    record = F.struct(*fields, F.lit(None).cast("string").alias(CORRUPT))
+    raw = F.to_json(F.struct(*[F.col(f) for f in KAFKA_FIELDS]))
+    return _validate_kafka(records.select("source_file", "line", raw.alias("raw"), record.alias("r")), date_lookup)
+
+
+def _validate_kafka(records: DataFrame, date_lookup: DataFrame) -> DataFrame:
+    """Validation shared by both Kafka feeds: ``records`` has ``r``, the record's fields as text."""
+    rec = with_payload(records, F.col("r")["value"])
     r = F.col("r")
     partition, offset = P.as_long(r["partition"]), P.as_long(r["offset"])
     timestamp = P.kafka_timestamp_ms(r["timestamp"])

@@ -116,11 +116,6 @@ def ingestion_asset(source: str, bronze: TableSpec, quarantine: TableSpec, parse
     return _ingest
 
 
-def _kafka_parser(store: TableStore) -> Callable[[DataFrame], DataFrame]:
-    calendar = store.read(DATE_LOOKUP)
-    return lambda lines: parsers.parse_kafka_multiplex(lines, calendar)
-
-
 @multi_asset(
     name=f"bronze__{KAFKA_MULTIPLEX_BZ.name}",
     specs=_specs("kafka_multiplex", KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR,
@@ -132,15 +127,16 @@ def _kafka_parser(store: TableStore) -> Callable[[DataFrame], DataFrame]:
 def kafka_multiplex_bz(context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource,
                        kafka: KafkaResource) -> Iterator[MaterializeResult]:
     store = lakehouse.store(spark)
-    parse = _kafka_parser(store)
+    calendar = store.read(DATE_LOOKUP)
     files = _ingest_files(context, spark, lakehouse, "kafka_multiplex", KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR,
-                          parse)
+                          lambda lines: parsers.parse_kafka_multiplex(lines, calendar))
     streamed = None
     if kafka.enabled:
         with kafka.reader() as reader:
-            streamed = ingest_kafka(store, spark.session(), reader, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR, parse,
+            streamed = ingest_kafka(store, spark.session(), reader, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR,
+                                    lambda records: parsers.parse_kafka_records(records, calendar),
                                     max_records_per_batch=kafka.max_records_per_batch,
-                                    max_batches=kafka.max_batches_per_run)
+                                    max_batches=kafka.max_batches_per_run, staging=lakehouse.staging_dir(spark))
         context.log.info("%s: %d Kafka records in %d batches, %d rows, %d quarantined, lag %d",
                          KAFKA_MULTIPLEX_BZ.qualified_name, streamed.records, streamed.batches,
                          streamed.rows_written, streamed.rows_quarantined, sum(streamed.lag.values()))
