@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint dev live broker bench reset
+.PHONY: help install browser demo test lint dev live broker bench reset
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -25,7 +25,11 @@ install: $(STAMP) ## Create .venv/ and install the project with its dev tools
 demo: $(STAMP) ## Simulate a small chain, materialize the whole graph, print the report
 	$(BIN)/fitness-assets demo
 
-test: $(STAMP) ## Run lint and the whole test suite (real Spark, real Delta tables)
+browser: ## Debian's Chromium for the UI tests (apt-get; as root, as CI runs)
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+		|| echo "Chromium is not installed and this user cannot apt-get it: the UI tests will be skipped (CI fails instead)"
+
+test: $(STAMP) browser ## Run lint and the whole test suite (real Spark, real Delta tables, Kafka broker, browser)
 	$(BIN)/ruff check fitness_assets fitness_assets_tests
 	$(BIN)/python -m pytest
 

@@ -5,7 +5,7 @@
   2-core machine only slow each other down).
 - Run monitoring: a run whose process died (kill -9, OOM) is marked failed instead of staying
   STARTED forever.
-- No telemetry.
+- No telemetry, and no "join the community" dialog over the UI.
 
 Keys already in an existing file are left as they are: a deployment may tune them.
 """
@@ -22,6 +22,7 @@ from fitness_assets.settings import DEFAULT_DATA_ROOT
 
 INSTANCE_SETTINGS: dict[str, Any] = {
     "telemetry": {"enabled": False},
+    "nux": {"enabled": False},
     "concurrency": {"runs": {"max_concurrent_runs": 1}},
     "run_monitoring": {"enabled": True, "start_timeout_seconds": 180, "poll_interval_seconds": 30,
                        "max_resume_run_attempts": 0},
