@@ -234,13 +234,16 @@ def test_live_producer_delivers_files_atomically_and_records(kafka_broker: str, 
     done = threading.Event()
 
     def watch() -> None:
-        while not done.is_set():
-            for source in ("registered_users", "gym_logins", "kafka_multiplex"):
-                folder = landing / source
+        while True:
+            finished = done.is_set()  # one more look after the producer returned: a loaded
+            for source in ("registered_users", "gym_logins", "kafka_multiplex"):  # machine may
+                folder = landing / source  # not have scheduled this thread since the last rename
                 if folder.is_dir():
                     for path in folder.iterdir():
                         if not path.name.startswith(("_", ".")) and path not in seen:
                             seen[path] = path.read_bytes()
+            if finished:
+                return
             time.sleep(0.005)
 
     watcher = threading.Thread(target=watch)
