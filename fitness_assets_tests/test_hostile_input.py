@@ -405,10 +405,23 @@ def test_a_missing_landing_root_fails_fast_with_one_clear_line(store, spark, tmp
     assert not store.exists(REGISTERED_USERS_BZ)
 
 
-def test_a_missing_landing_root_fails_the_run(settings, run):
-    report = run(*BRONZE_SELECTION, expect_success=False)
-    assert not report.success
-    assert "bronze__registered_users_bz" in report.failed_steps
+def test_a_missing_landing_root_fails_the_cli_before_spark_and_a_dagster_run_in_its_step(settings, dagster_instance,
+                                                                                         spark):
+    from dagster import AssetKey
+
+    from fitness_assets.cli import run_graph
+    from fitness_assets.definitions import ALL_ASSETS_JOB, build_definitions
+    from fitness_assets_tests.conftest import TEST_SPARK
+
+    with pytest.raises(IngestConfigError, match="FITNESS_LANDING_ROOT"):
+        run_graph(list(BRONZE_SELECTION), settings, TEST_SPARK, instance=dagster_instance)
+    # A run Dagster launches (UI, sensor, automation) fails its ingestion step with the same line.
+    job = build_definitions(settings, TEST_SPARK).resolve_job_def(ALL_ASSETS_JOB)
+    keys = [AssetKey(["bronze", "registered_users_bz"]), AssetKey(["quarantine", "registered_users_bz"])]
+    result = job.execute_in_process(instance=dagster_instance, asset_selection=keys, raise_on_error=False)
+    failures = [e for e in result.all_events if e.is_step_failure]
+    assert not result.success and failures
+    assert "FITNESS_LANDING_ROOT" in failures[0].step_failure_data.error.to_string()
 
 
 def test_an_unwritable_lakehouse_fails_fast_with_one_clear_line(spark, tmp_path):
