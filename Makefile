@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-stamp
 export DAGSTER_HOME ?= $(CURDIR)/.data/dagster_home
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser demo test lint dev live broker bench reset
+.PHONY: help install browser secrets demo test lint dev live broker bench reset
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -29,7 +29,10 @@ browser: ## Debian's Chromium for the UI tests (apt-get; as root, as CI runs)
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
 		|| echo "Chromium is not installed and this user cannot apt-get it: the UI tests will be skipped (CI fails instead)"
 
-test: $(STAMP) browser ## Run lint and the whole test suite (real Spark, real Delta tables, Kafka broker, browser)
+secrets: $(STAMP) ## Scan every tracked file for committed credentials (detect-secrets)
+	git ls-files -z | xargs -0 $(BIN)/detect-secrets-hook
+
+test: $(STAMP) browser secrets ## Secrets scan, lint and the whole test suite (real Spark, Delta, Kafka broker, browser)
 	$(BIN)/ruff check fitness_assets fitness_assets_tests
 	$(BIN)/python -m pytest
 
