@@ -24,6 +24,7 @@ from fitness_assets.assets.gold import gold_assets, gold_checks
 from fitness_assets.assets.reference import date_lookup, reference_checks
 from fitness_assets.assets.silver import silver_assets, silver_checks
 from fitness_assets.assets.sources import source_specs
+from fitness_assets.automation.maintenance import maintenance
 from fitness_assets.automation.policies import condition_for, freshness_policy
 from fitness_assets.automation.sensors import build_sensors
 from fitness_assets.resources import KafkaResource, LakehouseResource, SparkResource
@@ -52,6 +53,7 @@ def build_resources(settings: Settings | None = None, spark_env: SparkEnv | None
             date_lookup_start=settings.date_lookup_start.isoformat(),
             date_lookup_end=settings.date_lookup_end.isoformat(),
             max_files_per_batch=settings.max_files_per_batch, max_batches_per_run=settings.max_batches_per_run,
+            erasure_retention_hours=settings.erasure_retention_hours,
         ),
         "kafka": KafkaResource(bootstrap_servers=kafka.bootstrap_servers, topics=list(kafka.topics),
                                group_id=kafka.group_id, max_records_per_batch=kafka.max_records_per_batch,
@@ -84,12 +86,15 @@ def build_definitions(settings: Settings | None = None, spark_env: SparkEnv | No
     """The code location; ``loggers`` replaces Dagster's console logger (the CLI's progress)."""
     automation = automation or AutomationSettings.from_env()
     settings = settings or Settings.from_env()
+    maintenance_jobs, schedules = maintenance(automation)
     return Definitions(
         assets=apply_layer_policies([*source_specs, *ASSETS], automation, settings),
         asset_checks=CHECKS,
         jobs=[define_asset_job(ALL_ASSETS_JOB, selection=AssetSelection.all() - AssetSelection.groups("sources"),
-                               description="Materialize the whole medallion graph with its checks.")],
+                               description="Materialize the whole medallion graph with its checks."),
+              *maintenance_jobs],
         sensors=build_sensors(automation),
+        schedules=schedules,
         resources=build_resources(settings, spark_env, kafka),
         # One process, one Spark session for a whole run: a JVM per asset step costs ~10 s each.
         executor=in_process_executor,

@@ -44,6 +44,9 @@ class LakehouseResource(ConfigurableResource):
     date_lookup_end: str = "2030-12-31"
     max_files_per_batch: int = 64
     max_batches_per_run: int = 1000
+    erasure_retention_hours: int = Field(
+        default=168, description="hours erased personal data may stay in files the tables no longer use "
+                                 "(old versions, change data) before the vacuum deletes them")
 
     _stores: dict = PrivateAttr(default_factory=dict)
 

@@ -28,6 +28,7 @@ class Settings:
     max_batches_per_run: int
     backend: str = "delta-rs"
     catalog: str | None = None
+    erasure_retention_hours: int = 168
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -42,6 +43,7 @@ class Settings:
             max_files_per_batch=int(env.get("FITNESS_MAX_FILES_PER_BATCH") or 64),
             max_batches_per_run=int(env.get("FITNESS_MAX_BATCHES_PER_RUN") or 1000),
             backend=env.get("FITNESS_TABLE_BACKEND") or "delta-rs",
+            erasure_retention_hours=int(env.get("FITNESS_ERASURE_RETENTION_HOURS") or 168),
             catalog=env.get("FITNESS_CATALOG") or None,
         )
 

@@ -139,6 +139,12 @@ class TableStore(ABC):
     def commit_metadata(self, spec: TableSpec) -> list[dict[str, Any]]:
         """Custom ``fitness.*`` metadata of every commit, oldest first."""
 
+    def vacuum(self, spec: TableSpec, retention_hours: int) -> list[str]:
+        """Delete the files the table stopped using more than ``retention_hours`` ago (old
+        versions, change data); returns what was deleted. Time travel and change-feed reads
+        further back than the retention are gone with them."""
+        raise NotImplementedError(f"{type(self).__name__} does not vacuum; use the platform's own VACUUM")
+
     def latest_commit_metadata(self, spec: TableSpec, key: str) -> dict[str, Any] | None:
         """Custom metadata of the newest commit whose metadata has ``key``."""
         for meta in reversed(self.commit_metadata(spec)):
@@ -313,6 +319,14 @@ class DeltaRsTableStore(TableStore):
                 break
         return None
 
+    def vacuum(self, spec: TableSpec, retention_hours: int) -> list[str]:
+        if not self.exists(spec):
+            return []
+        # The retention is this platform's setting, not Delta's 7-day floor: erasure may ask for
+        # less. `full` also takes the change-data files, which hold pre-images of erased rows.
+        return self._table(spec).vacuum(retention_hours=retention_hours, dry_run=False,
+                                        enforce_retention_duration=False, full=True)
+
     def _already_applied(self, dt: DeltaTable, txns: Sequence[Txn]) -> bool:
         for txn in txns:
             recorded = dt.transaction_version(txn.app_id)
@@ -426,6 +440,13 @@ class SparkDeltaTableStore(TableStore):
         self.spark.sql(f"CREATE TABLE IF NOT EXISTS {self.location(spec)} ({ddl}) USING DELTA{parts}{props}")
         for name, expr in spec.constraints.items():
             self.spark.sql(f"ALTER TABLE {self.location(spec)} ADD CONSTRAINT {name} CHECK ({expr})")
+
+    def vacuum(self, spec, retention_hours):
+        if not self.exists(spec):
+            return []
+        self.spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
+        self.spark.sql(f"VACUUM {self.location(spec)} RETAIN {int(retention_hours)} HOURS")
+        return []  # Delta on Spark does not list what it deleted
 
     def _delta(self, spec):
         from delta.tables import DeltaTable as SparkDeltaTable  # needs the Delta jars at run time

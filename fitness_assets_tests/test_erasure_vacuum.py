@@ -1,0 +1,84 @@
+"""Erasure is final: after a member's delete their personal data is gone from the tables'
+current files at once, and from storage (old versions, change data) after the retention,
+when the vacuum job runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from fitness_assets.automation.maintenance import VACUUM_JOB
+from fitness_assets.definitions import build_definitions
+from fitness_assets.settings import Settings
+from fitness_assets.tables import USER_PROFILE, USER_PROFILE_HISTORY
+from fitness_assets_tests.conftest import TEST_SPARK
+
+NAME, STREET = "Zebulonia", "77 Quixotic Lane"
+SELECTION = ("reference/date_lookup", "bronze/kafka_multiplex_bz", "silver/user_profile_history",
+             "silver/user_profile")
+
+
+def _profile_change(offset: int, update_type: str, timestamp: int) -> str:
+    payload = {"user_id": 4242, "update_type": update_type, "timestamp": timestamp, "dob": "02/03/1990",
+               "sex": "F", "gender": "F", "first_name": NAME, "last_name": "Erasable",
+               "address": {"street_address": STREET, "city": "Springfield", "state": "IL", "zip": 62701}}
+    return json.dumps({"key": "4242", "value": json.dumps(payload), "topic": "user_info", "partition": 0,
+                       "offset": offset, "timestamp": timestamp * 1000})
+
+
+def _deliver(landing: Path, name: str, *lines: str) -> None:
+    folder = landing / "kafka_multiplex"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text("\n".join(lines) + "\n")
+
+
+def _is_text(dtype: pa.DataType) -> bool:
+    return pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or pa.types.is_string_view(dtype)
+
+
+def _files_holding_the_person(lakehouse: Path, current_only: bool, store) -> list[str]:
+    """Parquet files of the two profile tables (current snapshot, or everything in storage
+    including old versions and change data) with a value equal to the member's name or street."""
+    found = []
+    for spec in (USER_PROFILE_HISTORY, USER_PROFILE):
+        folder = lakehouse / spec.layer / spec.name
+        files = ([Path(u.removeprefix("file://")) for u in store._table(spec).file_uris()] if current_only
+                 else folder.rglob("*.parquet"))
+        for path in files:
+            table = pq.read_table(path)
+            values = {v for column in table.column_names if _is_text(table.schema.field(column).type)
+                      for v in table.column(column).to_pylist()}
+            if NAME in values or STREET in values:
+                found.append(str(path.relative_to(lakehouse)))
+    return found
+
+
+def test_a_delete_erases_at_once_and_the_vacuum_removes_the_old_files(settings, store, run, dagster_instance):
+    landing, lakehouse = Path(settings.landing_root), Path(settings.lakehouse_root)
+    _deliver(landing, "batch-1.json", _profile_change(0, "new", 1_690_000_000))
+    run(*SELECTION)
+    assert _files_holding_the_person(lakehouse, True, store)  # the member is there, as themselves
+
+    _deliver(landing, "batch-2.json", _profile_change(1, "delete", 1_690_100_000))
+    run(*SELECTION)
+    assert _files_holding_the_person(lakehouse, True, store) == []  # erased from what the tables show
+    assert _files_holding_the_person(lakehouse, False, store)  # but still in files of older versions
+
+    keep_a_week = build_definitions(settings, TEST_SPARK)
+    keep_a_week.resolve_job_def(VACUUM_JOB).execute_in_process(instance=dagster_instance)
+    assert _files_holding_the_person(lakehouse, False, store)  # inside the retention: kept
+
+    no_retention = Settings.from_env({"FITNESS_LANDING_ROOT": settings.landing_root,
+                                      "FITNESS_LAKEHOUSE_ROOT": settings.lakehouse_root,
+                                      "FITNESS_REFERENCE_DATE": "2024-01-01",
+                                      "FITNESS_ERASURE_RETENTION_HOURS": "0"})
+    result = build_definitions(no_retention, TEST_SPARK).resolve_job_def(VACUUM_JOB).execute_in_process(
+        instance=dagster_instance)
+    assert result.success
+    assert _files_holding_the_person(lakehouse, False, store) == []  # gone from storage
+    history = store.read(USER_PROFILE_HISTORY).collect()
+    assert history and all(r["first_name"] is None and r["street_address"] is None for r in history)
+    assert store.row_count(USER_PROFILE) == 0
