@@ -1,0 +1,63 @@
+"""What the platform serves on this machine listens on loopback only: the Dagster UI as
+`make dev`/`make live` start it, the Spark Connect server, the Kafka broker. Each is started
+the project's way and then reached on 127.0.0.1 and, refused, on the machine's other addresses."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from fitness_assets.devstack import start_dagster, stop_process
+from fitness_assets.lakehouse.connect_server import SparkConnectServer, free_port, port_open
+from fitness_assets.streaming.broker import MockKafkaBroker
+
+pytestmark = pytest.mark.slow
+
+
+def _other_addresses() -> list[str]:
+    """This machine's IPv4 addresses other than loopback (from `hostname -I`)."""
+    out = subprocess.run(["hostname", "-I"], capture_output=True, text=True, check=False).stdout.split()
+    return [a for a in out if "." in a and not a.startswith("127.")]
+
+
+def _assert_loopback_only(port: int) -> None:
+    assert port_open(port, "127.0.0.1")
+    others = _other_addresses()
+    if not others:
+        pytest.skip("this machine has no address besides loopback to try")
+    for address in others:
+        with socket.socket() as sock:
+            sock.settimeout(2)
+            assert sock.connect_ex((address, port)) != 0, f"port {port} answers on {address}"
+
+
+def test_the_dagster_ui_listens_on_loopback_only(tmp_path):
+    port = free_port()
+    env = dict(os.environ, DAGSTER_HOME=str(tmp_path / "home"), FITNESS_AUTOMATION="off",
+               FITNESS_LAKEHOUSE_ROOT=str(tmp_path / "lake"), FITNESS_LANDING_ROOT=str(tmp_path / "landing"))
+    ui = start_dagster(env, ui_port=port)
+    try:
+        deadline = time.time() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5) as answer:
+                    assert answer.status == 200
+                    break
+            except OSError:
+                assert ui.poll() is None and time.time() < deadline, "the UI did not come up"
+                time.sleep(1)
+        _assert_loopback_only(port)
+    finally:
+        stop_process(ui)
+
+
+def test_spark_connect_and_the_broker_listen_on_loopback_only(tmp_path):
+    with MockKafkaBroker(port=0) as broker:
+        _assert_loopback_only(broker.port)
+    with SparkConnectServer(port=free_port(), driver_memory="1g", log_path=tmp_path / "connect.log") as spark:
+        _assert_loopback_only(spark.port)
