@@ -105,3 +105,18 @@ def test_merge_with_delete_markers(store):
         Clause("delete", "s._op = 'delete'"), Clause("update_all", "s._op = 'upsert'"),
         Clause("insert_all", "s._op = 'upsert'"))))
     assert _rows(store) == [(2, "B"), (3, "c"), (4, "d")]
+
+
+def test_a_table_left_without_its_constraints_by_a_crash_gets_them_back(store):
+    from deltalake import DeltaTable
+
+    from fitness_assets.tables import KAFKA_MULTIPLEX_BZ
+
+    # What a process killed between the create commit and the constraint commit leaves behind.
+    DeltaTable.create(store.location(KAFKA_MULTIPLEX_BZ), KAFKA_MULTIPLEX_BZ.schema,
+                      partition_by=list(KAFKA_MULTIPLEX_BZ.partition_by))
+    assert "delta.constraints.topic_accepted" not in DeltaTable(store.location(KAFKA_MULTIPLEX_BZ)).metadata().configuration
+    store.ensure(KAFKA_MULTIPLEX_BZ)
+    configuration = DeltaTable(store.location(KAFKA_MULTIPLEX_BZ)).metadata().configuration
+    assert "delta.constraints.topic_accepted" in configuration  # (delta-rs stores it normalized)
+    store.ensure(KAFKA_MULTIPLEX_BZ)  # already complete: nothing to add, no error

@@ -200,6 +200,7 @@ class DeltaRsTableStore(TableStore):
 
     def ensure(self, spec: TableSpec) -> None:
         if self.exists(spec):
+            self._ensure_constraints(spec)
             return
         configuration = dict(spec.properties)
         if spec.change_data_feed:
@@ -212,10 +213,28 @@ class DeltaRsTableStore(TableStore):
             )
         except Exception:
             if self.exists(spec):  # another process created it first
+                self._ensure_constraints(spec)
                 return
             raise
         if spec.constraints:
             dt.alter.add_constraint(dict(spec.constraints))
+
+    def _ensure_constraints(self, spec: TableSpec) -> None:
+        """Add the spec's CHECK constraints the table lacks: creating a table and adding its
+        constraints are two commits, and a process killed between them leaves a table without."""
+        if not spec.constraints:
+            return
+        table = self._table(spec)
+        present = table.metadata().configuration
+        missing = {name: expr for name, expr in spec.constraints.items() if f"delta.constraints.{name}" not in present}
+        if missing:
+            try:
+                table.alter.add_constraint(missing)
+            except Exception:
+                # A concurrent writer may have added them first; anything else shows on the re-read.
+                present = self._table(spec).metadata().configuration
+                if any(f"delta.constraints.{name}" not in present for name in missing):
+                    raise
 
     def version(self, spec: TableSpec) -> int:
         try:
