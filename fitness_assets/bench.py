@@ -910,7 +910,7 @@ def render(report: Result) -> str:
         "# Benchmark results",
         "",
         f"- Date: {report['date']} ({'quick' if report['quick'] else 'full'} run"
-        f"{' of ' + ', '.join(report['only']) + ' only' if report.get('only') else ''}, "
+        f"{' of ' + ', '.join(report['only']) + ' only; the other sections are from the previous run' if report.get('only') else ''}, "
         f"{report['total_seconds'] / 60:.1f} min in all{'' if report['complete'] else '; INCOMPLETE, still running'})",
         f"- Machine: {m['nproc']} cores (`nproc`), {_fmt(m['memory_total_gib'])} GiB total / "
         f"{_fmt(m['memory_available_gib'])} GiB available (`free`); Python {m['python']}, "
