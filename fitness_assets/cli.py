@@ -109,6 +109,9 @@ def run_graph(selection: list[str] | None = None, settings: Settings | None = No
 
         ensure_instance()
         instance = DagsterInstance.get()
+    from fitness_assets.instance import fail_dead_runs
+
+    fail_dead_runs(instance)  # a run killed before (kill -9, OOM) must not stay STARTED
     result = job.execute_in_process(instance=instance, asset_selection=keys, raise_on_error=False,
                                     run_config={"loggers": {"progress": {}}})
     store = resources["lakehouse"].store(resources["spark"])

@@ -3,8 +3,10 @@
 - One run at a time: every run writes Delta tables, and runs that write the same tables must
   never overlap (the table store would retry conflicting commits, but two Spark JVMs on a
   2-core machine only slow each other down).
-- Run monitoring: a run whose process died (kill -9, OOM) is marked failed instead of staying
-  STARTED forever.
+- Run monitoring: a run stuck starting, or running past an hour, is marked failed. The default
+  run launcher cannot tell a dead run worker from a live one, so :func:`fail_dead_runs` (called
+  by the CLI before each run and by the sensors on each tick) marks a STARTED run failed as soon
+  as every process that wrote its events is gone from this machine (kill -9, OOM).
 - No telemetry, and no "join the community" dialog over the UI.
 
 Keys already in an existing file are left as they are: a deployment may tune them.
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
 from fitness_assets.settings import DEFAULT_DATA_ROOT
 
@@ -25,7 +28,7 @@ INSTANCE_SETTINGS: dict[str, Any] = {
     "nux": {"enabled": False},
     "concurrency": {"runs": {"max_concurrent_runs": 1}},
     "run_monitoring": {"enabled": True, "start_timeout_seconds": 180, "poll_interval_seconds": 30,
-                       "max_resume_run_attempts": 0},
+                       "max_resume_run_attempts": 0, "max_runtime_seconds": 3600},
 }
 
 
@@ -43,3 +46,36 @@ def ensure_instance(home: Path | None = None) -> Path:
     if merged != current:
         config.write_text(yaml.safe_dump(merged, sort_keys=False))
     return config
+
+
+EXECUTION_EVENTS = (DagsterEventType.RUN_START.value, DagsterEventType.STEP_START.value)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_dead_runs(instance: DagsterInstance) -> list[str]:
+    """Mark failed every STARTED run whose executing processes (the pids on its run- and
+    step-start events) are all gone.
+
+    The instance is this machine's (SQLite under DAGSTER_HOME), so its runs' pids are this
+    machine's. A pid reused by another process keeps the run STARTED: conservative, never wrong."""
+    failed = []
+    for record in instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.STARTED]), limit=50):
+        run = record.dagster_run
+        # The processes that executed it (the run worker, step workers), not the daemon that
+        # queued and launched it, whose events carry its own, living pid.
+        pids = {e.dagster_event.pid for e in instance.all_logs(run.run_id)
+                if e.dagster_event and e.dagster_event.pid and e.dagster_event.event_type_value in EXECUTION_EVENTS}
+        if pids and not any(_alive(pid) for pid in pids):
+            instance.report_run_failed(run, f"the run's process ({', '.join(map(str, sorted(pids)))}) is gone "
+                                            "(killed or out of memory): marked failed by a later run")
+            failed.append(run.run_id)
+    return failed

@@ -20,3 +20,33 @@ def test_keys_a_deployment_set_are_kept(tmp_path):
     with DagsterInstance.from_config(str(tmp_path)) as instance:
         assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 3
         assert instance.run_monitoring_enabled  # added beside it
+
+
+def test_a_run_whose_process_died_is_marked_failed_and_a_living_one_is_not(tmp_path):
+    import os
+    import subprocess
+
+    from dagster import DagsterEvent, DagsterEventType, DagsterRunStatus
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    from fitness_assets.instance import fail_dead_runs
+
+    def started_by(instance, run, pid):
+        instance.report_dagster_event(DagsterEvent(event_type_value=DagsterEventType.RUN_START.value,
+                                                   job_name=run.job_name,
+                                                   message="started", pid=pid), run_id=run.run_id)
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a process that ran and is gone, as after kill -9
+    ensure_instance(tmp_path)
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        dead, living, launched = (DagsterRun(job_name="all_assets", status=DagsterRunStatus.STARTED) for _ in range(3))
+        for run in (dead, living, launched):
+            instance.add_run(run)
+        started_by(instance, dead, gone.pid)
+        started_by(instance, living, os.getpid())
+        instance.report_engine_event("launched by the daemon", launched)  # no executing process known yet
+        assert fail_dead_runs(instance) == [dead.run_id]
+        assert instance.get_run_by_id(dead.run_id).status == DagsterRunStatus.FAILURE
+        assert instance.get_run_by_id(living.run_id).status == DagsterRunStatus.STARTED
+        assert instance.get_run_by_id(launched.run_id).status == DagsterRunStatus.STARTED

@@ -317,3 +317,10 @@ def test_kill9_at_random_points_then_rerun_equals_a_clean_run(tmp_path, settings
     assert again.returncode == 0, f"the no-op rerun failed: {again.failures()}; {context}"
     assert versions(crashed) == before, (f"a rerun with nothing new changed tables: {again.committed}; "
                                          f"{context}; kills: {history}")
+    # The killed runs do not stay STARTED: the next CLI run marked them failed.
+    from dagster import DagsterInstance, DagsterRunStatus
+
+    with DagsterInstance.from_config(str(home)) as instance:
+        statuses = [r.dagster_run.status for r in instance.get_run_records()]
+    assert DagsterRunStatus.STARTED not in statuses, statuses
+    assert statuses.count(DagsterRunStatus.FAILURE) >= len(history), (statuses, history)

@@ -31,6 +31,7 @@ from dagster import (
 
 from fitness_assets.assets.common import asset_key
 from fitness_assets.assets.sources import kafka_topic_key, landing_key
+from fitness_assets.instance import fail_dead_runs
 from fitness_assets.lakehouse.ingest import list_landing
 from fitness_assets.pipelines.bronze_kafka import stored_positions
 from fitness_assets.resources import KafkaResource, LakehouseResource, SparkResource
@@ -77,6 +78,7 @@ IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunSt
 def _in_flight(context: SensorEvaluationContext) -> int:
     """Runs this sensor requested that have not finished: each takes in everything that had
     arrived when it started, so another request now would only queue a duplicate."""
+    fail_dead_runs(context.instance)  # a killed run would otherwise hold the sensor back forever
     runs = context.instance.get_run_records(
         filters=RunsFilter(statuses=IN_FLIGHT, tags={"dagster/sensor_name": context.sensor_name}), limit=5)
     return len(runs)
