@@ -216,7 +216,7 @@ def ingested_landing(store: TableStore, bronze: TableSpec) -> dict[str, dict[str
     return state
 
 
-def _group_count(table: pa.Table, column: str) -> dict[str, int]:
+def group_count(table: pa.Table, column: str) -> dict[str, int]:
     if table.num_rows == 0:
         return {}
     counts = table.group_by(column).aggregate([(column, "count")])
@@ -377,7 +377,7 @@ def _ingest_batch(store, spark, bronze, quarantine, parse, fmt, batch, sequence,
 
     counted = pa.table({"source_file": pa.chunked_array(
         [*good["source_file"].chunks, *quarantine_rows["source_file"].chunks], type=pa.string())})
-    lines_per_file = {f.relative: 0 for f in read.read} | _group_count(counted, "source_file")
+    lines_per_file = {f.relative: 0 for f in read.read} | group_count(counted, "source_file")
     files = sorted(lines_per_file)
     if not files:
         return CommitResult(bronze.qualified_name, "append", store.version(bronze), skipped=True)
@@ -394,7 +394,7 @@ def _ingest_batch(store, spark, bronze, quarantine, parse, fmt, batch, sequence,
         report.files.update(lines_per_file)
         report.rows_written += good.num_rows
         report.rows_quarantined += quarantine_rows.num_rows
-        for reason, n in _group_count(quarantine_rows, REASON).items():
+        for reason, n in group_count(quarantine_rows, REASON).items():
             report.quarantine_reasons[reason] = report.quarantine_reasons.get(reason, 0) + n
         report.refused_files.update({name: v["refused"] for name, v in read.landing.items() if "refused" in v})
     return result

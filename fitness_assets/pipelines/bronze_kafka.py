@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from fitness_assets.lakehouse.ingest import group_count
 from fitness_assets.lakehouse.store import TableStore, Txn
 from fitness_assets.streaming.source import Batch, KafkaReader, PartitionKey
 from fitness_assets.tables import TableSpec
@@ -119,13 +120,6 @@ def _to_spark(spark: SparkSession, table: pa.Table, staging: Path | None) -> tup
     path = staging / f"records-{uuid.uuid4().hex}.parquet"
     pq.write_table(table, path)
     return spark.read.parquet(str(path)), path
-
-
-def _group_count(table: pa.Table, column: str) -> dict[str, int]:
-    if table.num_rows == 0:
-        return {}
-    counts = table.group_by(column).aggregate([(column, "count")])
-    return dict(zip(counts[column].to_pylist(), counts[f"{column}_count"].to_pylist(), strict=True))
 
 
 def _sql_string(value: str) -> str:
@@ -216,6 +210,6 @@ def _commit_batch(store, spark, bronze, quarantine, parse, batch: Batch, positio
     report.records += len(batch.records)
     report.rows_written += good.num_rows
     report.rows_quarantined += quarantine_rows.num_rows
-    for reason, n in _group_count(quarantine_rows, REASON).items():
+    for reason, n in group_count(quarantine_rows, REASON).items():
         report.quarantine_reasons[reason] = report.quarantine_reasons.get(reason, 0) + n
     return True
