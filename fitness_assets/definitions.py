@@ -20,6 +20,7 @@ from dagster import (
 )
 
 from fitness_assets.assets.bronze import bronze_assets, bronze_checks
+from fitness_assets.assets.checks_lib import table_checks
 from fitness_assets.assets.gold import gold_assets, gold_checks
 from fitness_assets.assets.reference import date_lookup, reference_checks
 from fitness_assets.assets.silver import silver_assets, silver_checks
@@ -35,7 +36,8 @@ from fitness_assets.tables import ALL_TABLES
 ALL_ASSETS_JOB = "all_assets"
 
 ASSETS = [date_lookup, *bronze_assets, *silver_assets, *gold_assets]
-CHECKS = [*reference_checks, *bronze_checks, *silver_checks, *gold_checks]
+# One multi-check (one step) per table.
+CHECKS = table_checks([*reference_checks, *bronze_checks, *silver_checks, *gold_checks])
 
 
 def build_resources(settings: Settings | None = None, spark_env: SparkEnv | None = None,

@@ -3,10 +3,11 @@
 
 import datetime as dt
 
-from dagster import AssetCheckResult, MetadataValue, asset_check
+from dagster import AssetCheckResult, MetadataValue
 
-from fitness_assets.assets.common import asset_key
-from fitness_assets.resources import LakehouseResource, SparkResource
+from fitness_assets.assets.checks_lib import custom_check
+from fitness_assets.lakehouse.store import TableStore
+from fitness_assets.resources import LakehouseResource
 from fitness_assets.tables import DATE_LOOKUP
 
 
@@ -20,11 +21,9 @@ def expected_calendar_row(day: dt.date) -> dict:
     }
 
 
-@asset_check(asset=asset_key(DATE_LOOKUP), name="complete_and_correct", blocking=True,
-             description="One row per day of the range, no gaps, weeks and week_part as strftime('%U').")
-def date_lookup_complete(spark: SparkResource, lakehouse: LakehouseResource) -> AssetCheckResult:
+def _complete_and_correct(store: TableStore, lakehouse: LakehouseResource) -> AssetCheckResult:
     start, end = lakehouse.date_range()
-    rows = [r.asDict() for r in lakehouse.store(spark).read(DATE_LOOKUP).collect()]
+    rows = [r.asDict() for r in store.read(DATE_LOOKUP).collect()]
     by_day: dict[dt.date, list[dict]] = {}
     for row in rows:
         by_day.setdefault(row["date"], []).append(row)
@@ -43,4 +42,6 @@ def date_lookup_complete(spark: SparkResource, lakehouse: LakehouseResource) -> 
     )
 
 
-reference_checks = [date_lookup_complete]
+reference_checks = [custom_check(DATE_LOOKUP, "complete_and_correct",
+                                 "One row per day of the range, no gaps, weeks and week_part as strftime('%U').",
+                                 _complete_and_correct)]

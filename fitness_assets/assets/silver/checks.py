@@ -42,14 +42,13 @@ age_labels = ", ".join(f"'{label}'" for _, label in AGE_BINS) + ", '95+', 'inval
 
 silver_checks = [
     *[check for spec in SILVER_TABLES for check in key_checks(spec)],
-    rule_check(WORKOUTS, "action_accepted", "action IS NULL OR action NOT IN ('start', 'stop')",
-               "action is start or stop."),
     rule_check(COMPLETED_WORKOUTS, "ends_after_start", "NOT (end_time > start_time)",
                "end_time is after start_time."),
     rule_check(COMPLETED_WORKOUTS, "within_three_hours", "end_time > start_time + INTERVAL 3 HOURS",
                "A completed workout lasts at most three hours."),
     table_check(COMPLETED_WORKOUTS, "has_start_and_stop_in_workouts",
-                "Every completed workout has its start and its stop in silver.workouts.", _completed_without_events),
+                "Every completed workout has its start and its stop in silver.workouts.", _completed_without_events,
+                reads=(WORKOUTS,)),
     rule_check(HEART_RATE, "valid_matches_heartrate",
                "valid <> coalesce(heartrate > 0 AND NOT isnan(heartrate) AND abs(heartrate) < double('inf'), false)",
                "valid is true exactly when the heart rate is present, finite and positive."),
@@ -63,8 +62,6 @@ silver_checks = [
                "A logout is not before its login.", severity=AssetCheckSeverity.WARN),
     table_check(USER_PROFILE_HISTORY, "one_current_version", "Each member has exactly one current version.",
                 _not_one_current_version),
-    rule_check(USER_PROFILE_HISTORY, "valid_interval", "valid_to IS NOT NULL AND valid_to <= valid_from",
-               "valid_to is after valid_from."),
     link_check(USER_PROFILE, ["user_id"], USER_PROFILE_HISTORY, ["user_id"], severity=AssetCheckSeverity.ERROR),
     rule_check(USER_BINS, "age_accepted", f"age NOT IN ({age_labels})", "age is one of the contract's bins."),
 ]
