@@ -86,7 +86,7 @@ def run_graph(selection: list[str] | None = None, settings: Settings | None = No
     from fitness_assets import report as rpt
     from fitness_assets.definitions import ALL_ASSETS_JOB, build_definitions
     from fitness_assets.headlines import headlines
-    from fitness_assets.lakehouse.ingest import check_landing_root
+    from fitness_assets.pipelines.bronze import check_landing_root
     from fitness_assets.progress import progress_logger
 
     started = time.perf_counter()
@@ -228,8 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "simulate":
             return 0
     selection = [s for s in getattr(args, "select", "").split(",") if s]
-    from fitness_assets.lakehouse.ingest import IngestConfigError
     from fitness_assets.lakehouse.store import LakehouseNotWritable
+    from fitness_assets.pipelines.bronze import IngestConfigError
 
     try:
         report = run_graph(selection, settings)

@@ -61,7 +61,7 @@ def _cols(*pairs: tuple[str, pa.DataType]) -> tuple[tuple[str, pa.DataType], ...
 
 
 BRONZE_AUDIT = _cols(("load_time", TIMESTAMP), ("source_file", STRING))
-# Bronze commits carry the list of landing files they ingested (lakehouse.ingest); the log
+# Bronze commits carry the list of landing files they ingested (pipelines.bronze); the log
 # must keep them for as long as the files may be seen again, not the default 30 days.
 INGEST_LOG_PROPERTIES = {"delta.logRetentionDuration": "interval 36500 days",
                          "delta.enableExpiredLogCleanup": "false"}

@@ -6,8 +6,8 @@ from collections import Counter
 import pytest
 from deltalake import DeltaTable
 
-from fitness_assets.lakehouse.ingest import ingested_files
 from fitness_assets.lakehouse.store import FAULT_ENV
+from fitness_assets.pipelines.bronze import ingested_files
 from fitness_assets.simulator import SimulatorConfig
 from fitness_assets.tables import BRONZE_TABLES, KAFKA_MULTIPLEX_BZ, QUARANTINE_TABLES
 from fitness_assets_tests.helpers import BRONZE_SELECTION, SOURCES, deliver, stage, versions

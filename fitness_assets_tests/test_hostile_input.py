@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from fitness_assets.assets.bronze.checks import reconcile
-from fitness_assets.lakehouse.ingest import IngestConfigError, ingest, ingested_files
 from fitness_assets.lakehouse.store import DeltaRsTableStore, LakehouseNotWritable
+from fitness_assets.pipelines.bronze import IngestConfigError, ingest, ingested_files
 from fitness_assets.tables import (
     GYM_LOGINS_BZ,
     GYM_LOGINS_QR,

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
-
 from fitness_assets.lakehouse.store import DeltaRsTableStore
-from fitness_assets.pipelines.bronze_kafka import ingest_kafka, stored_positions
 from fitness_assets.streaming.broker import MockKafkaBroker
 from fitness_assets.streaming.settings import KafkaSettings
 from fitness_assets.streaming.source import KafkaReader
 from fitness_assets.tables import DATE_LOOKUP, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR
 from fitness_assets.transforms import bronze as parsers
 from fitness_assets.transforms import reference
+
+from fitness_assets.pipelines.bronze_kafka import ingest_kafka, stored_positions
 
 BASE_MS = 1_700_000_000_000
 PARTITIONS = 3
@@ -141,7 +141,7 @@ def test_bad_records_are_quarantined_with_the_file_feeds_reasons(lake, spark, br
     lines = [json.dumps({"key": None, "value": None if v is None else v.decode(), "topic": "workout", "partition": 1,
                          "offset": n, "timestamp": BASE_MS}) for n, (v, _) in enumerate(decodable)]
     file_store = DeltaRsTableStore(str(tmp_path / "files_lake"), lambda: spark)
-    from fitness_assets.lakehouse.ingest import ingest
+    from fitness_assets.pipelines.bronze import ingest
 
     (tmp_path / "files" / "kafka_multiplex").mkdir(parents=True)
     (tmp_path / "files" / "kafka_multiplex" / "batch.json").write_text("\n".join(lines) + "\n")

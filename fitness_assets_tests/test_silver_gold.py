@@ -116,8 +116,21 @@ def test_a_failing_blocking_check_stops_downstream_assets(settings, store, run, 
     assert ("silver/completed_workouts", "ends_after_start") in {(c.asset, c.check) for c in failed}
     after = versions(store)
     assert after[WORKOUTS.qualified_name] > before[WORKOUTS.qualified_name]  # upstream did refresh
-    for spec in (WORKOUT_BPM, *GOLD_TABLES):  # downstream of the failed check did not
+    downstream = _downstream_tables(COMPLETED_WORKOUTS)
+    assert WORKOUT_BPM in downstream and GYM_SUMMARY in downstream
+    for spec in downstream:  # downstream of the failed check did not
         assert after[spec.qualified_name] == before[spec.qualified_name], spec.qualified_name
+
+
+def _downstream_tables(spec):
+    """The tables whose assets depend, directly or not, on ``spec``'s asset."""
+    from dagster import AssetKey, AssetSelection
+
+    from fitness_assets.definitions import build_definitions
+
+    graph = build_definitions().resolve_asset_graph()
+    keys = AssetSelection.assets(AssetKey(spec.asset_key_path)).downstream(include_self=False).resolve(graph)
+    return [t for t in (*SILVER_TABLES, *GOLD_TABLES) if AssetKey(t.asset_key_path) in keys]
 
 
 @pytest.mark.usefixtures("no_fault")

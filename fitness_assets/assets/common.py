@@ -22,7 +22,7 @@ from dagster import (
 
 from fitness_assets.catalog import column_description
 from fitness_assets.lakehouse.store import CommitResult, TableStore
-from fitness_assets.pipelines import Refresh
+from fitness_assets.pipelines import Refresh, TableRefresh
 from fitness_assets.resources import LakehouseResource, SparkResource
 from fitness_assets.tables import TableSpec
 
@@ -110,14 +110,16 @@ def lineage_table(lineage: dict[str, list[tuple[TableSpec, str]]]) -> MetadataVa
     return MetadataValue.md("\n".join(["| column | comes from |", "|---|---|", *rows]))
 
 
-def refresh_asset(
-    spec: TableSpec,
-    deps: Sequence[TableSpec],
-    refresh: Callable[..., Refresh],
-    lineage: dict[str, list[tuple[TableSpec, str]]] | None = None,
-    needs_reference_date: bool = False,
-) -> AssetsDefinition:
+def refresh_asset(declared: TableRefresh | TableSpec, deps: Sequence[TableSpec] = (),
+                  body: Callable[..., Refresh] | None = None,
+                  lineage: dict[str, list[tuple[TableSpec, str]]] | None = None,
+                  needs_reference_date: bool = False) -> AssetsDefinition:
     """A thin asset around a refresh procedure: run it, report rows, version and what it read."""
+    if isinstance(declared, TableRefresh):
+        spec, deps, refresh, lineage = declared.target, declared.upstreams, declared, declared.lineage
+        needs_reference_date = declared.needs_reference_date
+    else:  # (target, deps, refresh function, lineage): a refresh not declared with @refresh
+        spec, refresh = declared, body
     kwargs = asset_kwargs(spec)
     if lineage:
         kwargs["metadata"]["dagster/column_lineage"] = column_lineage(lineage)

@@ -32,7 +32,7 @@ from dagster import (
 from fitness_assets.assets.common import asset_key
 from fitness_assets.assets.sources import kafka_topic_key, landing_key
 from fitness_assets.instance import fail_dead_runs
-from fitness_assets.lakehouse.ingest import list_landing
+from fitness_assets.pipelines.bronze import list_landing
 from fitness_assets.pipelines.bronze_kafka import stored_positions
 from fitness_assets.resources import KafkaResource, LakehouseResource, SparkResource
 from fitness_assets.settings import AutomationSettings

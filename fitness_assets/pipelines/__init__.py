@@ -1,12 +1,21 @@
 """Refresh procedures of the silver and gold tables: plan the increment, read what changed
-upstream, call the pure transforms, write through the table store. No Dagster here."""
+upstream, call the pure transforms, write through the table store. No Dagster here.
+
+Each table's refresh is declared once, with ``@refresh(target, upstreams, lineage)``: the
+upstreams are both what the increment is planned over and the asset's dependencies, and the
+column lineage is what the asset shows, so they cannot drift apart."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from fitness_assets.lakehouse import incremental as inc
 from fitness_assets.lakehouse.incremental import Increment
-from fitness_assets.lakehouse.store import CommitResult
+from fitness_assets.lakehouse.store import CommitResult, TableStore
+from fitness_assets.tables import TableSpec
+
+Lineage = dict[str, list[tuple[TableSpec, str]]]
 
 
 @dataclass
@@ -19,3 +28,35 @@ class Refresh:
     @property
     def skipped(self) -> bool:
         return self.commit is None or self.commit.skipped
+
+
+@dataclass(frozen=True)
+class TableRefresh:
+    """One table's refresh: ``body(store, increment, *args)`` runs only when an upstream has
+    versions the target has not taken in (planning reads Delta logs only: no Spark job)."""
+
+    target: TableSpec
+    upstreams: tuple[TableSpec, ...]
+    body: Callable[..., CommitResult | None]
+    lineage: Lineage
+    needs_reference_date: bool = False
+
+    def __call__(self, store: TableStore, *args) -> Refresh:
+        i = inc.plan(store, self.target, self.upstreams)
+        if i.is_empty:
+            return Refresh(i)
+        return Refresh(i, self.body(store, i, *args))
+
+
+def refresh(target: TableSpec, upstreams: Sequence[TableSpec], lineage: Lineage,
+            needs_reference_date: bool = False) -> Callable[[Callable[..., CommitResult | None]], TableRefresh]:
+    """Declare ``target``'s refresh from the function that computes and writes an increment."""
+    def declare(body: Callable[..., CommitResult | None]) -> TableRefresh:
+        return TableRefresh(target, tuple(upstreams), body, lineage, needs_reference_date)
+
+    return declare
+
+
+def same_columns(upstream: TableSpec, *columns: str) -> Lineage:
+    """Lineage of columns copied under the same name from ``upstream``."""
+    return {c: [(upstream, c)] for c in columns}

@@ -29,14 +29,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
-
-from fitness_assets.lakehouse.ingest import group_count
 from fitness_assets.lakehouse.store import TableStore, Txn
+from fitness_assets.pipelines.bronze import group_count
 from fitness_assets.streaming.source import Batch, KafkaReader, PartitionKey
 from fitness_assets.tables import TableSpec
 from fitness_assets.transforms.bronze import REASON
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pyspark.sql import functions as F
 
 from fitness_assets.lakehouse import incremental as inc
-from fitness_assets.lakehouse.store import TableStore
-from fitness_assets.pipelines import Refresh
+from fitness_assets.lakehouse.incremental import Increment
+from fitness_assets.lakehouse.store import CommitResult, TableStore
+from fitness_assets.pipelines import refresh, same_columns
 from fitness_assets.tables import (
     COMPLETED_WORKOUTS,
     GYM_LOGS,
@@ -22,11 +23,12 @@ WORKOUT_KEY = ["user_id", "workout_id", "session_id"]
 VISIT_SCOPE = ["mac_address", "gym", "date"]
 
 
-def refresh_workout_bpm_summary(store: TableStore) -> Refresh:
+@refresh(WORKOUT_BPM_SUMMARY, [WORKOUT_BPM, USER_BINS],
+         same_columns(WORKOUT_BPM, *WORKOUT_KEY) | same_columns(USER_BINS, "age", "gender", "city", "state")
+         | {"min_bpm": [(WORKOUT_BPM, "heartrate")], "avg_bpm": [(WORKOUT_BPM, "heartrate")],
+            "max_bpm": [(WORKOUT_BPM, "heartrate")], "num_recordings": [(WORKOUT_BPM, "time")]})
+def workout_bpm_summary(store: TableStore, i: Increment) -> CommitResult | None:
     """Re-aggregate every workout with new readings or whose member's bins changed."""
-    i = inc.plan(store, WORKOUT_BPM_SUMMARY, [WORKOUT_BPM, USER_BINS])
-    if i.is_empty:
-        return Refresh(i)
     readings = inc.snapshot(store, i, WORKOUT_BPM)
     scopes = []
     if i.advanced(WORKOUT_BPM):
@@ -37,15 +39,17 @@ def refresh_workout_bpm_summary(store: TableStore) -> Refresh:
     scope = inc.union_distinct(scopes)
     rows = G.workout_bpm_summary(readings.join(F.broadcast(scope), on=WORKOUT_KEY, how="left_semi"),
                                  inc.snapshot(store, i, USER_BINS))
-    return Refresh(i, inc.sync_scope(store, WORKOUT_BPM_SUMMARY, rows, scope, i))
+    return inc.sync_scope(store, WORKOUT_BPM_SUMMARY, rows, scope, i)
 
 
-def refresh_gym_summary(store: TableStore) -> Refresh:
+@refresh(GYM_SUMMARY, [GYM_LOGS, USERS, COMPLETED_WORKOUTS],
+         {"date": [(GYM_LOGS, "login")]} | same_columns(GYM_LOGS, "gym", "mac_address")
+         | same_columns(COMPLETED_WORKOUTS, "workout_id", "session_id")
+         | {"minutes_in_gym": [(GYM_LOGS, "login"), (GYM_LOGS, "logout")],
+            "minutes_exercising": [(COMPLETED_WORKOUTS, "start_time"), (COMPLETED_WORKOUTS, "end_time")]})
+def gym_summary(store: TableStore, i: Increment) -> CommitResult | None:
     """Recompute every visit day touched by a new visit, a new completed workout of the
     visitor, or a change of the visitor's registration."""
-    i = inc.plan(store, GYM_SUMMARY, [GYM_LOGS, USERS, COMPLETED_WORKOUTS])
-    if i.is_empty:
-        return Refresh(i)
     visits = inc.snapshot(store, i, GYM_LOGS).withColumn("date", F.to_date("login"))
     members = inc.snapshot(store, i, USERS)
     macs = []
@@ -62,4 +66,7 @@ def refresh_gym_summary(store: TableStore) -> Refresh:
     scope = inc.union_distinct(scopes)
     in_scope = visits.join(F.broadcast(scope), on=VISIT_SCOPE, how="left_semi").drop("date")
     rows = G.gym_summary(in_scope, members, inc.snapshot(store, i, COMPLETED_WORKOUTS))
-    return Refresh(i, inc.sync_scope(store, GYM_SUMMARY, rows, scope, i))
+    return inc.sync_scope(store, GYM_SUMMARY, rows, scope, i)
+
+
+REFRESHES = [workout_bpm_summary, gym_summary]

@@ -18,8 +18,8 @@ from pyspark.sql import DataFrame
 
 from fitness_assets.assets.common import asset_key, asset_kwargs, materialization_metadata
 from fitness_assets.assets.sources import KAFKA_SOURCE_KEYS, landing_key
-from fitness_assets.lakehouse.ingest import IngestReport, ingest
 from fitness_assets.lakehouse.store import TableStore
+from fitness_assets.pipelines.bronze import IngestReport, ingest
 from fitness_assets.pipelines.bronze_kafka import KafkaIngestReport, ingest_kafka
 from fitness_assets.resources import KafkaResource, LakehouseResource, SparkResource
 from fitness_assets.tables import (

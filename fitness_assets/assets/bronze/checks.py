@@ -8,7 +8,8 @@ from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue
 from pyspark.sql import functions as F
 
 from fitness_assets.assets.checks_lib import Check, custom_check, not_null_check, rule_check
-from fitness_assets.lakehouse.ingest import (
+from fitness_assets.lakehouse.store import TableStore
+from fitness_assets.pipelines.bronze import (
     CHANGED_LINE,
     FILE_LINE,
     UnreadableFile,
@@ -18,7 +19,6 @@ from fitness_assets.lakehouse.ingest import (
     read_landing_bytes,
     sha256,
 )
-from fitness_assets.lakehouse.store import TableStore
 from fitness_assets.resources import LakehouseResource
 from fitness_assets.tables import (
     GYM_LOGINS_BZ,
