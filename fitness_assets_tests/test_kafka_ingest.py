@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+
 from fitness_assets.lakehouse.store import DeltaRsTableStore
+from fitness_assets.pipelines.bronze_kafka import ingest_kafka, stored_positions
 from fitness_assets.streaming.broker import MockKafkaBroker
 from fitness_assets.streaming.settings import KafkaSettings
 from fitness_assets.streaming.source import KafkaReader
 from fitness_assets.tables import DATE_LOOKUP, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR
 from fitness_assets.transforms import bronze as parsers
 from fitness_assets.transforms import reference
-
-from fitness_assets.pipelines.bronze_kafka import ingest_kafka, stored_positions
 
 BASE_MS = 1_700_000_000_000
 PARTITIONS = 3
@@ -60,11 +60,14 @@ def _produce(bootstrap: str, records: list[tuple[str, int, bytes | None]]) -> di
 
 
 def _ingest(store, spark, parse, bootstrap, **kwargs):
+    """One run, validating without Spark (the default path); ``parse`` (the Spark parser) is
+    used instead when ``spark_parse`` is set, with the records staged as Parquet as in Spark."""
     settings = KafkaSettings(bootstrap_servers=bootstrap, poll_timeout_seconds=10)
-    staging = Path(store.root) / "_staging"  # records reach Spark as a staged Parquet file, as in the asset
+    staging = Path(store.root) / "_staging"
+    use_spark = kwargs.pop("spark_parse", False)
     with KafkaReader(settings) as reader:  # a new consumer each run, as a new run process has
-        report = ingest_kafka(store, spark, reader, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR, parse,
-                              staging=staging, **kwargs)
+        report = ingest_kafka(store, spark, reader, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR,
+                              parse if use_spark else None, staging=staging, **kwargs)
     assert not list(staging.glob("*")), "staged record files are removed after their batch"
     return report
 
@@ -129,7 +132,15 @@ BAD = [
 def test_bad_records_are_quarantined_with_the_file_feeds_reasons(lake, spark, broker, settings, tmp_path):
     store, parse = lake
     produced = _produce(broker, [("workout", 1, value) for value, _ in BAD] + [("bpm", 2, json.dumps(_bpm(1)).encode())])
+    spark_store = DeltaRsTableStore(str(tmp_path / "spark_lake"), lambda: spark)
+    spark_store.overwrite(DATE_LOOKUP, store.read(DATE_LOOKUP))
+    _ingest(spark_store, spark, parse, broker, spark_parse=True)
     report = _ingest(store, spark, parse, broker)
+    columns = ["source_file", "line", "raw", "reason"]
+    assert (sorted(store.read(KAFKA_MULTIPLEX_QR).select(*columns).collect())
+            == sorted(spark_store.read(KAFKA_MULTIPLEX_QR).select(*columns).collect())), "same rows as the Spark parser"
+    assert (sorted(store.read(KAFKA_MULTIPLEX_BZ).drop("load_time").collect())
+            == sorted(spark_store.read(KAFKA_MULTIPLEX_BZ).drop("load_time").collect()))
     assert report.rows_written == 1 and report.rows_quarantined == len(BAD)
     rows = store.read(KAFKA_MULTIPLEX_QR).collect()
     by_offset = {r["line"]: r for r in rows}

@@ -15,11 +15,13 @@ snapshot.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
+import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -28,8 +30,10 @@ import pyarrow.compute  # noqa: F401  (pa.compute)
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
+from fitness_assets.lakehouse import delta_sql
 from fitness_assets.tables import TableSpec
 
 OP_COLUMN = "_op"
@@ -164,6 +168,10 @@ class TableStore(ABC):
     def merge(self, spec: TableSpec, data: DataFrame | pa.Table, merge: Merge, *, txns: Sequence[Txn] = (),
               metadata: dict[str, Any] | None = None) -> CommitResult: ...
 
+    def read_arrow(self, spec: TableSpec, version: int | None = None) -> pa.Table:
+        """The table (or a version of it) as Arrow in the spec's schema; for small tables."""
+        return self.to_arrow(spec, self.read(spec, version))
+
     def to_arrow(self, spec: TableSpec, data: DataFrame | pa.Table, extra: Iterable[pa.Field] = ()) -> pa.Table:
         """Data in the spec's exact Arrow schema (plus ``extra`` fields such as the merge op)."""
         fields = list(spec.schema) + list(extra)
@@ -255,6 +263,12 @@ class DeltaRsTableStore(TableStore):
         if not self.exists(spec):
             return self._read_files(spec, [])
         return self._read_files(spec, self._table(spec, version).file_uris())
+
+    def read_arrow(self, spec: TableSpec, version: int | None = None) -> pa.Table:
+        """Read by delta-rs itself: no Spark job."""
+        if not self.exists(spec):
+            return spec.schema.empty_table()
+        return self.to_arrow(spec, self._table(spec, version).to_pyarrow_table(columns=spec.column_names))
 
     def read_appended(self, spec: TableSpec, after_version: int, up_to_version: int) -> DataFrame:
         if up_to_version <= after_version:
@@ -428,141 +442,254 @@ class DeltaRsTableStore(TableStore):
 
 
 class SparkDeltaTableStore(TableStore):
-    """Spark's native Delta (Databricks or a Spark with the Delta jars), tables named
-    ``<catalog>.<layer>.<table>`` (or ``<layer>.<table>`` without a catalog).
+    """Spark's native Delta (Databricks and Unity Catalog, or any Spark with Delta's jars),
+    tables named ``<catalog>.<layer>.<table>`` (``<layer>.<table>`` without a catalog);
+    ``schemas`` may give a layer's schema another name (a bundle's development mode prefixes
+    them per developer: ``dev_<user>_silver``).
 
-    Same contract as the delta-rs store: explicit schemas, app transactions through Delta's
-    ``txnAppId``/``txnVersion`` writer options, MERGE through ``DeltaTable.merge``. It cannot
-    run here (no Delta jars, see README); the Databricks work completes and tests it.
+    Same contract as the delta-rs store, through SQL only (built by ``delta_sql``, so it works
+    the same over a classic session, Spark Connect and Databricks Connect, and needs no
+    ``delta`` Python package): tables created with their explicit schema, partitioning,
+    comment, properties and change data feed in the layer's schema (created when missing);
+    CHECK constraints and properties a table lacks are added; writes are INSERT / INSERT
+    OVERWRITE / INSERT ... REPLACE WHERE / MERGE from a temporary view of the data. Progress
+    (app transactions) goes through Delta's idempotent-write session confs (first pair) and
+    the commit's userMetadata (all pairs, and the table's whole progress map), see
+    ``delta_sql``; optimistic-concurrency conflicts are retried on a fresh snapshot.
+
+    Writers of one table must take turns for the progress map to stay exact (the platform
+    runs one run at a time and one step per table); Delta's own guard still stops a repeated
+    first pair if two race.
     """
 
-    def __init__(self, spark: Callable[[], SparkSession], catalog: str | None = None):
+    max_attempts = 6
+    history_page = 64
+
+    def __init__(self, spark: Callable[[], SparkSession], catalog: str | None = None,
+                 schemas: Mapping[str, str] | None = None):
         super().__init__(spark)
-        self.catalog = catalog
+        self.catalog = catalog or None
+        self.schemas = {layer: schema for layer, schema in (schemas or {}).items() if schema}
+        self._ensured: set[str] = set()
+
+    def _target(self, spec: TableSpec) -> TableSpec:
+        """The spec as named in the catalog: its layer replaced by the layer's schema."""
+        schema = self.schemas.get(spec.layer, spec.layer)
+        return spec if schema == spec.layer else dataclasses.replace(spec, layer=schema)
 
     def location(self, spec: TableSpec) -> str:
-        return ".".join(p for p in (self.catalog, spec.layer, spec.name) if p)
+        return ".".join(p for p in (self.catalog, self._target(spec).layer, spec.name) if p)
+
+    def _name(self, spec: TableSpec) -> str:
+        return delta_sql.table_name(self.catalog, self._target(spec))
+
+    def _sql(self, statement: str) -> DataFrame:
+        return self.spark.sql(statement)
 
     def exists(self, spec):
-        return self.spark.catalog.tableExists(self.location(spec))
+        return self.spark.catalog.tableExists(self._name(spec))
+
+    def _properties(self, spec) -> dict[str, str]:
+        return {r[0]: r[1] for r in self._sql(delta_sql.show_properties_sql(self.catalog, self._target(spec))).collect()}
 
     def ensure(self, spec):
-        if self.exists(spec):
+        if spec.qualified_name in self._ensured:
             return
-        self.spark.sql(f"CREATE SCHEMA IF NOT EXISTS {self.location(spec).rsplit('.', 1)[0]}")
-        ddl = ", ".join(f"`{f.name}` {from_arrow_schema(pa.schema([f]))[0].dataType.simpleString()}"
-                        + ("" if f.nullable else " NOT NULL") for f in spec.schema)
-        parts = f" PARTITIONED BY ({', '.join(spec.partition_by)})" if spec.partition_by else ""
-        properties = dict(spec.properties) | ({"delta.enableChangeDataFeed": "true"} if spec.change_data_feed else {})
-        props = (" TBLPROPERTIES (" + ", ".join(f"'{k}' = '{v}'" for k, v in properties.items()) + ")"
-                 if properties else "")
-        self.spark.sql(f"CREATE TABLE IF NOT EXISTS {self.location(spec)} ({ddl}) USING DELTA{parts}{props}")
-        for name, expr in spec.constraints.items():
-            self.spark.sql(f"ALTER TABLE {self.location(spec)} ADD CONSTRAINT {name} CHECK ({expr})")
-
-    def vacuum(self, spec, retention_hours):
         if not self.exists(spec):
-            return []
-        self.spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
-        self.spark.sql(f"VACUUM {self.location(spec)} RETAIN {int(retention_hours)} HOURS")
-        return []  # Delta on Spark does not list what it deleted
+            # The bundle creates the schemas on Databricks; a principal without CREATE SCHEMA
+            # on the catalog must not even be asked.
+            if not self.spark.catalog.databaseExists(delta_sql.schema_name(self.catalog, self._target(spec).layer)):
+                self._sql(delta_sql.create_schema_sql(self.catalog, self._target(spec).layer))
+            self._sql(delta_sql.create_table_sql(self.catalog, self._target(spec)))
+        properties = self._properties(spec)
+        missing = delta_sql.missing_properties(spec, properties)
+        if missing:
+            self._sql(delta_sql.set_properties_sql(self.catalog, self._target(spec), missing))
+        # A process killed between CREATE and ALTER leaves a table without its constraints:
+        # add the ones it lacks (never all again: Delta refuses a name that exists).
+        for name, expr in delta_sql.missing_constraints(spec, properties).items():
+            try:
+                self._sql(delta_sql.add_constraint_sql(self.catalog, self._target(spec), name, expr))
+            except Exception:
+                if delta_sql.missing_constraints(spec, self._properties(spec)).get(name):
+                    raise  # not a concurrent writer that added it first
+        self._ensured.add(spec.qualified_name)
 
-    def _delta(self, spec):
-        from delta.tables import DeltaTable as SparkDeltaTable  # needs the Delta jars at run time
+    def drop(self, spec: TableSpec) -> None:
+        """Drop the table (a full rebuild starts from nothing)."""
+        self._sql(delta_sql.drop_table_sql(self.catalog, self._target(spec)))
+        self._ensured.discard(spec.qualified_name)
 
-        return SparkDeltaTable.forName(self.spark, self.location(spec))
+    def _history(self, spec, limit: int | None) -> list:
+        """Commits newest first: version, operation, operationParameters, operationMetrics, userMetadata."""
+        return self._sql(delta_sql.history_sql(self.catalog, self._target(spec), limit)).select(
+            "version", "operation", "operationParameters", "operationMetrics", "userMetadata").collect()
+
+    def _newest_first(self, spec):
+        """Commits newest first, a page at a time: most look-ups stop in the first page."""
+        rows = self._history(spec, self.history_page)
+        yield from rows
+        if len(rows) == self.history_page:
+            yield from self._history(spec, None)[self.history_page:]
 
     def version(self, spec):
         if not self.exists(spec):
             return -1
-        return int(self._delta(spec).history(1).collect()[0]["version"])
+        return int(self._history(spec, 1)[0]["version"])
+
+    def _empty(self, spec, extra: tuple[str, ...] = ()) -> DataFrame:
+        schema = from_arrow_schema(spec.schema)
+        for name in extra:
+            schema = schema.add(name, "string")
+        return self.spark.createDataFrame([], schema)
 
     def read(self, spec, version=None):
-        reader = self.spark.read.format("delta")
-        if version is not None:
-            reader = reader.option("versionAsOf", version)
-        return reader.table(self.location(spec)).select(*spec.column_names)
+        if not self.exists(spec):
+            return self._empty(spec)
+        return self._sql(delta_sql.select_sql(self.catalog, self._target(spec), version))
 
     def read_appended(self, spec, after_version, up_to_version):
-        return self.read_changes(spec, after_version, up_to_version).where("_change_type = 'insert'").drop("_change_type")
+        if up_to_version <= after_version:
+            return self._empty(spec)
+        for row in self._newest_first(spec):
+            version = int(row["version"])
+            if version <= after_version:
+                break
+            if version <= up_to_version and not delta_sql.is_append_only(row["operation"], row["operationParameters"]):
+                raise RuntimeError(
+                    f"{spec.qualified_name} is not append-only between versions {after_version} and "
+                    f"{up_to_version} ({row['operation']} at version {version}); rebuild its consumers "
+                    "with a full refresh")
+        if self._properties(spec).get(delta_sql.CDF_PROPERTY, "").lower() == "true":
+            return self.read_changes(spec, after_version, up_to_version).where(
+                F.col("_change_type") == "insert").drop("_change_type")
+        return self._sql(delta_sql.appended_rows_sql(self.catalog, self._target(spec), after_version, up_to_version))
 
     def read_changes(self, spec, after_version, up_to_version):
-        return (self.spark.read.format("delta").option("readChangeFeed", "true")
+        if up_to_version <= after_version:
+            return self._empty(spec, ("_change_type",))
+        columns = [F.col(delta_sql.quote_identifier(c)) for c in [*spec.column_names, "_change_type"]]
+        return (self.spark.read.option("readChangeFeed", "true")
                 .option("startingVersion", after_version + 1).option("endingVersion", up_to_version)
-                .table(self.location(spec)).select(*spec.column_names, "_change_type"))
+                .table(self._name(spec)).select(*columns))
 
-    def _history(self, spec):
-        return self._delta(spec).history().orderBy("version").collect()
-
-    def commit_metadata(self, spec):
-        out = []
-        for row in self._history(spec):
-            meta = row["userMetadata"]
-            if meta and meta.startswith("{"):
-                out.append(json.loads(meta) | {"_version": row["version"]})
-        return out
+    def _progress(self, spec) -> dict[str, int]:
+        """The table's progress map: the one carried by its newest store commit."""
+        if not self.exists(spec):
+            return {}
+        for row in self._newest_first(spec):
+            decoded = delta_sql.decode_user_metadata(row["userMetadata"])
+            if decoded is not None and delta_sql.PROGRESS_KEY in decoded:
+                return {k: int(v) for k, v in decoded[delta_sql.PROGRESS_KEY].items()}
+        return {}
 
     def transaction_version(self, spec, app_id):
-        # Progress is kept in each commit's userMetadata (written in the same commit as the
-        # data); Delta's own txn actions are not readable from PySpark.
-        versions = [m["_txns"][app_id] for m in self.commit_metadata(spec) if app_id in m.get("_txns", {})]
-        return max(versions) if versions else None
+        return self._progress(spec).get(app_id)
 
-    def _user_metadata(self, txns, metadata):
-        return json.dumps((metadata or {}) | {"_txns": {t.app_id: t.version for t in txns}}, sort_keys=True)
+    def commit_metadata(self, spec):
+        if not self.exists(spec):
+            return []
+        out = []
+        for row in reversed(self._history(spec, None)):
+            decoded = delta_sql.decode_user_metadata(row["userMetadata"])
+            custom = delta_sql.caller_metadata(decoded) if decoded else {}
+            if custom:
+                out.append(custom | {"_version": int(row["version"])})
+        return out
 
-    def _skip(self, spec, txns):
-        return any((self.transaction_version(spec, t.app_id) or -1) >= t.version for t in txns)
+    def latest_commit_metadata(self, spec, key):
+        if not self.exists(spec):
+            return None
+        for row in self._newest_first(spec):
+            decoded = delta_sql.decode_user_metadata(row["userMetadata"])
+            if decoded and key in decoded:
+                return delta_sql.caller_metadata(decoded) | {"_version": int(row["version"])}
+        return None
 
-    def _writer(self, df, txns, metadata):
-        writer = df.write.format("delta").option("userMetadata", self._user_metadata(txns, metadata))
-        for txn in txns[:1]:  # Delta's own idempotent-write guard takes one (app id, version)
-            writer = writer.option("txnAppId", txn.app_id).option("txnVersion", txn.version)
-        return writer
+    def vacuum(self, spec, retention_hours):
+        if not self.exists(spec):
+            return []
+        # The retention is this platform's setting (erasure), not Delta's 7-day floor.
+        self.spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
+        self._sql(delta_sql.vacuum_sql(self.catalog, self._target(spec), int(retention_hours)))
+        return []  # Delta on Spark does not say which files it deleted
 
-    def _as_df(self, spec, data):
+    def _source(self, spec, data, with_op: bool) -> DataFrame:
+        """The data as a DataFrame with the spec's columns (and the merge op when present)."""
+        extra = [pa.field(OP_COLUMN, pa.string())] if with_op else []
         if isinstance(data, pa.Table):
-            data = self.spark.createDataFrame(data, from_arrow_schema(spec.schema))
-        return data
+            table = self.to_arrow(spec, data, extra)
+            return self.spark.createDataFrame(table, from_arrow_schema(table.schema))
+        names = [*spec.column_names, *[f.name for f in extra]]
+        return data.select(*[F.col(delta_sql.quote_identifier(n)) for n in names])
+
+    def _find_commit(self, spec, commit_id: str):
+        for row in self._history(spec, self.history_page):
+            decoded = delta_sql.decode_user_metadata(row["userMetadata"])
+            if decoded and decoded.get(delta_sql.COMMIT_ID_KEY) == commit_id:
+                return row
+        return None
+
+    def _commit(self, spec: TableSpec, operation: str, source: DataFrame, txns: Sequence[Txn],
+                metadata: dict[str, Any] | None, statement: Callable[[str], str]) -> CommitResult:
+        """Run ``statement(view)`` with ``source`` as the temporary view, the commit's
+        userMetadata and Delta's idempotent-write confs set for exactly this statement."""
+        self.ensure(spec)
+        pairs = [(t.app_id, t.version) for t in txns]
+        view = f"fitness_source_{uuid.uuid4().hex}"
+        source.createOrReplaceTempView(view)
+        conf = self.spark.conf
+        try:
+            for attempt in range(1, self.max_attempts + 1):
+                progress = self._progress(spec)
+                if any(progress.get(app_id, -1) >= version for app_id, version in pairs):
+                    return CommitResult(spec.qualified_name, operation, self.version(spec), skipped=True)
+                if self.before_commit is not None:
+                    self.before_commit(spec)
+                commit_id = uuid.uuid4().hex
+                conf.set(delta_sql.USER_METADATA_CONF, delta_sql.encode_user_metadata(
+                    metadata, pairs, delta_sql.progress_after(progress, pairs), commit_id))
+                if pairs:
+                    conf.set(delta_sql.TXN_APP_ID_CONF, pairs[0][0])
+                    conf.set(delta_sql.TXN_VERSION_CONF, str(pairs[0][1]))
+                try:
+                    self._sql(statement(view))
+                except Exception as e:
+                    if not delta_sql.is_concurrency_conflict(e) or attempt == self.max_attempts:
+                        raise
+                    time.sleep(0.05 * 2 ** attempt)
+                    continue
+                finally:
+                    for key in (delta_sql.USER_METADATA_CONF, delta_sql.TXN_APP_ID_CONF, delta_sql.TXN_VERSION_CONF):
+                        conf.unset(key)
+                _maybe_fail(spec)
+                row = self._find_commit(spec, commit_id)
+                if row is None:  # Delta's guard found the first pair recorded by a racing writer
+                    return CommitResult(spec.qualified_name, operation, self.version(spec), skipped=True)
+                metrics = delta_sql.normalize_metrics(row["operation"], row["operationMetrics"])
+                return CommitResult(spec.qualified_name, operation, int(row["version"]), metrics | {"attempts": attempt})
+            raise AssertionError("unreachable")
+        finally:
+            self.spark.catalog.dropTempView(view)
 
     def append(self, spec, data, *, txns=(), metadata=None):
-        self.ensure(spec)
-        if self._skip(spec, txns):
-            return CommitResult(spec.qualified_name, "append", self.version(spec), skipped=True)
-        self._writer(self._as_df(spec, data).select(*spec.column_names), list(txns), metadata).mode("append") \
-            .saveAsTable(self.location(spec))
-        return CommitResult(spec.qualified_name, "append", self.version(spec))
+        return self._commit(spec, "append", self._source(spec, data, False), txns, metadata,
+                            lambda view: delta_sql.insert_sql(self.catalog, self._target(spec), view))
 
     def overwrite(self, spec, data, *, predicate=None, txns=(), metadata=None):
-        self.ensure(spec)
-        if self._skip(spec, txns):
-            return CommitResult(spec.qualified_name, "overwrite", self.version(spec), skipped=True)
-        writer = self._writer(self._as_df(spec, data).select(*spec.column_names), list(txns), metadata).mode("overwrite")
-        if predicate:
-            writer = writer.option("replaceWhere", predicate)
-        writer.saveAsTable(self.location(spec))
-        return CommitResult(spec.qualified_name, "overwrite", self.version(spec))
+        return self._commit(spec, "overwrite", self._source(spec, data, False), txns, metadata,
+                            lambda view: delta_sql.insert_sql(self.catalog, self._target(spec), view, overwrite=predicate is None,
+                                                              replace_where=predicate))
 
     def merge(self, spec, data, merge, *, txns=(), metadata=None):
-        self.ensure(spec)
-        if self._skip(spec, txns):
-            return CommitResult(spec.qualified_name, "merge", self.version(spec), skipped=True)
-        source = self._as_df(spec, data)
-        builder = self._delta(spec).alias("t").merge(source.alias("s"), merge.predicate)
-        columns = {c: f"s.`{c}`" for c in spec.column_names}
-        for c in merge.clauses:
-            if c.kind in ("update_all", "update"):
-                builder = builder.whenMatchedUpdate(condition=c.predicate, set=c.updates or columns)
-            elif c.kind == "delete":
-                builder = builder.whenMatchedDelete(condition=c.predicate)
-            elif c.kind == "insert_all":
-                builder = builder.whenNotMatchedInsert(condition=c.predicate, values=columns)
-            elif c.kind == "delete_not_matched_by_source":
-                builder = builder.whenNotMatchedBySourceDelete(condition=c.predicate)
-        conf_key = "spark.databricks.delta.commitInfo.userMetadata"
-        self.spark.conf.set(conf_key, self._user_metadata(list(txns), metadata))
-        try:
-            builder.execute()
-        finally:
-            self.spark.conf.unset(conf_key)
-        return CommitResult(spec.qualified_name, "merge", self.version(spec))
+        with_op = OP_COLUMN in (data.columns if isinstance(data, DataFrame) else data.column_names)
+        source = self._source(spec, data, with_op)
+        if source.isEmpty():
+            if not txns:
+                return CommitResult(spec.qualified_name, "merge", self.version(spec), skipped=True)
+            # Nothing to merge, but the progress must advance with this write: an empty append
+            # is a commit that carries it (as in the delta-rs store).
+            return self._commit(spec, "merge", self._source(spec, spec.schema.empty_table(), False), txns, metadata,
+                                lambda view: delta_sql.insert_sql(self.catalog, self._target(spec), view))
+        return self._commit(spec, "merge", source, txns, metadata,
+                            lambda view: delta_sql.merge_sql(self.catalog, self._target(spec), view, merge.predicate, merge.clauses))

@@ -1,8 +1,9 @@
 """Kafka -> bronze, exactly once, with the positions kept in the bronze table itself.
 
 Each batch reads from the positions recorded by the last Kafka commit of the bronze table,
-parses the records with the same parser as the `kafka_multiplex/` files (so validation and
-quarantine reasons are identical), and appends the good rows in ONE Delta commit that also
+validates the records in Python and Arrow (``transforms.kafka_arrow``: the same rules, reasons
+and bronze columns as the Spark parser of the `kafka_multiplex/` files, held to it by a
+conformance test; no Spark job on this path), and appends the good rows in ONE Delta commit that also
 records the next offset of every partition (commit metadata ``kafka_offsets``) and the app
 transaction ``kafka:<table>`` = batch number. Hence:
 
@@ -29,19 +30,22 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
 from fitness_assets.lakehouse.store import TableStore, Txn
 from fitness_assets.pipelines.bronze import group_count
 from fitness_assets.streaming.source import Batch, KafkaReader, PartitionKey
-from fitness_assets.tables import TableSpec
+from fitness_assets.tables import DATE_LOOKUP, TableSpec
 from fitness_assets.transforms.bronze import REASON
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
+from fitness_assets.transforms.kafka_arrow import RAW_LIMIT, validate_records
 
 log = logging.getLogger(__name__)
 
 OFFSETS_KEY = "kafka_offsets"
 SOURCE_PREFIX = "kafka://"
-RAW_LIMIT = 4096  # characters of an undecodable message kept in quarantine
+#: The bronze columns a parser gives besides the audit columns.
+KAFKA_COLUMNS = ("key", "value", "topic", "partition", "offset", "timestamp", "date", "week_part")
 
 
 def app_id(bronze: TableSpec) -> str:
@@ -84,24 +88,25 @@ RECORDS_SCHEMA = pa.schema([
 
 
 def _records(batch: Batch) -> tuple[pa.Table, pa.Table]:
-    """The batch as columns for the parser (``line`` = offset), and the records rejected
+    """For a Spark ``parse``: the batch as columns (``line`` = offset), and the records rejected
     before parsing: a value whose bytes are not UTF-8 cannot be a JSON payload."""
     good: dict[str, list] = {f.name: [] for f in RECORDS_SCHEMA}
     bad: dict[str, list] = {"source_file": [], "line": [], "raw": [], REASON: []}
-    for record in batch.records:
-        name = source_name(f"{record.topic}/{record.partition}")
+    for topic, partition, offset, timestamp, key, raw in zip(batch.topics, batch.partitions, batch.offsets,
+                                                             batch.timestamps, batch.keys, batch.values, strict=True):
+        name = source_name(f"{topic}/{partition}")
         try:
-            value = None if record.value is None else record.value.decode("utf-8")
+            value = None if raw is None else raw.decode("utf-8")
         except UnicodeDecodeError:
             bad["source_file"].append(name)
-            bad["line"].append(record.offset)
-            bad["raw"].append(repr(record.value)[:RAW_LIMIT])
+            bad["line"].append(offset)
+            bad["raw"].append(repr(raw)[:RAW_LIMIT])
             bad[REASON].append("invalid_value:value")
             continue
-        for column, item in (("source_file", name), ("line", record.offset), ("value", value),
-                             ("key", None if record.key is None else record.key.decode("utf-8", "backslashreplace")),
-                             ("topic", record.topic), ("partition", record.partition), ("offset", record.offset),
-                             ("timestamp", record.timestamp_ms)):
+        for column, item in (("source_file", name), ("line", offset), ("value", value),
+                             ("key", None if key is None else key.decode("utf-8", "backslashreplace")),
+                             ("topic", topic), ("partition", partition), ("offset", offset),
+                             ("timestamp", timestamp)):
             good[column].append(item)
     rejected = pa.table({"source_file": pa.array(bad["source_file"], pa.string()),
                          "line": pa.array(bad["line"], pa.int64()), "raw": pa.array(bad["raw"], pa.string()),
@@ -127,22 +132,25 @@ def _sql_string(value: str) -> str:
 
 def ingest_kafka(
     store: TableStore,
-    spark: SparkSession,
+    spark: SparkSession | None,
     reader: KafkaReader,
     bronze: TableSpec,
     quarantine: TableSpec,
-    parse: Callable[[DataFrame], DataFrame],
+    parse: Callable[[DataFrame], DataFrame] | None = None,
     max_records_per_batch: int = 100_000,
     max_batches: int = 20,
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     staging: Path | None = None,
+    calendar: pa.Table | None = None,
 ) -> KafkaIngestReport:
     """Take what the configured topics hold beyond the stored positions, in bounded batches.
 
-    ``parse`` takes the records as columns (``source_file``, ``line`` = offset, ``key``,
-    ``value``, ``topic``, ``partition``, ``offset``, ``timestamp``): see
-    ``transforms.bronze.parse_kafka_records``. ``staging`` is a local folder where a batch's
-    records are handed to Spark as a Parquet file (deleted after the batch)."""
+    By default the records are validated without Spark (``transforms.kafka_arrow``) against
+    ``calendar`` (``reference/date_lookup`` as Arrow: ``date``, ``week_part``; read from the
+    store, once, when not given). ``parse`` instead runs a Spark parser over the records as
+    columns (``source_file``, ``line`` = offset, ``key``, ``value``, ``topic``, ``partition``,
+    ``offset``, ``timestamp``; see ``transforms.bronze.parse_kafka_records``), handed to Spark
+    through a Parquet file in ``staging`` when given (deleted after the batch)."""
     report = KafkaIngestReport()
     store.ensure(bronze)
     store.ensure(quarantine)
@@ -150,11 +158,18 @@ def ingest_kafka(
     while report.batches < max_batches:
         batch = reader.read(positions, max_records_per_batch)
         report.lost.update(batch.lost)
-        if not batch.records:
+        if not len(batch):
             break
+        if parse is None and calendar is None:
+            calendar = store.read_arrow(DATE_LOOKUP)
         sequence = (store.transaction_version(bronze, app_id(bronze)) or 0) + 1
-        committed = _commit_batch(store, spark, bronze, quarantine, parse, batch, positions, counts, sequence,
-                                  now(), report, staging)
+        if parse is None:
+            good, quarantine_rows = validate_records(batch.topics, batch.partitions, batch.offsets, batch.timestamps,
+                                                     batch.keys, batch.values, calendar, SOURCE_PREFIX)
+        else:
+            good, quarantine_rows = _spark_parse(spark, parse, batch, staging)
+        committed = _commit_batch(store, bronze, quarantine, good, quarantine_rows, batch, positions, counts,
+                                  sequence, now(), report)
         report.batches += 1
         if not committed:
             report.skipped_batches += 1
@@ -169,25 +184,30 @@ def ingest_kafka(
     return report
 
 
-def _commit_batch(store, spark, bronze, quarantine, parse, batch: Batch, positions, counts, sequence, load_time,
-                  report: KafkaIngestReport, staging: Path | None) -> bool:
+def _spark_parse(spark, parse, batch: Batch, staging: Path | None) -> tuple[pa.Table, pa.Table]:
+    """The bronze rows and quarantine rows of a batch, by a Spark parser."""
     records, rejected = _records(batch)
     frame, staged = _to_spark(spark, records, staging)
     try:
         data = parse(frame).select(
-            *[c for c in bronze.column_names if c not in ("load_time", "source_file")],
-            "source_file", "line", F.when(F.col(REASON).isNotNull(), F.col("raw")).alias("raw"), REASON,
+            *[c for c in KAFKA_COLUMNS], "source_file", "line",
+            F.when(F.col(REASON).isNotNull(), F.col("raw")).alias("raw"), REASON,
         ).toArrow()
     finally:
         if staged is not None:
             staged.unlink(missing_ok=True)
-    data = data.append_column("load_time", pa.array([load_time] * data.num_rows, type=pa.timestamp("us", tz="UTC")))
     is_bad = pc.is_valid(data[REASON])
     good, bad = data.filter(pc.invert(is_bad)), data.filter(is_bad)
-    rejected = rejected.append_column("load_time", pa.array([load_time] * rejected.num_rows,
-                                                            type=pa.timestamp("us", tz="UTC")))
-    quarantine_rows = pa.concat_tables([bad.select(quarantine.column_names).cast(quarantine.schema),
-                                        rejected.select(quarantine.column_names).cast(quarantine.schema)])
+    columns = ["source_file", "line", "raw", REASON]
+    return good, pa.concat_tables([bad.select(columns), rejected.select(columns).cast(bad.select(columns).schema)])
+
+
+def _commit_batch(store: TableStore, bronze: TableSpec, quarantine: TableSpec, good: pa.Table,
+                  quarantine_rows: pa.Table, batch: Batch, positions, counts, sequence: int, load_time: dt.datetime,
+                  report: KafkaIngestReport) -> bool:
+    stamp = pa.scalar(load_time, type=pa.timestamp("us", tz="UTC"))
+    good = good.append_column("load_time", pa.repeat(stamp, good.num_rows))
+    quarantine_rows = quarantine_rows.append_column("load_time", pa.repeat(stamp, quarantine_rows.num_rows))
 
     # Offsets at or after a batch's start were never committed: whatever a crashed attempt
     # left there is replaced, so a retry never doubles quarantine rows.
@@ -199,14 +219,14 @@ def _commit_batch(store, spark, bronze, quarantine, parse, batch: Batch, positio
     new_positions = dict(positions) | batch.next_offsets
     new_counts = {k: counts.get(k, 0) + read.get(k, 0) for k in set(counts) | set(read)}
     result = store.append(
-        bronze, good.select(bronze.column_names),
+        bronze, good,
         txns=[Txn(app_id(bronze), sequence)],
         metadata={OFFSETS_KEY: new_positions, "batch": sequence,
                   "files": {source_name(k): n for k, n in sorted(new_counts.items())}},
     )
     if result.skipped:
         return False
-    report.records += len(batch.records)
+    report.records += len(batch)
     report.rows_written += good.num_rows
     report.rows_quarantined += quarantine_rows.num_rows
     for reason, n in group_count(quarantine_rows, REASON).items():

@@ -10,6 +10,7 @@ the consumer group afterwards, for lag tools, once the data is safely in Delta.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -29,34 +30,27 @@ def split_key(key: PartitionKey) -> tuple[str, int]:
     return topic, int(partition)
 
 
-@dataclass(frozen=True)
-class KafkaRecord:
-    """One consumed message, with what identifies it in Kafka."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int | None
-    key: bytes | None
-    value: bytes | None
-
-
 @dataclass
 class Batch:
-    """What one bounded read returned."""
+    """What one bounded read returned: the records as columns (one entry per record, in the
+    order consumed, which is offset order within a partition), and the positions."""
 
-    records: list[KafkaRecord] = field(default_factory=list)
+    topics: list[str] = field(default_factory=list)
+    partitions: list[int] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    timestamps: list[int | None] = field(default_factory=list)  # ms; None when Kafka has none
+    keys: list[bytes | None] = field(default_factory=list)
+    values: list[bytes | None] = field(default_factory=list)
     start: dict[PartitionKey, int] = field(default_factory=dict)  # first offset asked for
     next_offsets: dict[PartitionKey, int] = field(default_factory=dict)  # position after the batch
     end_offsets: dict[PartitionKey, int] = field(default_factory=dict)  # high watermarks at start
     lost: dict[PartitionKey, int] = field(default_factory=dict)  # offsets removed by retention before read
 
+    def __len__(self) -> int:
+        return len(self.offsets)
+
     def records_by_partition(self) -> dict[PartitionKey, int]:
-        counts: dict[PartitionKey, int] = {}
-        for r in self.records:
-            key = partition_key(r.topic, r.partition)
-            counts[key] = counts.get(key, 0) + 1
-        return counts
+        return {partition_key(t, p): n for (t, p), n in Counter(zip(self.topics, self.partitions, strict=True)).items()}
 
 
 class KafkaReader:
@@ -115,33 +109,45 @@ class KafkaReader:
         if not assignment:
             return batch
         self._consumer.assign(assignment)
-        pending = set(batch.start)
+        ends = {split_key(key): batch.end_offsets[key] for key in batch.start}
+        pending = set(ends)
+        after: dict[tuple[str, int], int] = {}
+        # The hot loop: a few C calls and list appends per message, nothing else.
+        topics, partitions, offsets = batch.topics.append, batch.partitions.append, batch.offsets.append
+        timestamps, keys, values = batch.timestamps.append, batch.keys.append, batch.values.append
+        count = 0
         deadline = time.monotonic() + self.settings.poll_timeout_seconds
-        while pending and len(batch.records) < max_records and time.monotonic() < deadline:
-            for message in self._consumer.consume(num_messages=min(10_000, max_records - len(batch.records)),
-                                                  timeout=0.5):
-                key = partition_key(message.topic(), message.partition())
+        while pending and count < max_records and time.monotonic() < deadline:
+            for message in self._consumer.consume(num_messages=min(10_000, max_records - count), timeout=0.5):
                 error = message.error()
+                where = (message.topic(), message.partition())
                 if error is not None:
                     if error.code() == KafkaError._PARTITION_EOF:
-                        pending.discard(key)
+                        pending.discard(where)
                         continue
                     raise KafkaException(error)
-                if key not in pending:
+                if where not in pending:
                     continue
                 offset = message.offset()
-                if offset >= batch.end_offsets[key]:
-                    pending.discard(key)  # arrived after this batch started: the next batch takes it
+                end = ends[where]
+                if offset >= end:
+                    pending.discard(where)  # arrived after this batch started: the next batch takes it
                     continue
                 ts_type, ts = message.timestamp()
-                batch.records.append(KafkaRecord(message.topic(), message.partition(), offset,
-                                                 None if ts_type == 0 else ts, message.key(), message.value()))
-                batch.next_offsets[key] = offset + 1
-                if offset + 1 >= batch.end_offsets[key]:
-                    pending.discard(key)
-                if len(batch.records) >= max_records:
+                topics(where[0])
+                partitions(where[1])
+                offsets(offset)
+                timestamps(None if ts_type == 0 else ts)
+                keys(message.key())
+                values(message.value())
+                after[where] = offset + 1
+                if offset + 1 >= end:
+                    pending.discard(where)
+                count += 1
+                if count >= max_records:
                     break
         self._consumer.unassign()
+        batch.next_offsets.update({partition_key(*where): offset for where, offset in after.items()})
         return batch
 
     def commit(self, next_offsets: Mapping[PartitionKey, int]) -> None:

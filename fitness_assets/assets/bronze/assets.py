@@ -133,10 +133,9 @@ def kafka_multiplex_bz(context: AssetExecutionContext, spark: SparkResource, lak
     streamed = None
     if kafka.enabled:
         with kafka.reader() as reader:
-            streamed = ingest_kafka(store, spark.session(), reader, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR,
-                                    lambda records: parsers.parse_kafka_records(records, calendar),
+            streamed = ingest_kafka(store, None, reader, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR,
                                     max_records_per_batch=kafka.max_records_per_batch,
-                                    max_batches=kafka.max_batches_per_run, staging=lakehouse.staging_dir(spark))
+                                    max_batches=kafka.max_batches_per_run)
         context.log.info("%s: %d Kafka records in %d batches, %d rows, %d quarantined, lag %d",
                          KAFKA_MULTIPLEX_BZ.qualified_name, streamed.records, streamed.batches,
                          streamed.rows_written, streamed.rows_quarantined, sum(streamed.lag.values()))

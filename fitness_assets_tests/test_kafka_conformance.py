@@ -1,0 +1,262 @@
+"""The Kafka validator without Spark (transforms.kafka_arrow) against the Spark validation of the
+multiplex (transforms.bronze._validate_kafka): the same records through both must give the same
+bronze rows and the same quarantine rows and reasons. The records: the multiplex cases of the
+hostile corpus, a field-by-field corpus of hostile texts and numbers (Spark's casts, Jackson's
+JSON leniencies, extreme and non-finite values, time zones), and a simulated chain."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from fitness_assets.pipelines.bronze_kafka import KAFKA_COLUMNS, _spark_parse
+from fitness_assets.simulator import SimulatorConfig, simulate
+from fitness_assets.streaming.source import Batch
+from fitness_assets.transforms import bronze as parsers
+from fitness_assets.transforms import kafka_arrow, reference
+
+T0 = 1678095123  # 2023-03-06 09:32:03 UTC
+BPM = {"device_id": 11, "time": T0 + 60.25, "heartrate": 99.5}
+WORKOUT = {"user_id": 1, "workout_id": 2, "timestamp": T0, "action": "start", "session_id": 3}
+USER_INFO = {"user_id": 1, "update_type": "new", "timestamp": T0, "dob": "03/06/1990", "first_name": "Ann",
+             "last_name": "Lee", "address": {"street_address": "1 Main", "city": "Seattle", "state": "WA",
+                                             "zip": 98101}}
+BASE = {"bpm": BPM, "workout": WORKOUT, "user_info": USER_INFO}
+
+#: Texts of a field, as JSON strings: Spark's casts (integers, doubles, decimals, timestamps,
+#: dates) each have their own grammar, and these probe its edges.
+TEXTS = [
+    "12", " 12 ", "+12", "-0", "00012", "12.0", "12.5", "1e3", "1.0E20", "0x10", "0x1p3", "１２", "١٢", "12L", "",
+    " ", "\t12\n", "12\u00a0", "\x0012", "\x7f12", "1d", "1.5f", "inf", "-INF", "Infinity", "+infinity", "NaN", "-nan", "+nan", "-NaN", "\x7f12 ", "\x85 12",
+    ".5", "1.", "1e", "1_000", "true", "9223372036854775807", "9223372036854775808", "-9223372036854775808",
+    "2147483647", "2147483648", "1678095123", "1678095123.5", " 1678095123 ", "1678095123d", "-2208988800",
+    "-2208988801", "253402300799", "253402300799.9", "253402300800", "1e17", "soon", "yesterday",
+    "2023-03-06T10:15:02.5Z", "2023-03-06T10:15:02Z", "2023-03-06 10:15:02", "2023-03-06", "2023-03", "2023",
+    "2023-3-6T1:2:3", "2023-03-06T10:15", "2023-03-06T10", "2023-03-06T10:15:02.1234567Z", "2023-03-06T10:15:02+01:00",
+    "2023-03-06T10:15:02+1:00", "2023-03-06T10:15:02 UTC", "2023-03-06T10:15:02America/New_York",
+    "2023-03-06T10:15:02 Europe/Paris", "2023-03-06T10:15:02GMT+1", "2023-03-06T10:15:02-0130", "2023-03-06T10:15:02+01",
+    "2023-03-06T10:15:02+18:00", "2023-03-06T10:15:02+19:00", "2023-03-06T10:15:02UTC+05:30", "2023-03-06T10:15:02PST",
+    "2023-03-06T10:15:02CET", "2023-03-06T10:15:02Mars/Olympus", "2023-03-06T10:15:02z", "2023-03-06T10:15:02.Z",
+    "2023-02-30T00:00:00", "2023-03-06T24:00:00", "10:15:02", "T10:15:02", "+2023-03-06", "-2023-03-06", "12023-03-06",
+    "0001-01-01", "1899-12-31T23:59:59Z", "1900-01-01T00:00:00Z", "1900-01-01T00:59:59+01:00",
+    "9999-12-31T23:59:59.999999Z", "9999-12-31T23:59:59-01:00", "+10000-01-01", " 2023-03-06T10:15:02Z ",
+    "2023-03-06T", "2023/03/06", "2023-03-06T10:15:02:01", "\x012023-03-06", "2023-00-01", "2024-02-29", "2023-02-29",
+    "03/06/1990", "3/6/1990", "03/06/90", "03/06/01990", " 03/06/1990", "02/30/1990", "02/29/2000", "02/29/1900",
+    "00/10/1990", "13/01/1990", "03/06/0000", "02/29/0000", "12/31/9999", "13/45/1990", "Jan 31 1990", "1990-01-31",
+    "new", "update", "delete", "New", " new", "start", "stop", "Stop", "\ud800", "Zoë", '{"zip": "x"}', "[1]",
+]
+#: Field values as JSON numbers and other JSON types.
+NUMBERS: list[object] = [
+    0, -1, 1, 12, 2**31 - 1, 2**31, 2**63 - 1, 2**63, -(2**63), -(2**63) - 1, 10**30, T0, -2208988800, -2208988801,
+    253402300799, 253402300800, 1.0, 1.5, -0.0, 1e20, 1e-5, 123456789.125, T0 + 0.25, 253402300799.5, 1e17, 1e300,
+    999999999999.0, 1e12, -1e12 + 1, True, False, None, [], [1], {}, {"a": 1},
+]
+#: Payload texts that are not plain JSON, or JSON that Python and Jackson read differently.
+RAW_PAYLOADS = {
+    "bpm": [
+        "", " ", "not json", "[1, 2]", "null", "42", '"text"', "{", '{"device_id": 11,', "{}",
+        "{'device_id': 11, 'time': 1678095183, 'heartrate': 60}",  # single quotes: Jackson reads them
+        '{"device_id": 11, "time": 1678095183, "heartrate": NaN}',
+        '{"device_id": 11, "time": 1678095183, "heartrate": Infinity}',
+        '{"device_id": 11, "time": 1678095183, "heartrate": -Infinity}',
+        '{"device_id": 11, "time": 1678095183, "heartrate": +Infinity}',
+        '{"device_id": 11, "time": 1678095183, "heartrate": -INF}',
+        '{"device_id": 11, "time": 1678095183, "heartrate": 1e400}',
+        '{"device_id": 11, "time": 1678095183, "heartrate": 60} trailing text',
+        '{"device_id": 11, "time": 1678095183, "heartrate": 60}}',
+        '{"device_id": 11, "time": 1678095183, "heartrate": 60, }',
+        '{"device_id": 11, "time": 1678095183, "heartrate": 060}',
+        '{"device_id": 11, "time": 1678095183, "heartrate": +60}',
+        '{"device_id": 11, "time": 1678095183, "heartrate": .5}',
+        '{"device_id": 11, "time": 1678095183, /* c */ "heartrate": 60}',
+        '{"device_id": 11, "time": 1678095183, "heartrate": "6\t0"}',
+        '{"device_id": 11, "time": 1678095183, "heartrate": \'\\\'60\'}',
+        '{"device_id": 11, "time": 1678095183, "heartrate": "\\x41"}',
+        '{"device_id": 11, "device_id": "x", "time": 1678095183}',
+        '{"device_id": "x", "device_id": 11, "time": 1678095183}',
+        '{"device_id": 11, "time": 1678095183, "_corrupt_record": "x"}',
+        '{"device_id": 11, "time": 1678095183, "_corrupt_record": null}',
+        '\ufeff{"device_id": 11, "time": 1678095183}',
+        '  \n{"device_id": 11, "time": 1678095183}\n',
+        '{"device_id": 11, "time": 1678095183, "x": ' + "9" * 1001 + "}",
+        '{"device_id": 11, "time": 1678095183, "x": ' + "9" * 999 + "}",
+        '{"device_id": 11, "time": 1678095183, "x": ' + "[" * 300 + "]" * 300 + "}",
+        '{"device_id": 11, "time": 1678095183, "x": ' + "[" * 1200 + "]" * 1200 + "}",
+        '{"device_id": 11, "time": 1678095183, "heartrate": "\\ud83d\\ude00"}',
+        '{"device_id": 11, "time": 1678095183, "heartrate": truex}',
+        '{"Device_ID": 11, "time": 1678095183}',
+    ],
+    "user_info": [
+        '{"user_id": 1, "update_type": "new", "timestamp": 1678095123, "address": "{\\"zip\\": \\"x\\"}"}',
+        '{"user_id": 1, "update_type": "new", "timestamp": 1678095123, "address": "{\'zip\': 12}"}',
+        '{"user_id": 1, "update_type": "new", "timestamp": 1678095123, "address": "not json"}',
+        '{"user_id": 1, "update_type": "new", "timestamp": 1678095123, "address": [{"zip": "x"}]}',
+        '{"user_id": 1, "update_type": "new", "timestamp": 1678095123, "address": {"zip": 2147483648}}',
+        '{"user_id": 1, "update_type": "new", "timestamp": 1678095123, "address": {"zip": null}}',
+        '{"user_id": 1, "update_type": "new", "timestamp": 1678095123, "address": "{\\"zip\\": 1} x"}',
+    ],
+}
+
+
+def _payloads() -> list[tuple[str, bytes | None]]:
+    """(topic, value) for every substitution of every payload field, plus the raw payloads."""
+    out: list[tuple[str, bytes | None]] = []
+    for topic, base in BASE.items():
+        out.append((topic, json.dumps(base).encode()))
+        fields = list(base) + (["zip"] if topic == "user_info" else [])
+        for name in fields:
+            for value in [*TEXTS, *NUMBERS]:
+                payload = dict(base)
+                if name == "zip":
+                    payload["address"] = dict(USER_INFO["address"], zip=value)
+                else:
+                    payload[name] = value
+                out.append((topic, json.dumps(payload).encode("utf-8", "surrogatepass")))
+            payload = dict(base)
+            if name in payload:
+                del payload[name]
+                out.append((topic, json.dumps(payload).encode()))
+    for topic, texts in RAW_PAYLOADS.items():
+        out += [(topic, text.encode("utf-8", "surrogatepass")) for text in texts]
+    # The payload cases of the hostile landing corpus (test_hostile_input) and undecodable bytes.
+    out += [("bpm", b"not json"), ("bpm", b"[1, 2]"), ("bpm", b"{}"), ("bpm", b"\xff\xfe not utf-8"),
+            ("bpm", b'{"key": "\xe9"}'), ("bpm", None), ("workout", b"{not json"),
+            ("user_info", json.dumps(USER_INFO | {"first_name": "Zoë", "last_name": "Øster 😀"}).encode())]
+    return out
+
+
+def _records() -> Batch:
+    """Every payload under a valid record, then the record-level cases: unknown topics and
+    timestamps missing, in seconds, at and beyond the accepted range."""
+    batch = Batch()
+
+    def add(topic, value, timestamp=T0 * 1000, key=b"k", partition=0):
+        batch.topics.append(topic)
+        batch.partitions.append(partition)
+        batch.offsets.append(len(batch.offsets))
+        batch.timestamps.append(timestamp)
+        batch.keys.append(key)
+        batch.values.append(value)
+
+    for topic, value in _payloads():
+        add(topic, value, partition=len(batch.offsets) % 3)
+    good = json.dumps(BPM).encode()
+    for timestamp in (None, T0, 0, -1, 10**16, -(10**15), -2208988800000, -2208988800001, 253402300799999,
+                      253402300800000, 10**11 - 1, 10**11, 2**63 - 1, -(2**63)):
+        add("bpm", good, timestamp=timestamp)
+    for topic in ("nope", "", "BPM", "bpm "):
+        add(topic, good)
+    add("bpm", good, key=None)
+    add("bpm", good, key=b"\xff key")
+    add("workout", b'{"a": "quote \\" and \\\\ and \\u0001 and \\n and \xc3\xa9"}', key=b'k "1"\n')
+    return batch
+
+
+def _simulated(tmp_path: Path) -> Batch:
+    """The multiplex lines of a simulated chain as Kafka records (lines whose record fields a
+    Kafka message cannot carry, such as a text partition, are left out)."""
+    simulate(SimulatorConfig.tiny(batches=1), tmp_path / "landing")
+    batch = Batch()
+    for path in sorted((tmp_path / "landing" / "kafka_multiplex").glob("*")):
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(record, dict) or not all(
+                    type(record.get(f)) is int for f in ("partition", "offset")) or not isinstance(
+                    record.get("topic"), str) or not isinstance(record.get("value"), str | None) or not isinstance(
+                    record.get("key"), str | None) or type(record.get("timestamp")) not in (int, type(None)):
+                continue
+            batch.topics.append(record["topic"])
+            batch.partitions.append(record["partition"])
+            batch.offsets.append(len(batch.offsets))
+            batch.timestamps.append(record.get("timestamp"))
+            batch.keys.append(None if record.get("key") is None else record["key"].encode())
+            batch.values.append(None if record["value"] is None else record["value"].encode())
+    return batch
+
+
+@pytest.fixture(scope="module")
+def calendar(spark):
+    return reference.date_lookup(spark, dt.date(2023, 1, 1), dt.date(2024, 12, 31)).select("date", "week_part")
+
+
+def _both(spark, calendar, batch: Batch) -> tuple[tuple[list, list], tuple[list, list]]:
+    table = calendar.toArrow()
+    fast = kafka_arrow.validate_records(batch.topics, batch.partitions, batch.offsets, batch.timestamps,
+                                        batch.keys, batch.values, table)
+    slow = _spark_parse(spark, lambda records: parsers.parse_kafka_records(records, calendar), batch, None)
+
+    def rows(result):
+        bronze, quarantine = result
+        columns = [*KAFKA_COLUMNS, "source_file"]
+        return (sorted(bronze.select(columns).to_pylist(), key=lambda r: (r["source_file"], r["offset"])),
+                sorted(quarantine.select(["source_file", "line", "raw", "reason"]).to_pylist(),
+                       key=lambda r: (r["source_file"], r["line"])))
+
+    return rows(fast), rows(slow)
+
+
+def _assert_same(fast, slow, batch: Batch) -> None:
+    (fast_bronze, fast_quarantine), (slow_bronze, slow_quarantine) = fast, slow
+    values = dict(zip(batch.offsets, batch.values, strict=True))
+    slow_by = {(r["source_file"], r["line"]): r for r in slow_quarantine}
+    differences = [(values[r["line"]], r["reason"], slow_by.get((r["source_file"], r["line"]), {}).get("reason"))
+                   for r in fast_quarantine if slow_by.get((r["source_file"], r["line"])) != r]
+    fast_lines = {(r["source_file"], r["line"]) for r in fast_quarantine}
+    differences += [(values[r["line"]], None, r["reason"]) for r in slow_quarantine
+                    if (r["source_file"], r["line"]) not in fast_lines]
+    assert not differences, f"{len(differences)} records decided differently (value, arrow, spark): {differences[:20]}"
+    assert fast_quarantine == slow_quarantine
+    assert fast_bronze == slow_bronze
+    assert len(fast_bronze) + len(fast_quarantine) == len(batch)
+
+
+def test_the_arrow_validator_decides_hostile_records_exactly_as_spark(spark, calendar):
+    batch = _records()
+    fast, slow = _both(spark, calendar, batch)
+    _assert_same(fast, slow, batch)
+    # The corpus is not trivially one-sided: it has good rows and most kinds of reasons.
+    reasons = {r["reason"].split(":")[0] for r in fast[1]}
+    assert len(fast[0]) > 100 and {"malformed_payload", "missing_field", "wrong_type", "invalid_value"} <= reasons
+
+
+def test_the_arrow_validator_decides_a_simulated_chain_exactly_as_spark(spark, calendar, tmp_path):
+    batch = _simulated(tmp_path)
+    assert len(batch) > 500
+    fast, slow = _both(spark, calendar, batch)
+    _assert_same(fast, slow, batch)
+    assert fast[1], "the simulator's anomalies reach the quarantine"
+
+
+def test_the_arrow_validator_gives_the_file_feeds_reasons(spark, calendar):
+    """The same records as `kafka_multiplex/` JSON lines, through the file feed's parser: the
+    same bronze rows (but `source_file`) and the same reason for every quarantined record."""
+    batch = _records()
+    fast = kafka_arrow.validate_records(batch.topics, batch.partitions, batch.offsets, batch.timestamps,
+                                        batch.keys, batch.values, calendar.toArrow())
+    lines, offsets = [], []
+    for topic, partition, offset, timestamp, key, value in zip(batch.topics, batch.partitions, batch.offsets,
+                                                               batch.timestamps, batch.keys, batch.values, strict=True):
+        try:
+            text = None if value is None else value.decode("utf-8")
+        except UnicodeDecodeError:
+            continue  # bytes a JSON line cannot carry; quarantined before any parsing on both feeds
+        lines.append(("f", offset, json.dumps({"key": None if key is None else key.decode("utf-8", "backslashreplace"),
+                                               "value": text, "topic": topic, "partition": partition,
+                                               "offset": offset, "timestamp": timestamp})))
+        offsets.append(offset)
+    frame = spark.createDataFrame(lines, "source_file string, line long, raw string")
+    parsed = parsers.parse_kafka_multiplex(frame, calendar).toArrow()
+    file_reasons = {r["line"]: r["reason"] for r in parsed.select(["line", "reason"]).to_pylist()}
+    arrow_reasons = {r["line"]: r["reason"] for r in fast[1].to_pylist() if r["line"] in set(offsets)}
+    arrow_reasons |= {o: None for o in fast[0].column("offset").to_pylist()}
+    assert arrow_reasons == file_reasons
+    file_bronze = sorted(parsed.filter(pa.compute.is_null(parsed["reason"])).select(list(KAFKA_COLUMNS)).to_pylist(),
+                         key=lambda r: r["offset"])
+    assert file_bronze == sorted(fast[0].select(list(KAFKA_COLUMNS)).to_pylist(), key=lambda r: r["offset"])
