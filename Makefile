@@ -17,7 +17,7 @@ help: ## List the targets
 $(STAMP): setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[local,dev]"
 	@touch $(STAMP)
 
 install: $(STAMP) ## Create .venv/ and install the project with its dev tools

@@ -18,14 +18,6 @@ setup(
         "dagster-databricks==0.29.27",
         # `dg`, Dagster's current CLI (dg check defs, dg dev, dg launch), same release line.
         "dagster-dg-cli==1.13.27",
-        # Spark 4.1: what Databricks Runtime 18.x runs, inside delta-spark 4.4's supported
-        # range (>=4.0.1,<=4.2.0); 4.3 is outside it and warns with pandas 3. The connect extra
-        # brings the Spark Connect client (grpcio-status, zstandard...) for the warm Spark that
-        # `fitness-assets live` and `spark-connect` start, and that Databricks Connect speaks.
-        "pyspark[connect]==4.1.1",
-        # Python API of Delta on Spark, used by the spark-delta backend on Databricks (the JVM
-        # jars are not on PyPI; locally the delta-rs backend does the Delta work).
-        "delta-spark==4.4.1",
         # delta-rs: the embedded Delta engine (merge, CDF, app transactions, constraints).
         "deltalake==1.6.6",
         # Kafka client; its librdkafka carries the mock cluster used in tests.
@@ -36,7 +28,18 @@ setup(
         "pandas>=2.2,<3",
     ],
     extras_require={
+        # Spark for running anywhere but a Databricks cluster, whose runtime brings its own
+        # (installing the wheel there must not replace it). Spark 4.1: what Databricks Runtime
+        # 18.x runs; 4.3 warns with pandas 3. The connect extra brings the Spark Connect client
+        # for the warm Spark that `fitness-assets live` and `spark-connect` start, and that
+        # Databricks Connect speaks. `make install` installs it.
+        "local": ["pyspark[connect]==4.1.1"],
         "dev": [
+            # Delta's Python API on Spark: the table-store contract tests run the spark-delta
+            # store with it where Delta's jars are on the classpath (not here: no Maven).
+            "delta-spark==4.4.1",
+            # GitHub's workflow schema (vendored, no network) validates .github/workflows.
+            "check-jsonschema==0.39.0",
             "pytest>=8,<10",
             "ruff>=0.6",
             # Yelp's maintained secrets scanner: `make test` fails on a committed credential.

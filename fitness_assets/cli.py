@@ -94,7 +94,7 @@ def run_graph(selection: list[str] | None = None, settings: Settings | None = No
     resources = defs.resources
     # Misconfiguration fails here, in one line, before Spark starts.
     check_landing_root(resources["lakehouse"].landing_root)
-    resources["lakehouse"].store(resources["spark"]).check_writable()
+    resources["lakehouse"].store().check_writable()
     spark_started = time.perf_counter()
     resources["spark"].session()
     spark_seconds = time.perf_counter() - spark_started
@@ -114,7 +114,7 @@ def run_graph(selection: list[str] | None = None, settings: Settings | None = No
     fail_dead_runs(instance)  # a run killed before (kill -9, OOM) must not stay STARTED
     result = job.execute_in_process(instance=instance, asset_selection=keys, raise_on_error=False,
                                     run_config={"loggers": {"progress": {}}})
-    store = resources["lakehouse"].store(resources["spark"])
+    store = resources["lakehouse"].store()
     report = rpt.RunReport(
         success=result.success,
         wall_seconds=0.0,

@@ -7,17 +7,21 @@ this module is imported; ``dagster dev`` and the CLI call it when they load the 
 
 from __future__ import annotations
 
+import os
+
 from dagster import (
     AssetsDefinition,
     AssetSelection,
     AssetSpec,
     Definitions,
+    EnvVar,
     LoggerDefinition,
     define_asset_job,
     definitions,
     in_process_executor,
     map_asset_specs,
 )
+from dagster_databricks import DatabricksClientResource
 
 from fitness_assets.assets.bronze import bronze_assets, bronze_checks
 from fitness_assets.assets.checks_lib import table_checks
@@ -28,6 +32,7 @@ from fitness_assets.assets.sources import source_specs
 from fitness_assets.automation.maintenance import maintenance
 from fitness_assets.automation.policies import condition_for, freshness_policy
 from fitness_assets.automation.sensors import build_sensors
+from fitness_assets.databricks.pipes import build_databricks_rebuild_job
 from fitness_assets.resources import KafkaResource, LakehouseResource, SparkResource
 from fitness_assets.settings import AutomationSettings, Settings, SparkEnv
 from fitness_assets.streaming.settings import KafkaSettings
@@ -45,12 +50,13 @@ def build_resources(settings: Settings | None = None, spark_env: SparkEnv | None
     settings = settings or Settings.from_env()
     spark_env = spark_env or SparkEnv.from_env()
     kafka = kafka or KafkaSettings.from_env()
+    spark = SparkResource(mode=spark_env.mode, master=spark_env.master, connect_url=spark_env.connect_url,
+                          driver_memory=spark_env.driver_memory)
     return {
-        "spark": SparkResource(mode=spark_env.mode, master=spark_env.master, connect_url=spark_env.connect_url,
-                               driver_memory=spark_env.driver_memory),
+        "spark": spark,
         "lakehouse": LakehouseResource(
-            root=settings.lakehouse_root, landing_root=settings.landing_root,
-            backend=settings.backend, catalog=settings.catalog,
+            spark=spark, root=settings.lakehouse_root, landing_root=settings.landing_root,
+            backend=settings.backend, catalog=settings.catalog, schemas=dict(settings.schemas),
             reference_date=settings.reference_date.isoformat() if settings.reference_date else None,
             date_lookup_start=settings.date_lookup_start.isoformat(),
             date_lookup_end=settings.date_lookup_end.isoformat(),
@@ -60,7 +66,21 @@ def build_resources(settings: Settings | None = None, spark_env: SparkEnv | None
         "kafka": KafkaResource(bootstrap_servers=kafka.bootstrap_servers, topics=list(kafka.topics),
                                group_id=kafka.group_id, max_records_per_batch=kafka.max_records_per_batch,
                                max_batches_per_run=kafka.max_batches_per_run),
-    }
+    } | databricks_resources()
+
+
+def databricks_resources() -> dict[str, object]:
+    """The Databricks client (finding the deployed rebuild job, Pipes runs), present only where
+    a workspace is configured (``DATABRICKS_HOST``); credentials come from the environment:
+    ``DATABRICKS_TOKEN``, or ``DATABRICKS_CLIENT_ID`` + ``DATABRICKS_CLIENT_SECRET``."""
+    if not os.environ.get("DATABRICKS_HOST"):
+        return {}
+    if os.environ.get("DATABRICKS_CLIENT_ID"):
+        credentials = {"oauth_credentials": {"client_id": EnvVar("DATABRICKS_CLIENT_ID"),
+                                             "client_secret": EnvVar("DATABRICKS_CLIENT_SECRET")}}
+    else:
+        credentials = {"token": EnvVar("DATABRICKS_TOKEN")}
+    return {"databricks": DatabricksClientResource(host=EnvVar("DATABRICKS_HOST"), **credentials)}
 
 
 def apply_layer_policies(assets: list[AssetsDefinition | AssetSpec], automation: AutomationSettings,
@@ -94,7 +114,7 @@ def build_definitions(settings: Settings | None = None, spark_env: SparkEnv | No
         asset_checks=CHECKS,
         jobs=[define_asset_job(ALL_ASSETS_JOB, selection=AssetSelection.all() - AssetSelection.groups("sources"),
                                description="Materialize the whole medallion graph with its checks."),
-              *maintenance_jobs],
+              *maintenance_jobs, *([build_databricks_rebuild_job()] if databricks_resources() else [])],
         sensors=build_sensors(automation),
         schedules=schedules,
         resources=build_resources(settings, spark_env, kafka),

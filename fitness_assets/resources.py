@@ -3,42 +3,74 @@ local, Spark Connect and Databricks differ only in the values given to them."""
 
 
 import datetime as dt
-from pathlib import Path
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, InitResourceContext
+from dagster_pyspark import PySparkResource
 from pydantic import Field, PrivateAttr
 from pyspark.sql import SparkSession
 
-from fitness_assets.lakehouse.spark import SparkSettings, get_session
+from fitness_assets.lakehouse.spark import (
+    DEFAULT_DRIVER_MEMORY,
+    DEFAULT_MASTER,
+    DEFAULT_MODE,
+    DEFAULT_SHUFFLE_PARTITIONS,
+    SparkSettings,
+    get_session,
+)
 from fitness_assets.lakehouse.store import DeltaRsTableStore, SparkDeltaTableStore, TableStore
 from fitness_assets.streaming.settings import DEFAULT_GROUP_ID, KafkaSettings
 from fitness_assets.tables import KAFKA_TOPICS
 
 
-class SparkResource(ConfigurableResource):
-    """The process's Spark session: local (default), Spark Connect, or Databricks."""
+class SparkResource(PySparkResource):
+    """The process's Spark session: local (default), Spark Connect, or Databricks.
 
-    mode: str = Field(default="local", description="local | connect | databricks")
-    master: str = Field(default="local[2]", description="Spark master for local mode")
+    dagster-pyspark's resource, so ``spark_config`` (any ``spark.*`` setting) and
+    ``spark_session`` work as Dagster users know them; the session is started on first use
+    (a step with nothing to do starts no JVM) and shared by the whole process. Local mode
+    runs an embedded JVM, ``connect`` talks to a Spark Connect server (``fitness-assets
+    spark-connect``), ``databricks`` uses Databricks Connect from a workstation or the
+    cluster's own session on a Databricks cluster; credentials come from the environment or a
+    Databricks config profile, never from this resource's fields."""
+
+    spark_config: dict[str, str] = Field(default_factory=dict, description="extra spark.* settings")
+    mode: str = Field(default=DEFAULT_MODE, description="local | connect | databricks")
+    master: str = Field(default=DEFAULT_MASTER, description="Spark master for local mode")
     connect_url: str | None = Field(default=None, description="sc://host:port for connect mode")
-    driver_memory: str = "4g"
-    shuffle_partitions: int = 4
+    driver_memory: str = Field(default=DEFAULT_DRIVER_MEMORY, description="driver memory for local mode")
+    shuffle_partitions: int = Field(default=DEFAULT_SHUFFLE_PARTITIONS, description="spark.sql.shuffle.partitions")
+
+    @classmethod
+    def _is_dagster_maintained(cls) -> bool:
+        return False
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        """Nothing at start-up: the session starts when a step first asks for it."""
 
     def settings(self) -> SparkSettings:
         return SparkSettings(mode=self.mode, master=self.master, connect_url=self.connect_url,
-                             driver_memory=self.driver_memory, shuffle_partitions=self.shuffle_partitions)
+                             driver_memory=self.driver_memory, shuffle_partitions=self.shuffle_partitions,
+                             extra_conf=dict(self.spark_config))
 
     def session(self) -> SparkSession:
         return get_session(self.settings())
 
+    @property
+    def spark_session(self) -> SparkSession:
+        return self.session()
+
 
 class LakehouseResource(ConfigurableResource):
-    """Where the landing zone and the Delta tables live, and the settings that shape results."""
+    """Where the landing zone and the Delta tables live, the settings that shape results, and
+    the Spark they are computed with (the nested ``spark`` resource)."""
 
+    spark: SparkResource
     root: str = Field(description="Delta tables at <root>/<layer>/<table> (path or object-store URI)")
     landing_root: str = Field(description="Landing zone, one folder per source")
     backend: str = Field(default="delta-rs", description="delta-rs | spark-delta (Databricks/Unity Catalog)")
-    catalog: str | None = Field(default=None, description="Catalog for the spark-delta backend")
+    catalog: str | None = Field(default=None, description="Unity Catalog catalog for the spark-delta backend")
+    schemas: dict[str, str] = Field(default_factory=dict,
+                                    description="layer -> schema where it is not the layer's name (spark-delta)")
     reference_date: str | None = Field(default=None, description="ISO date ages are computed at; today when unset")
     date_lookup_start: str = "2020-01-01"
     date_lookup_end: str = "2030-12-31"
@@ -48,26 +80,19 @@ class LakehouseResource(ConfigurableResource):
         default=168, description="hours erased personal data may stay in files the tables no longer use "
                                  "(old versions, change data) before the vacuum deletes them")
 
-    _stores: dict = PrivateAttr(default_factory=dict)
+    _store: TableStore | None = PrivateAttr(default=None)
 
-    def store(self, spark: SparkResource) -> TableStore:
-        key = id(spark)
-        if key not in self._stores:
+    def store(self) -> TableStore:
+        """The table store every Delta read and write of a run goes through."""
+        if self._store is None:
             if self.backend == "delta-rs":
-                self._stores[key] = DeltaRsTableStore(self.root, spark.session)
+                self._store = DeltaRsTableStore(self.root, self.spark.session)
             elif self.backend == "spark-delta":
-                self._stores[key] = SparkDeltaTableStore(spark.session, self.catalog)
+                self._store = SparkDeltaTableStore(self.spark.session, self.catalog, self.schemas or None)
             else:
-                raise ValueError(f"unknown lakehouse backend {self.backend!r}: use delta-rs or spark-delta")
-        return self._stores[key]
-
-    def staging_dir(self, spark: SparkResource) -> Path | None:
-        """A folder on this machine that Spark reads too (local Spark, or a Connect server
-        beside the tables), for handing it files; None where there is no such folder."""
-        local = not ("://" in self.root and not self.root.startswith("file://"))
-        if self.backend != "delta-rs" or spark.mode == "databricks" or not local:
-            return None
-        return Path(self.root.removeprefix("file://")) / "_staging"
+                raise ValueError(f"unknown table backend {self.backend!r}: set FITNESS_TABLE_BACKEND to delta-rs "
+                                 "or spark-delta")
+        return self._store
 
     def reference(self) -> dt.date:
         if self.reference_date:

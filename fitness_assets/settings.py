@@ -11,8 +11,20 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from fitness_assets.lakehouse.spark import DEFAULT_DRIVER_MEMORY, DEFAULT_MASTER, DEFAULT_MODE
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_ROOT = PROJECT_ROOT / ".data"
+
+
+LAYERS = ("reference", "bronze", "quarantine", "silver", "gold")
+
+
+def _default_catalog(env: dict[str, str]) -> str | None:
+    """On Unity Catalog each environment has its catalog, ``fitness_<FITNESS_ENV>``."""
+    if (env.get("FITNESS_TABLE_BACKEND") or "delta-rs") == "spark-delta" and env.get("FITNESS_ENV"):
+        return f"fitness_{env['FITNESS_ENV']}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -29,6 +41,8 @@ class Settings:
     backend: str = "delta-rs"
     catalog: str | None = None
     erasure_retention_hours: int = 168
+    environment: str = "local"
+    schemas: tuple[tuple[str, str], ...] = ()  # layer -> schema, where it is not the layer's name
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -44,7 +58,10 @@ class Settings:
             max_batches_per_run=int(env.get("FITNESS_MAX_BATCHES_PER_RUN") or 1000),
             backend=env.get("FITNESS_TABLE_BACKEND") or "delta-rs",
             erasure_retention_hours=int(env.get("FITNESS_ERASURE_RETENTION_HOURS") or 168),
-            catalog=env.get("FITNESS_CATALOG") or None,
+            catalog=env.get("FITNESS_CATALOG") or _default_catalog(env),
+            environment=env.get("FITNESS_ENV") or "local",
+            schemas=tuple((layer, env[f"FITNESS_SCHEMA_{layer.upper()}"]) for layer in LAYERS
+                          if env.get(f"FITNESS_SCHEMA_{layer.upper()}")),
         )
 
     def effective_reference_date(self) -> dt.date:
@@ -56,19 +73,19 @@ class Settings:
 class SparkEnv:
     """Which Spark to use: FITNESS_SPARK_MODE (local | connect | databricks) and its details."""
 
-    mode: str = "local"
-    master: str = "local[2]"
+    mode: str = DEFAULT_MODE
+    master: str = DEFAULT_MASTER
     connect_url: str | None = None
-    driver_memory: str = "4g"
+    driver_memory: str = DEFAULT_DRIVER_MEMORY
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> SparkEnv:
         env = dict(os.environ if env is None else env)
         return cls(
-            mode=env.get("FITNESS_SPARK_MODE") or "local",
-            master=env.get("FITNESS_SPARK_MASTER") or "local[2]",
+            mode=env.get("FITNESS_SPARK_MODE") or DEFAULT_MODE,
+            master=env.get("FITNESS_SPARK_MASTER") or DEFAULT_MASTER,
             connect_url=env.get("FITNESS_SPARK_CONNECT_URL") or None,
-            driver_memory=env.get("FITNESS_SPARK_DRIVER_MEMORY") or "4g",
+            driver_memory=env.get("FITNESS_SPARK_DRIVER_MEMORY") or DEFAULT_DRIVER_MEMORY,
         )
 
 

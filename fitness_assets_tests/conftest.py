@@ -14,7 +14,9 @@ from fitness_assets.lakehouse.spark import SparkSettings, get_session
 from fitness_assets.lakehouse.store import DeltaRsTableStore
 from fitness_assets.settings import Settings, SparkEnv
 
-TEST_SPARK = SparkEnv(driver_memory="2g")
+# One Spark per process: definitions built from the environment in tests ask for the same one.
+os.environ.setdefault("FITNESS_SPARK_DRIVER_MEMORY", "2g")
+TEST_SPARK = SparkEnv(driver_memory=os.environ["FITNESS_SPARK_DRIVER_MEMORY"])
 
 # Spark hands naive datetimes to Python in the process's zone; the contract's times are UTC.
 os.environ["TZ"] = "UTC"

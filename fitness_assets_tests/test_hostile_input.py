@@ -484,7 +484,7 @@ def test_check_samples_leave_personal_data_out(settings, store, spark):
     import pyarrow as pa
 
     from fitness_assets.assets.checks_lib import evaluate_checks, rule_check
-    from fitness_assets.resources import LakehouseResource
+    from fitness_assets.resources import LakehouseResource, SparkResource
     from fitness_assets.tables import USER_PROFILE_HISTORY
 
     when = dt.datetime(2023, 3, 6, tzinfo=dt.UTC)
@@ -493,7 +493,7 @@ def test_check_samples_leave_personal_data_out(settings, store, spark):
            "updated": when, "valid_from": when, "valid_to": None, "is_current": True, "is_deleted": False}
     store.append(USER_PROFILE_HISTORY, pa.Table.from_pylist([row], schema=USER_PROFILE_HISTORY.schema))
     check = rule_check(USER_PROFILE_HISTORY, "every_row_offends", "true", "Flags every row.")
-    result = evaluate_checks(store, LakehouseResource(root=settings.lakehouse_root, landing_root=settings.landing_root),
+    result = evaluate_checks(store, LakehouseResource(spark=SparkResource(), root=settings.lakehouse_root, landing_root=settings.landing_root),
                              [check])["every_row_offends"]
     assert not result.passed
     sample = json.dumps(result.metadata["sample"].value)

@@ -37,9 +37,9 @@ class Sensor:
         self.name = name
 
     def tick(self):
-        context = build_sensor_context(instance=self.instance, cursor=self.cursor, resources=self.defs.resources,
-                                       repository_def=self.defs.get_repository_def(), sensor_name=self.name)
-        data = self.definition.evaluate_tick(context)
+        with build_sensor_context(instance=self.instance, cursor=self.cursor, resources=self.defs.resources,
+                                  repository_def=self.defs.get_repository_def(), sensor_name=self.name) as context:
+            data = self.definition.evaluate_tick(context)
         self.cursor = data.cursor if data.cursor is not None else self.cursor
         return data
 

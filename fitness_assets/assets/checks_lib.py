@@ -255,7 +255,7 @@ def _multi_check(checks: list[Check]) -> AssetChecksDefinition:
         selected = [c for c in checks if c.key() in context.selected_asset_check_keys]
         if not selected:
             return
-        store = lakehouse.store(spark)
+        store = lakehouse.store()
         state = _state(store, lakehouse, selected)
         previous = _previous(context, [c.key() for c in selected])
         all_passed = len(previous) == len(selected) and all(p for p, _ in previous.values())

@@ -127,7 +127,7 @@ def refresh_asset(declared: TableRefresh | TableSpec, deps: Sequence[TableSpec] 
 
     @asset(deps=[asset_key(d) for d in deps], **kwargs)
     def _asset(context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource) -> MaterializeResult:
-        store = lakehouse.store(spark)
+        store = lakehouse.store()
         args = (lakehouse.reference(),) if needs_reference_date else ()
         started = time.perf_counter()
         result = refresh(store, *args)

@@ -29,7 +29,7 @@ VACUUMED = [t for t in ALL_TABLES if t.layer in ("silver", "gold", "quarantine")
 @op(description="Delete the files silver, gold and quarantine tables stopped using more than "
                 "FITNESS_ERASURE_RETENTION_HOURS ago: erased personal data leaves storage for good.")
 def vacuum_tables(context: OpExecutionContext, spark: SparkResource, lakehouse: LakehouseResource) -> None:
-    store = lakehouse.store(spark)  # delta-rs vacuums without starting Spark
+    store = lakehouse.store()  # delta-rs vacuums without starting Spark
     for spec in VACUUMED:
         removed = store.vacuum(spec, lakehouse.erasure_retention_hours)
         if removed:

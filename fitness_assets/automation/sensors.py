@@ -120,7 +120,7 @@ def kafka_step(context: SensorEvaluationContext, kafka: KafkaResource, lakehouse
         return SkipReason("Kafka is off: FITNESS_KAFKA_BOOTSTRAP_SERVERS is not set")
     if _in_flight(context):
         return SkipReason("a run this sensor requested is still queued or running; new records wait for the next tick")
-    positions, _ = stored_positions(lakehouse.store(spark), KAFKA_MULTIPLEX_BZ)  # reads the Delta log only
+    positions, _ = stored_positions(lakehouse.store(), KAFKA_MULTIPLEX_BZ)  # reads the Delta log only
     with kafka.reader() as reader:
         marks = reader.watermarks()
     if not marks:

@@ -2,10 +2,13 @@
 
 One session per process: every caller that asks for the same configuration gets the session
 already running, so a run that materializes many assets starts one JVM, not one per asset.
+Asking for a second, different session (another mode, master, server or driver memory) in the
+same process is an error: a JVM keeps its static settings for life, so it could not be honoured.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,21 +20,37 @@ _LOCK = threading.Lock()
 _SESSION: SparkSession | None = None
 _SESSION_KEY: tuple | None = None
 
+# The one place the defaults live (the resource, the environment reader and tests use these).
+DEFAULT_MODE = "local"
+DEFAULT_MASTER = "local[2]"
+DEFAULT_DRIVER_MEMORY = "4g"
+DEFAULT_SHUFFLE_PARTITIONS = 4
+MODES = ("local", "connect", "databricks")
+# Settings a running session can change; everything else is fixed when the session starts.
+RUNTIME_CONF = ("spark.sql.shuffle.partitions",)
+
 
 @dataclass(frozen=True)
 class SparkSettings:
     """How to reach Spark. ``mode`` picks the implementation; everything else tunes it."""
 
-    mode: str = "local"  # "local" | "connect" | "databricks"
-    master: str = "local[2]"
+    mode: str = DEFAULT_MODE  # "local" | "connect" | "databricks"
+    master: str = DEFAULT_MASTER
     connect_url: str | None = None
-    driver_memory: str = "4g"
-    shuffle_partitions: int = 4
+    driver_memory: str = DEFAULT_DRIVER_MEMORY
+    shuffle_partitions: int = DEFAULT_SHUFFLE_PARTITIONS
     extra_conf: dict[str, str] = field(default_factory=dict)
 
     def key(self) -> tuple:
-        return (self.mode, self.master, self.connect_url, self.driver_memory, self.shuffle_partitions,
-                tuple(sorted(self.extra_conf.items())))
+        """What a running session cannot change."""
+        static = {k: v for k, v in self.extra_conf.items() if k not in RUNTIME_CONF}
+        if self.mode == "local":
+            return (self.mode, self.master, self.driver_memory, tuple(sorted(static.items())))
+        return (self.mode, self.connect_url, tuple(sorted(static.items())))
+
+    def describe(self) -> str:
+        return {"local": f"local Spark {self.master} with {self.driver_memory} driver memory",
+                "connect": f"Spark Connect at {self.connect_url}"}.get(self.mode, self.mode)
 
 
 def _base_conf(settings: SparkSettings) -> dict[str, str]:
@@ -46,6 +65,8 @@ def _base_conf(settings: SparkSettings) -> dict[str, str]:
 
 
 def _build(settings: SparkSettings) -> SparkSession:
+    if settings.mode not in MODES:
+        raise ValueError(f"unknown Spark mode {settings.mode!r}: set FITNESS_SPARK_MODE to local, connect or databricks")
     if settings.mode == "local":
         builder = (
             SparkSession.builder.master(settings.master)
@@ -63,6 +84,8 @@ def _build(settings: SparkSettings) -> SparkSession:
         if not settings.connect_url:
             raise ValueError("Spark mode 'connect' needs a connect_url such as sc://127.0.0.1:15002")
         builder = SparkSession.builder.remote(settings.connect_url)
+    elif settings.mode == "databricks" and os.environ.get("DATABRICKS_RUNTIME_VERSION"):
+        return SparkSession.builder.getOrCreate()  # on a Databricks cluster: its own session
     elif settings.mode == "databricks":
         try:
             from databricks.connect import DatabricksSession  # type: ignore[import-not-found]
@@ -88,12 +111,26 @@ def get_session(settings: SparkSettings | None = None) -> SparkSession:
     settings = settings or SparkSettings()
     with _LOCK:
         if _SESSION is not None:
-            # A JVM keeps its static settings for life (getOrCreate ignores new ones), so the
-            # first configuration of a process wins; _SESSION_KEY records which one that was.
+            if settings.key() != _SESSION_KEY:
+                raise RuntimeError(
+                    f"this process already runs {_SESSION_DESCRIPTION}; a second, different Spark session "
+                    f"({settings.describe()}) cannot start in it: give every resource the same Spark settings")
+            for key, value in _base_conf(settings).items():
+                if key in RUNTIME_CONF:
+                    _SESSION.conf.set(key, value)
             return _SESSION
         _SESSION = _build(settings)
         _SESSION_KEY = settings.key()
+        _set_description(settings.describe())
         return _SESSION
+
+
+_SESSION_DESCRIPTION = ""
+
+
+def _set_description(text: str) -> None:
+    global _SESSION_DESCRIPTION
+    _SESSION_DESCRIPTION = text
 
 
 def stop_session() -> None:

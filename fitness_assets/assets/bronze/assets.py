@@ -83,7 +83,7 @@ def _results(store: TableStore, bronze: TableSpec, quarantine: TableSpec, files:
 def _ingest_files(context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource, source: str,
                   bronze: TableSpec, quarantine: TableSpec, parse: Callable[[DataFrame], DataFrame]) -> IngestReport:
     report = ingest(
-        lakehouse.store(spark), spark.session(), lakehouse.landing_root, source, bronze, quarantine, parse,
+        lakehouse.store(), spark.session(), lakehouse.landing_root, source, bronze, quarantine, parse,
         max_files_per_batch=lakehouse.max_files_per_batch, max_batches=lakehouse.max_batches_per_run,
     )
     context.log.info(
@@ -109,7 +109,7 @@ def ingestion_asset(source: str, bronze: TableSpec, quarantine: TableSpec, parse
     )
     def _ingest(context: AssetExecutionContext, spark: SparkResource,
                 lakehouse: LakehouseResource) -> Iterator[MaterializeResult]:
-        store = lakehouse.store(spark)
+        store = lakehouse.store()
         report = _ingest_files(context, spark, lakehouse, source, bronze, quarantine, parser(store))
         yield from _results(store, bronze, quarantine, report)
 
@@ -126,7 +126,7 @@ def ingestion_asset(source: str, bronze: TableSpec, quarantine: TableSpec, parse
 )
 def kafka_multiplex_bz(context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource,
                        kafka: KafkaResource) -> Iterator[MaterializeResult]:
-    store = lakehouse.store(spark)
+    store = lakehouse.store()
     calendar = store.read(DATE_LOOKUP)
     files = _ingest_files(context, spark, lakehouse, "kafka_multiplex", KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR,
                           lambda lines: parsers.parse_kafka_multiplex(lines, calendar))

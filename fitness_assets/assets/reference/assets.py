@@ -13,7 +13,7 @@ from fitness_assets.transforms import reference
 @asset(**asset_kwargs(DATE_LOOKUP))
 def date_lookup(context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource) -> MaterializeResult:
     """Calendar of the configured range; rewritten only when the range changes."""
-    store = lakehouse.store(spark)
+    store = lakehouse.store()
     start, end = lakehouse.date_range()
     results = []
     current = store.read(DATE_LOOKUP).agg(F.min("date"), F.max("date"), F.count(F.lit(1))).first()
