@@ -237,6 +237,63 @@ COLUMN_DESCRIPTIONS: dict[str, dict[str, str]] = {
                            "each workout row of the visit)."),
         "minutes_exercising": "Minutes from `start_time` to `end_time` of the workout, rounded to 2 decimals.",
     },
+    "gold.gym_occupancy": {
+        "gym": GYM,
+        "date": "UTC calendar day of the hour.",
+        "hour": "UTC hour of the day, 0-23; a row exists for every hour with at least one member inside.",
+        "visitors": ("Distinct badges (`mac_address`) inside the gym at some moment of the hour: a visit counts "
+                     "from the hour of its login to the hour of its logout, a logout exactly on the hour excluded."),
+        "arrivals": "Visits of `silver.gym_logs` whose login falls in the hour.",
+        "unclosed_visits": ("Visits counted in this hour (their login hour) only, because their logout is missing, "
+                            "before the login or more than 24 h after it."),
+        "member_minutes": ("Minutes members spent inside during the hour (overlap of each closed visit with the "
+                           "hour, summed in microseconds), rounded to 2 decimals; unclosed visits add none."),
+        "is_peak_hour": "True for the hour with the most visitors of the gym and day (the earliest on a tie).",
+    },
+    "gold.member_engagement": {
+        "user_id": ("Member identifier: every member of `silver.users` and every `user_id` with a completed "
+                    "workout."),
+        "reference_date": ("The date the row is computed at (`FITNESS_REFERENCE_DATE`, today in UTC when unset); "
+                           "activity on later days is ignored."),
+        "last_visit": ("UTC login of the member's latest visit (any gym, through their badge in `silver.users`) on "
+                       "or before the reference date; NULL when none."),
+        "last_workout": ("UTC start of the member's latest completed workout on or before the reference date; NULL "
+                         "when none."),
+        "visits_7d": "Visits (logins) of the member on the reference date and the 6 days before it.",
+        "visits_30d": "Visits (logins) of the member on the reference date and the 29 days before it.",
+        "workouts_7d": "Completed workouts started on the reference date and the 6 days before it.",
+        "workouts_30d": "Completed workouts started on the reference date and the 29 days before it.",
+        "days_inactive": ("Days from the member's last activity (the later UTC date of `last_visit` and "
+                          "`last_workout`) to the reference date; NULL when the member was never active."),
+        "workouts_before_lapse": ("Completed workouts started in the 30 days up to and including the day of the "
+                                  "member's last activity."),
+        "at_risk_after_days": "The at-risk threshold in days the row was computed with (`FITNESS_AT_RISK_DAYS`).",
+        "at_risk": ("True for a member who trained regularly (`workouts_before_lapse` >= 4) and has been inactive "
+                    "for `at_risk_after_days` days or more (`days_inactive`)."),
+    },
+    "gold.workout_performance": {
+        "user_id": "Member identifier of the completed workouts (`silver.completed_workouts`).",
+        "year": "Calendar year of the workouts' UTC start date.",
+        "week": ("Week of the year of the workouts' UTC start date, Sunday first, days before the first Sunday in "
+                 "week 0 (strftime `%U`, as `reference.date_lookup`)."),
+        "week_part": "`{year}-{week}` text of `year` and `week` (as `reference.date_lookup.week_part`).",
+        "week_start": "First day of the week within its year: the Sunday that starts it, or 1 January for week 0.",
+        "workouts": "Completed workouts of the member that started in the week.",
+        "minutes_exercising": "Minutes from start to end of those workouts, summed exactly, rounded to 2 decimals.",
+        "workouts_with_readings": "Those workouts with at least one valid reading in `silver.workout_bpm`.",
+        "readings": "Valid heart-rate readings of those workouts (rows of `silver.workout_bpm`).",
+        "avg_bpm": ("Mean heart rate (bpm) of the week's readings, an exact decimal mean at 6 decimals stored as a "
+                    "double; NULL without readings."),
+        "max_bpm": "Highest heart rate (bpm) of the week's readings; NULL without readings.",
+        "zone1_minutes": ("Minutes in zone 1 (50-60 % of max HR = 220 - age at the workout's date; each reading "
+                          "counts the time since the previous one or the start); NULL when no reading has a known "
+                          "age."),
+        "zone2_minutes": "Minutes in zone 2 (60-70 % of max HR), counted as for zone 1; NULL when no reading has a known age.",
+        "zone3_minutes": "Minutes in zone 3 (70-80 % of max HR), counted as for zone 1; NULL when no reading has a known age.",
+        "zone4_minutes": "Minutes in zone 4 (80-90 % of max HR), counted as for zone 1; NULL when no reading has a known age.",
+        "zone5_minutes": ("Minutes in zone 5 (90 % of max HR and above), counted as for zone 1; NULL when no reading "
+                          "has a known age."),
+    },
 }
 
 

@@ -126,6 +126,8 @@ def run_graph(selection: list[str] | None = None, settings: Settings | None = No
         headlines=headlines(store, resources["spark"].session()),
         failed_steps=[e.step_key for e in result.all_events if e.is_step_failure],
     )
+    page = rpt.write_overview(store, rpt.report_dir(resources["lakehouse"].root), report.headlines)
+    report.overview = str(page) if page else None
     report.wall_seconds = time.perf_counter() - started
     return report
 

@@ -278,11 +278,66 @@ GYM_SUMMARY = TableSpec(
     not_null=("date", "gym", "mac_address", "workout_id", "session_id"),
 )
 
+# --- business gold tables (transforms.business) -------------------------------------------
+
+GYM_OCCUPANCY = TableSpec(
+    layer="gold",
+    name="gym_occupancy",
+    columns=_cols(
+        ("gym", LONG), ("date", DATE), ("hour", INT), ("visitors", LONG), ("arrivals", LONG),
+        ("unclosed_visits", LONG), ("member_minutes", DOUBLE), ("is_peak_hour", BOOL),
+    ),
+    description="Members inside each gym per UTC hour and day, from `silver.gym_logs`: a visit counts in "
+    "every hour from its login to its logout (a visit without a logout, or with a logout before its login "
+    "or more than 24 h after it, counts in its login hour only, as `unclosed_visits`); the peak hour of "
+    "each gym and day is the hour with the most visitors, the earliest on a tie.",
+    keys=("gym", "date", "hour"),
+    not_null=("gym", "date", "hour", "visitors", "arrivals", "unclosed_visits", "member_minutes", "is_peak_hour"),
+    constraints={"hour_in_day": "hour >= 0 AND hour <= 23"},
+)
+
+MEMBER_ENGAGEMENT = TableSpec(
+    layer="gold",
+    name="member_engagement",
+    columns=_cols(
+        ("user_id", LONG), ("reference_date", DATE), ("last_visit", TIMESTAMP), ("last_workout", TIMESTAMP),
+        ("visits_7d", LONG), ("visits_30d", LONG), ("workouts_7d", LONG), ("workouts_30d", LONG),
+        ("days_inactive", INT), ("workouts_before_lapse", LONG), ("at_risk_after_days", INT), ("at_risk", BOOL),
+    ),
+    description="Per member (registered, or with a completed workout), as of the reference date "
+    "(`FITNESS_REFERENCE_DATE`, events after it ignored): last visit, last workout, visits and workouts in "
+    "the last 7 and 30 days, and `at_risk`: a member who trained regularly (at least 4 completed workouts in "
+    "the 30 days up to their last activity) and has had no visit or workout for `FITNESS_AT_RISK_DAYS` days "
+    "(default 14). A change of the reference date or of the threshold recomputes every member.",
+    keys=("user_id",),
+    not_null=("user_id", "reference_date", "visits_7d", "visits_30d", "workouts_7d", "workouts_30d",
+              "workouts_before_lapse", "at_risk_after_days", "at_risk"),
+)
+
+WORKOUT_PERFORMANCE = TableSpec(
+    layer="gold",
+    name="workout_performance",
+    columns=_cols(
+        ("user_id", LONG), ("year", INT), ("week", INT), ("week_part", STRING), ("week_start", DATE),
+        ("workouts", LONG), ("minutes_exercising", DOUBLE), ("workouts_with_readings", LONG), ("readings", LONG),
+        ("avg_bpm", DOUBLE), ("max_bpm", DOUBLE), ("zone1_minutes", DOUBLE), ("zone2_minutes", DOUBLE),
+        ("zone3_minutes", DOUBLE), ("zone4_minutes", DOUBLE), ("zone5_minutes", DOUBLE),
+    ),
+    description="Per member and week (the calendar's Sunday-first `%U` weeks of the workout's UTC start "
+    "date): completed workouts, minutes exercising, average and peak heart rate, and minutes in heart-rate "
+    "zones. Zones use max HR = 220 - age (whole years at the workout's date, from the current profile's "
+    "`dob`): zone k (1-5) holds readings at or above 40 + 10k % of max HR and below the next zone; each "
+    "reading stands for the time since the workout's previous reading (its start for the first).",
+    keys=("user_id", "year", "week"),
+    not_null=("user_id", "year", "week", "week_part", "week_start", "workouts", "minutes_exercising",
+              "workouts_with_readings", "readings"),
+)
+
 BRONZE_TABLES = (REGISTERED_USERS_BZ, GYM_LOGINS_BZ, KAFKA_MULTIPLEX_BZ)
 QUARANTINE_TABLES = (REGISTERED_USERS_QR, GYM_LOGINS_QR, KAFKA_MULTIPLEX_QR)
 SILVER_TABLES = (
     USERS, GYM_LOGS, USER_PROFILE_HISTORY, USER_PROFILE, WORKOUTS, HEART_RATE, USER_BINS,
     COMPLETED_WORKOUTS, WORKOUT_BPM,
 )
-GOLD_TABLES = (WORKOUT_BPM_SUMMARY, GYM_SUMMARY)
+GOLD_TABLES = (WORKOUT_BPM_SUMMARY, GYM_SUMMARY, GYM_OCCUPANCY, MEMBER_ENGAGEMENT, WORKOUT_PERFORMANCE)
 ALL_TABLES = (DATE_LOOKUP, *BRONZE_TABLES, *QUARANTINE_TABLES, *SILVER_TABLES, *GOLD_TABLES)

@@ -45,7 +45,7 @@ def _age_bin(dob: dt.date | None, ref: dt.date) -> str:
     return "95+"
 
 
-def expected_gold(root: str, reference: dt.date) -> dict[str, list[dict]]:
+def expected_gold(root: str, reference: dt.date, at_risk_days: int = 14) -> dict[str, list[dict]]:
     users = {}
     for r in _rows(root, "bronze", "registered_users_bz"):
         order = (r["registration_timestamp"], r["device_id"], r["mac_address"])
@@ -118,4 +118,121 @@ def expected_gold(root: str, reference: dt.date) -> dict[str, list[dict]]:
                 gym.append({"date": _ts(login).date(), "gym": gym_id, "mac_address": mac, "workout_id": wid,
                             "session_id": sid, "minutes_in_gym": (logout - login) / 60e6,
                             "minutes_exercising": (end - start) / 60e6})
-    return {"workout_bpm_summary": summary, "gym_summary": gym}
+    current_dob = {}
+    for uid, (_, p) in profiles.items():
+        if p["update_type"] != "delete" and p.get("dob"):
+            current_dob[uid] = dt.datetime.strptime(p["dob"], "%m/%d/%Y").date()
+    return {"workout_bpm_summary": summary, "gym_summary": gym, "gym_occupancy": _occupancy(visits),
+            "member_engagement": _engagement(users, visits, completed, reference, at_risk_days),
+            "workout_performance": _performance(users, completed, by_device, current_dob)}
+
+
+HOUR = 3600 * 10**6
+DAY = 24 * HOUR
+
+
+def _occupancy(visits: dict[tuple, int | None]) -> list[dict]:
+    """Per gym, day and hour: who was inside, arrivals, visits without a usable logout,
+    minutes inside; the earliest busiest hour of each gym-day is the peak."""
+    cells: dict[tuple, dict] = {}
+    for (mac, gym_id, login), logout in visits.items():
+        closed = logout is not None and login <= logout <= login + DAY
+        first = login - login % HOUR
+        last = first
+        if closed and logout > login:
+            last = (logout - 1) - (logout - 1) % HOUR
+        hour = first
+        while hour <= last:
+            when = _ts(hour)
+            cell = cells.setdefault((gym_id, when.date(), when.hour),
+                                    {"macs": set(), "arrivals": 0, "unclosed": 0, "micros": 0})
+            cell["macs"].add(mac)
+            cell["arrivals"] += hour == first
+            cell["unclosed"] += not closed
+            if closed:
+                cell["micros"] += min(logout, hour + HOUR) - max(login, hour)
+            hour += HOUR
+    busiest: dict[tuple, tuple] = {}
+    for (gym_id, day, hour), cell in cells.items():
+        rank = (-len(cell["macs"]), hour)
+        if (gym_id, day) not in busiest or rank < busiest[(gym_id, day)]:
+            busiest[(gym_id, day)] = rank
+    return [{"gym": gym_id, "date": day, "hour": hour, "visitors": len(c["macs"]), "arrivals": c["arrivals"],
+             "unclosed_visits": c["unclosed"], "member_minutes": c["micros"] / 60e6,
+             "is_peak_hour": busiest[(gym_id, day)][1] == hour}
+            for (gym_id, day, hour), c in cells.items()]
+
+
+def _engagement(users: dict, visits: dict, completed: dict, reference: dt.date, at_risk_days: int) -> list[dict]:
+    """Per member as of ``reference``: recent activity and the at-risk rule (>= 4 workouts in
+    the 30 days up to the last activity, then ``at_risk_days`` days or more without any)."""
+    members = set(users) | {uid for uid, _, _ in completed}
+    by_mac = defaultdict(list)
+    for (mac, _, login), _ in visits.items():
+        by_mac[mac].append(_ts(login))
+    starts = defaultdict(list)
+    for (uid, _, _), (start, _) in completed.items():
+        starts[uid].append(_ts(start))
+    out = []
+    for uid in members:
+        mac = users[uid]["mac_address"] if uid in users else None
+        seen = [t for t in by_mac.get(mac, []) if t.date() <= reference]
+        trained = [t for t in starts.get(uid, []) if t.date() <= reference]
+        ago = [(reference - t.date()).days for t in seen], [(reference - t.date()).days for t in trained]
+        days = [t.date() for t in seen + trained]
+        last_day = max(days) if days else None
+        before = sum(1 for t in trained if last_day is not None and (last_day - t.date()).days < 30)
+        inactive = None if last_day is None else (reference - last_day).days
+        out.append({
+            "user_id": uid, "reference_date": reference, "last_visit": max(seen) if seen else None,
+            "last_workout": max(trained) if trained else None,
+            "visits_7d": sum(a < 7 for a in ago[0]), "visits_30d": sum(a < 30 for a in ago[0]),
+            "workouts_7d": sum(a < 7 for a in ago[1]), "workouts_30d": sum(a < 30 for a in ago[1]),
+            "days_inactive": inactive, "workouts_before_lapse": before, "at_risk_after_days": at_risk_days,
+            "at_risk": inactive is not None and inactive >= at_risk_days and before >= 4,
+        })
+    return out
+
+
+def _performance(users: dict, completed: dict, by_device: dict, dob: dict) -> list[dict]:
+    """Per member and `%U` week of the start date: workouts, minutes, readings, heart rate and
+    minutes per zone (max HR = 220 - age at the workout's date; zone k from (40 + 10k) %)."""
+    weeks: dict[tuple, dict] = {}
+    for (uid, _, _), (start, end) in completed.items():
+        day = _ts(start).date()
+        key = (uid, day.year, int(day.strftime("%U")))
+        week = weeks.setdefault(key, {"workouts": 0, "micros": 0, "with": 0, "hrs": [], "zones": None,
+                                      "start": max(day - dt.timedelta(days=(day.weekday() + 1) % 7),
+                                                   dt.date(day.year, 1, 1))})
+        week["workouts"] += 1
+        week["micros"] += end - start
+        readings = sorted((t, hr) for t, hr in by_device[users[uid]["device_id"]]
+                          if start < t <= end) if uid in users else []
+        if not readings:
+            continue
+        week["with"] += 1
+        week["hrs"] += [hr for _, hr in readings]
+        max_hr = None
+        if uid in dob:
+            born = dob[uid]
+            age = day.year - born.year - ((day.month, day.day) < (born.month, born.day))
+            max_hr = 220 - age if 0 <= age <= 120 else None
+        if max_hr is None:
+            continue
+        zones = week["zones"] = week["zones"] or [0] * 6
+        previous = start
+        for t, hr in readings:
+            zone = max([0] + [k for k, tenths in enumerate((5, 6, 7, 8, 9), 1) if hr * 10 >= tenths * max_hr])
+            zones[zone] += t - previous
+            previous = t
+    out = []
+    for (uid, year, week_no), w in weeks.items():
+        hrs = w["hrs"]
+        row = {"user_id": uid, "year": year, "week": week_no, "week_part": f"{year}-{week_no}",
+               "week_start": w["start"], "workouts": w["workouts"], "minutes_exercising": w["micros"] / 60e6,
+               "workouts_with_readings": w["with"], "readings": len(hrs),
+               "avg_bpm": sum(hrs) / len(hrs) if hrs else None, "max_bpm": max(hrs) if hrs else None}
+        for k in range(1, 6):
+            row[f"zone{k}_minutes"] = None if w["zones"] is None else w["zones"][k] / 60e6
+        out.append(row)
+    return out
