@@ -49,8 +49,8 @@ live: $(STAMP) ## The live platform: local Kafka broker, a producer playing the 
 broker: $(STAMP) ## Only the local Kafka-protocol broker on 127.0.0.1:9092, until Ctrl-C
 	$(BIN)/fitness-assets broker
 
-bench: $(STAMP) ## Run the benchmarks; results go to benchmarks/results.json
-	$(BIN)/python -m fitness_assets.bench
+bench: $(STAMP) ## Run the benchmarks; results go to benchmarks/results.json and RESULTS.md, compared with the last committed run
+	$(BIN)/python -m benchmarks
 
 reset: $(STAMP) ## Delete the local landing zone, lakehouse and Dagster state under .data/
 	$(BIN)/fitness-assets reset

@@ -6,7 +6,7 @@ setup(
     name="fitness_assets",
     version="0.1.0",
     description="Fitness Centre Medallion Data Platform: a Dagster asset graph on PySpark and Delta Lake",
-    packages=find_packages(exclude=["fitness_assets_tests"]),
+    packages=find_packages(include=["fitness_assets", "fitness_assets.*"]),
     package_data={"fitness_assets": ["lakehouse/log4j2.properties"]},
     python_requires=">=3.11,<3.13",
     install_requires=[

@@ -177,3 +177,38 @@ def test_commit_metadata_and_time_travel(store):
     assert store.latest_commit_metadata(KV, "note")["_version"] == first.version
     assert store.latest_commit_metadata(KV, "absent") is None
     assert sorted(r["k"] for r in store.read(KV, first.version).collect()) == [1]
+
+
+def test_small_and_large_reads_give_the_same_rows(settings, spark, monkeypatch):
+    """delta-rs store: a read under SMALL_READ_ROWS crosses as Arrow, a larger one as a Parquet
+    scan; both give the same rows and types, whole snapshots and appended files alike, on a
+    partitioned table with timestamps, NaN and NULLs."""
+    import datetime as dt
+
+    from fitness_assets.lakehouse import store as store_module
+    from fitness_assets.tables import DOUBLE, TIMESTAMP
+
+    spec = TableSpec(layer="test", name="parts", columns=(("p", STRING), ("k", LONG), ("x", DOUBLE), ("t", TIMESTAMP)),
+                     description="partitioned test table", keys=("p", "k"), partition_by=("p",))
+    store = DeltaRsTableStore(settings.lakehouse_root, lambda: spark)
+    when = dt.datetime(2023, 3, 6, 10, 15, 2, 123456, tzinfo=dt.UTC)
+    for batch in range(3):
+        store.append(spec, pa.table({"p": ["a", "b", "a"], "k": [batch * 3, batch * 3 + 1, batch * 3 + 2],
+                                     "x": [float("nan"), None, 1.5 + batch], "t": [when, None, when]}))
+
+    def both(read):
+        out = {}
+        for limit, path in ((10**9, "arrow"), (0, "parquet")):
+            monkeypatch.setattr(store_module, "SMALL_READ_ROWS", limit)
+            frame = read()
+            uses_files = bool(frame.inputFiles())
+            assert uses_files == (path == "parquet"), f"{path} read did not take the {path} path"
+            out[path] = sorted(tuple(str(v) for v in r) for r in frame.collect())
+            assert frame.schema == spark.createDataFrame([], store_module.from_arrow_schema(spec.schema)).schema
+        assert out["arrow"] == out["parquet"]
+        return out["arrow"]
+
+    assert len(both(lambda: store.read(spec))) == 9
+    # version 0 creates the table, versions 1..3 are the appends: (1, 3] holds batches 1 and 2
+    appended = both(lambda: store.read_appended(spec, 1, 3))
+    assert sorted(int(r[1]) for r in appended) == [3, 4, 5, 6, 7, 8]

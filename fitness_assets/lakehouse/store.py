@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
+import pyarrow.dataset as pads
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from pyspark.sql import DataFrame, SparkSession
@@ -41,6 +42,8 @@ METADATA_PREFIX = "fitness."
 # Fault injection for crash tests: a commit to the table named here (``<layer>.<table>``)
 # raises right after it succeeded, as a process dying between commit and run end would.
 FAULT_ENV = "FITNESS_FAULT_AFTER_COMMIT"
+# Reads of at most this many rows reach Spark as Arrow, larger ones as Parquet scans.
+SMALL_READ_ROWS = 20_000
 
 
 class LakehouseNotWritable(RuntimeError):
@@ -250,19 +253,46 @@ class DeltaRsTableStore(TableStore):
         except TableNotFoundError:
             return -1
 
-    def _read_files(self, spec: TableSpec, files: list[str]) -> DataFrame:
+    def _files(self, table: DeltaTable) -> dict[str, int | None]:
+        """The snapshot's data files (paths relative to the table) and their row counts, from the log."""
+        actions = pa.table(table.get_add_actions(flatten=True))
+        if actions.num_rows == 0:
+            return {}
+        return dict(zip(actions["path"].to_pylist(), actions["num_records"].to_pylist(), strict=True))
+
+    def _read_files(self, spec: TableSpec, table: DeltaTable | None, files: dict[str, int | None]) -> DataFrame:
+        """A DataFrame of ``files`` (relative path -> rows) of ``table``'s snapshot.
+
+        Small reads cross as Arrow, large ones as Parquet files Spark scans itself. Measured
+        here (local[2], warm): a small Parquet scan costs ~0.2 s of file listing, footers and
+        tasks however few its rows, against ~0.05 s for the same rows as an Arrow-backed frame;
+        at 100k rows Arrow is already the slower (0.65 s vs 0.3 s), so the cut is at 20k rows.
+        A row count missing from the log takes the Parquet path."""
         schema = from_arrow_schema(spec.schema)
-        if not files:
+        if not files or table is None:
             return self.spark.createDataFrame([], schema)
+        counts = list(files.values())
+        if all(n is not None for n in counts) and sum(counts) <= SMALL_READ_ROWS:
+            dataset = table.to_pyarrow_dataset()
+            wanted = [f for f in dataset.get_fragments() if f.path in files]
+            if len(wanted) == len(files):
+                subset = pads.FileSystemDataset(wanted, dataset.schema, dataset.format, dataset.filesystem)
+                rows = self.to_arrow(spec, subset.to_table(columns=spec.column_names))
+                return self.spark.createDataFrame(rows, schema)
+        location = self.location(spec)
+        uris = [uri for uri in table.file_uris() if uri.removeprefix(location).lstrip("/") in files]
+        if len(uris) != len(files):
+            uris = [f"{location}/{path}" for path in files]
         reader = self.spark.read.schema(schema)
         if spec.partition_by:
-            reader = reader.option("basePath", self.location(spec))
-        return reader.parquet(*files).select(*spec.column_names)
+            reader = reader.option("basePath", location)
+        return reader.parquet(*uris).select(*spec.column_names)
 
     def read(self, spec: TableSpec, version: int | None = None) -> DataFrame:
         if not self.exists(spec):
-            return self._read_files(spec, [])
-        return self._read_files(spec, self._table(spec, version).file_uris())
+            return self._read_files(spec, None, {})
+        table = self._table(spec, version)
+        return self._read_files(spec, table, self._files(table))
 
     def read_arrow(self, spec: TableSpec, version: int | None = None) -> pa.Table:
         """Read by delta-rs itself: no Spark job."""
@@ -272,15 +302,16 @@ class DeltaRsTableStore(TableStore):
 
     def read_appended(self, spec: TableSpec, after_version: int, up_to_version: int) -> DataFrame:
         if up_to_version <= after_version:
-            return self._read_files(spec, [])
-        new = self._table(spec, up_to_version).file_uris()
-        old = set(self._table(spec, after_version).file_uris()) if after_version >= 0 else set()
+            return self._read_files(spec, None, {})
+        table = self._table(spec, up_to_version)
+        new = self._files(table)
+        old = set(self._files(self._table(spec, after_version))) if after_version >= 0 else set()
         if not old.issubset(new):
             raise RuntimeError(
                 f"{spec.qualified_name} is not append-only between versions {after_version} and "
                 f"{up_to_version} (files were removed); rebuild its consumers with a full refresh"
             )
-        return self._read_files(spec, [f for f in new if f not in old])
+        return self._read_files(spec, table, {f: n for f, n in new.items() if f not in old})
 
     def read_changes(self, spec: TableSpec, after_version: int, up_to_version: int) -> DataFrame:
         schema = from_arrow_schema(spec.schema).add("_change_type", "string")

@@ -3,7 +3,7 @@
 A real daemon on a temporary Dagster home, a warm Spark (Spark Connect, as ``make live`` runs),
 the local broker, a tiny simulated chain to start from; then, one at a time, a profile change (CDC) moving a member to a new city is produced and
 the time until ``gold/workout_bpm_summary`` shows the new city is measured, with no run launched
-by hand. Called by ``fitness_assets.bench`` (scenario ``live``); prints nothing itself.
+by hand. Called by ``benchmarks.tasks`` (task and scenario ``live``); prints nothing itself.
 """
 
 from __future__ import annotations

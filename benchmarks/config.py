@@ -1,0 +1,52 @@
+"""Sizes, limits and thresholds shared by the benchmark modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+#: The repository root (the worker subprocess runs here, so ``python -m benchmarks`` finds the package).
+ROOT = Path(__file__).resolve().parent.parent
+
+BRONZE_SELECTION = [
+    "reference/date_lookup",
+    "bronze/registered_users_bz",
+    "bronze/gym_logins_bz",
+    "bronze/kafka_multiplex_bz",
+]
+BRONZE_SOURCES = ("registered_users_bz", "gym_logins_bz", "kafka_multiplex_bz")
+SOURCE_FOLDERS = ("registered_users", "gym_logins", "kafka_multiplex")
+REFERENCE_DATE = "2024-01-01"
+DRIVER_MEMORY = "6g"
+MICRO_BATCHES = 100
+#: A micro-batch is the latest batch whose share of all lines falls in this range (~1 %).
+MICRO_SHARE_RANGE = (0.0075, 0.015)
+SMALL = "500k"
+LARGE = "5M"
+#: Kafka scenario sizes: the mock broker silently drops a partition's data beyond ~5 MiB, so
+#: the volume stays far below the other scenarios' (~270k and ~420k records on 4 x 3 partitions).
+KAFKA_SMALL = "250k"
+KAFKA_LARGE = "400k"
+SIZES: dict[str, int | None] = {"tiny": None, KAFKA_SMALL: 250_000, KAFKA_LARGE: 400_000, SMALL: 500_000,
+                                LARGE: 5_000_000}
+KAFKA_PARTITIONS = 4
+#: The issue's goal: Kafka -> bronze at least half as fast as a plain consume-and-decode loop.
+KAFKA_GOAL_RATIO = 0.5
+#: The baseline is cheap and noisy on a shared machine: the best of this many runs counts.
+KAFKA_BASELINE_RUNS = 3
+#: A scenario slower than this is called out in RESULTS.md rather than silently shrunk.
+SLOW_SCENARIO_SECONDS = 15 * 60
+#: Below this share of busy CPU the machine counts as quiet enough to start a run.
+QUIET_SHARE = 0.15
+#: Runs reported with a warning when other processes used more than this share of the CPU.
+FOREIGN_CPU_WARNING = 0.10
+MEASURED_TASKS = ("bronze", "graph", "kafka", "live")
+#: Profile changes produced one after another in the live scenario (each timed to gold).
+LIVE_ROUNDS = 6
+#: How many times a scenario is run again when other processes disturbed one of its runs.
+CONTENTION_RETRIES = 1
+DEFAULT_RESULTS_DIR = ROOT / "benchmarks"
+#: A headline figure this much worse than in the previous committed run is flagged REGRESSION.
+REGRESSION_SHARE = 0.20
+
+Result = dict[str, Any]

@@ -1,0 +1,206 @@
+"""The scenarios: each is a few tasks run one after another in fresh worker processes
+(``python -m benchmarks --task ...``) on one scratch folder, again when other processes
+disturbed a run; what each task measured is collected, not summarized (benchmarks.report)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.config import (
+    BRONZE_SOURCES,
+    CONTENTION_RETRIES,
+    FOREIGN_CPU_WARNING,
+    KAFKA_LARGE,
+    KAFKA_SMALL,
+    LARGE,
+    MEASURED_TASKS,
+    ROOT,
+    SMALL,
+    Result,
+)
+from benchmarks.contention import contention, cpu_seconds, wait_for_quiet
+from benchmarks.tasks import release_batches
+
+
+class TaskFailed(RuntimeError):
+    """A task's subprocess failed or its run did not succeed."""
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """How long a task may take, and how long to wait for a quiet machine before a run."""
+
+    timeout: float
+    quiet_wait: float
+
+
+@dataclass
+class Scenario:
+    """One measurement: a name, a data size, and the work it does in a scratch folder."""
+
+    name: str
+    size: str
+    body: Callable[[Scenario, Path, TaskOptions], Result]
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}@{self.size}"
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_task(task: str, size: str, workdir: Path, options: TaskOptions) -> Result:
+    """Run ``task`` in a fresh interpreter and return what it measured."""
+    out = workdir / f"{task}.json"
+    log = workdir / f"{task}.log"
+    command = [sys.executable, "-m", "benchmarks", "--task", task, "--size", size,
+               "--workdir", str(workdir), "--out", str(out)]
+    waited = wait_for_quiet(options.quiet_wait) if task in MEASURED_TASKS and options.quiet_wait > 0 else 0.0
+    busy_before, own_before = cpu_seconds()
+    started = time.perf_counter()
+    with open(log, "w", encoding="utf-8") as handle:
+        proc = subprocess.run(command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT,
+                              timeout=options.timeout, check=False)
+    elapsed = time.perf_counter() - started
+    busy_after, own_after = cpu_seconds()
+    foreign = max(0.0, (busy_after - busy_before) - (own_after - own_before))
+    if proc.returncode != 0 or not out.exists():
+        tail = "".join(log.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)[-40:])
+        raise TaskFailed(f"task {task} ({size}) exited with {proc.returncode}:\n{tail}")
+    result: Result = json.loads(out.read_text(encoding="utf-8"))
+    result["process_seconds"] = elapsed
+    result["quiet_wait_seconds"] = waited
+    # Share of the machine's CPU that other processes used meanwhile: their load slows the run.
+    result["foreign_cpu_share"] = foreign / (elapsed * (os.cpu_count() or 1))
+    if result.get("success") is False:
+        raise TaskFailed(f"task {task} ({size}) ran but failed steps: {result['failed_steps']}")
+    _progress(f"  {task:<9} {size:>5}: {elapsed:7.1f} s (other processes used {result['foreign_cpu_share']:.0%} "
+              f"of the CPU; waited {waited:.0f} s for quiet)")
+    return result
+
+
+def bronze_records(tables: dict[str, int]) -> int:
+    """Rows of the three bronze tables plus their quarantine tables."""
+    return sum(tables.get(f"{layer}.{name}", 0) for layer in ("bronze", "quarantine") for name in BRONZE_SOURCES)
+
+
+def scenario_bronze(scenario: Scenario, workdir: Path, options: TaskOptions) -> Result:
+    """Simulate, then ingest the three landing folders into bronze and quarantine."""
+    data = run_task("simulate", scenario.size, workdir, options)
+    run = run_task("bronze", scenario.size, workdir, options)
+    records = bronze_records(run["tables"])
+    without_start = run["wall_seconds"] - run["spark_start_seconds"]
+    return {
+        "data": data,
+        "run": run,
+        "records": records,
+        "records_per_second": records / run["wall_seconds"],
+        "records_per_second_excl_spark_start": records / without_start,
+    }
+
+
+def scenario_graph(scenario: Scenario, workdir: Path, options: TaskOptions) -> Result:
+    """Simulate, then materialize the whole graph on a fresh lakehouse."""
+    return {
+        "data": run_task("simulate", scenario.size, workdir, options),
+        "run": run_task("graph", scenario.size, workdir, options),
+    }
+
+
+def scenario_micro_batch(scenario: Scenario, workdir: Path, options: TaskOptions) -> Result:
+    """Run the graph on the batches before the chosen ~1 % batch, release it and run again.
+
+    Both runs are fresh processes, as each Dagster run is, so the micro-batch includes one
+    Spark start-up; its figures are also given without it.
+    """
+    data = run_task("stage", scenario.size, workdir, options)
+    catch_up = run_task("graph", scenario.size, workdir, options)
+    micro = data["micro_batch"]
+    release_batches(workdir / "staging", workdir / "landing", range(micro, micro + 1))
+    micro = run_task("graph", scenario.size, workdir, options)
+    return {"data": data, "catch_up_run": catch_up, "run": micro}
+
+
+def scenario_kafka(scenario: Scenario, workdir: Path, options: TaskOptions) -> Result:
+    """Simulate, then produce the multiplex to a mock broker and read it back with a plain
+    consume-and-decode loop and with the Kafka -> bronze ingestion (one process, one broker)."""
+    return {
+        "data": run_task("simulate", scenario.size, workdir, options),
+        "run": run_task("kafka", scenario.size, workdir, options),
+    }
+
+
+def scenario_live(scenario: Scenario, workdir: Path, options: TaskOptions) -> Result:
+    """A tiny chain through the live platform (daemon, sensors, automation), then produced
+    profile changes timed from Kafka to gold."""
+    return {"run": run_task("live", scenario.size, workdir, options)}
+
+
+FAMILIES = ("bronze", "graph", "micro_batch", "kafka", "live")
+
+
+def scenarios(quick: bool, only: list[str] | None = None) -> list[Scenario]:
+    """Small sizes first, so a broken setup fails fast; ``only`` keeps those families."""
+    chosen = [
+        Scenario("bronze", SMALL, scenario_bronze),
+        Scenario("graph", "tiny", scenario_graph),
+        Scenario("graph", SMALL, scenario_graph),
+        Scenario("micro_batch", SMALL, scenario_micro_batch),
+        Scenario("kafka", KAFKA_SMALL, scenario_kafka),
+        Scenario("live", "tiny", scenario_live),
+    ]
+    if not quick:
+        chosen += [
+            Scenario("kafka", KAFKA_LARGE, scenario_kafka),
+            Scenario("bronze", LARGE, scenario_bronze),
+            Scenario("graph", LARGE, scenario_graph),
+            Scenario("micro_batch", LARGE, scenario_micro_batch),
+        ]
+    return [s for s in chosen if not only or s.name in only]
+
+
+@contextmanager
+def scratch(label: str) -> Iterator[Path]:
+    """A temporary folder under /tmp for one scenario's data, deleted afterwards."""
+    path = Path(tempfile.mkdtemp(prefix=f"fitness-bench-{label.replace('@', '-')}-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def run_scenario(scenario: Scenario, options: TaskOptions) -> Result:
+    """Run one scenario in its own scratch folder, again when another process slowed a run
+    down (keeping the less disturbed attempt); a failure is recorded, not raised."""
+    best: Result | None = None
+    for attempt in range(1 + CONTENTION_RETRIES):
+        _progress(f"{scenario.label} ..." if attempt == 0 else f"{scenario.label} again (CPU contention) ...")
+        started = time.perf_counter()
+        with scratch(scenario.label) as workdir:
+            try:
+                result = scenario.body(scenario, workdir, options)
+            except (TaskFailed, subprocess.TimeoutExpired) as exc:
+                _progress(f"  FAILED: {exc}")
+                result = {"error": str(exc)}
+        result.update(name=scenario.name, size=scenario.size, scenario_seconds=time.perf_counter() - started,
+                      attempt=attempt + 1)
+        if "error" in result:
+            return result
+        if best is None or contention(result) < contention(best):
+            best = result
+        if contention(best) <= FOREIGN_CPU_WARNING:
+            break
+    assert best is not None
+    return best
