@@ -32,9 +32,10 @@ browser: ## Debian's Chromium for the UI tests (apt-get; as root, as CI runs)
 secrets: $(STAMP) ## Scan every tracked file for committed credentials (detect-secrets)
 	git ls-files -z | xargs -0 $(BIN)/detect-secrets-hook
 
-test: $(STAMP) browser secrets ## Secrets scan, lint and the whole test suite (real Spark, Delta, Kafka broker, browser)
+test: $(STAMP) browser secrets ## Secrets scan, lint, the whole test suite (real Spark, Delta, Kafka broker, browser), then the silver/gold tests marked connect again on Spark Connect
 	$(BIN)/ruff check fitness_assets fitness_assets_tests
 	$(BIN)/python -m pytest
+	FITNESS_TEST_SPARK=connect $(BIN)/python -m pytest -m connect fitness_assets_tests/test_silver_gold.py fitness_assets_tests/test_business_gold.py
 
 lint: $(STAMP) ## Lint only
 	$(BIN)/ruff check fitness_assets fitness_assets_tests

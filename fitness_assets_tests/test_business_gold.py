@@ -40,6 +40,8 @@ BUSINESS = (GYM_OCCUPANCY, MEMBER_ENGAGEMENT, WORKOUT_PERFORMANCE)
 REF = dt.date(2024, 1, 10)
 MAC1, MAC2, STRANGER = "aa:00:00:00:00:01", "aa:00:00:00:00:02", "aa:00:00:00:00:99"
 
+pytestmark = pytest.mark.connect  # all of it runs on Spark Connect too (make test): about 1.5 minutes
+
 
 def t(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)

@@ -8,7 +8,7 @@ from fitness_assets.assets.checks_lib import SINCE_KEY
 from fitness_assets.definitions import ALL_ASSETS_JOB, build_definitions
 from fitness_assets.simulator import SimulatorConfig
 from fitness_assets.tables import COMPLETED_WORKOUTS, USERS
-from fitness_assets_tests.conftest import TEST_SPARK
+from fitness_assets_tests.conftest import TEST_SPARK, skip_on_connect
 from fitness_assets_tests.helpers import deliver, stage
 
 
@@ -23,6 +23,7 @@ def _run_one(defs, instance, spec):
                                   raise_on_error=False)
 
 
+@skip_on_connect  # counts jobs on the SparkContext's status tracker
 def test_unchanged_upstream_costs_no_spark_job_and_checks_are_not_reevaluated(settings, store, run, spark,
                                                                               dagster_instance, tmp_path):
     stage(SimulatorConfig.tiny(seed=5, batches=1), tmp_path / "staging")

@@ -16,6 +16,7 @@ from fitness_assets.lakehouse import delta_sql
 from fitness_assets.lakehouse.incremental import SYNC_CLAUSES
 from fitness_assets.lakehouse.store import OP_COLUMN, Clause
 from fitness_assets.tables import ALL_TABLES, KAFKA_MULTIPLEX_BZ, LONG, STRING, TIMESTAMP, TableSpec
+from fitness_assets_tests.conftest import ON_CONNECT
 
 HOSTILE_NAMES = ["plain", "with space", "back`tick", "``", "dot.ted", "quo'te", 'dou"ble', "back\\slash",
                  "semi;colon -- comment", "new\nline", "ünïcödé", "select", "`; DROP TABLE x; --"]
@@ -34,6 +35,8 @@ HOSTILE = TableSpec(
 @pytest.fixture(scope="module")
 def parser(spark):
     """The test session's SQL parser (parsing needs no Delta and runs nothing)."""
+    if ON_CONNECT:
+        pytest.skip("FITNESS_TEST_SPARK=connect: Spark's SQL parser is reached through the JVM of a local session")
     return spark._jsparkSession.sessionState().sqlParser()
 
 
