@@ -74,8 +74,15 @@ def fail_dead_runs(instance: DagsterInstance) -> list[str]:
         # queued and launched it, whose events carry its own, living pid.
         pids = {e.dagster_event.pid for e in instance.all_logs(run.run_id)
                 if e.dagster_event and e.dagster_event.pid and e.dagster_event.event_type_value in EXECUTION_EVENTS}
-        if pids and not any(_alive(pid) for pid in pids):
-            instance.report_run_failed(run, f"the run's process ({', '.join(map(str, sorted(pids)))}) is gone "
+        if not pids or any(_alive(pid) for pid in pids):
+            continue
+        # A run that ended normally records its end before its process exits, so the status
+        # read *after* seeing the process gone is final: a run that finished while we looked
+        # is left as it ended, not marked failed.
+        current = instance.get_run_by_id(run.run_id)
+        if current is None or current.status != DagsterRunStatus.STARTED:
+            continue
+        instance.report_run_failed(current, f"the run's process ({', '.join(map(str, sorted(pids)))}) is gone "
                                             "(killed or out of memory): marked failed by a later run")
-            failed.append(run.run_id)
+        failed.append(run.run_id)
     return failed

@@ -50,3 +50,38 @@ def test_a_run_whose_process_died_is_marked_failed_and_a_living_one_is_not(tmp_p
         assert instance.get_run_by_id(dead.run_id).status == DagsterRunStatus.FAILURE
         assert instance.get_run_by_id(living.run_id).status == DagsterRunStatus.STARTED
         assert instance.get_run_by_id(launched.run_id).status == DagsterRunStatus.STARTED
+
+
+def test_a_run_that_finishes_while_it_is_inspected_is_not_marked_failed(tmp_path, monkeypatch):
+    """The race seen live: a sensor lists the run as STARTED, the run succeeds and its process
+    exits, then the sensor finds the process gone. The run must stay a success."""
+    import subprocess
+
+    from dagster import DagsterEvent, DagsterEventType, DagsterRunStatus
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    import fitness_assets.instance as inst
+    from fitness_assets.instance import fail_dead_runs
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    ensure_instance(tmp_path)
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        run = DagsterRun(job_name="all_assets", status=DagsterRunStatus.STARTED)
+        instance.add_run(run)
+        instance.report_dagster_event(DagsterEvent(event_type_value=DagsterEventType.RUN_START.value,
+                                                   job_name=run.job_name, message="started", pid=gone.pid),
+                                      run_id=run.run_id)
+        real_alive = inst._alive
+
+        def finishes_then_looks(pid):
+            # the run records its success and its process exits just as it is looked at
+            if instance.get_run_by_id(run.run_id).status == DagsterRunStatus.STARTED:
+                instance.report_dagster_event(DagsterEvent(event_type_value=DagsterEventType.RUN_SUCCESS.value,
+                                                           job_name=run.job_name, message="finished", pid=pid),
+                                              run_id=run.run_id)
+            return real_alive(pid)
+
+        monkeypatch.setattr(inst, "_alive", finishes_then_looks)
+        assert fail_dead_runs(instance) == []
+        assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.SUCCESS

@@ -32,6 +32,18 @@ pytestmark = pytest.mark.slow
 BOUND_SECONDS = 900  # generous: 2 cores, and other tests may share them
 
 
+def _why(instance: DagsterInstance, run_id: str) -> str:
+    """The failure events of a run, with the first lines of their errors (CI shows only this)."""
+    lines = []
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event and event.event_type_value in ("STEP_FAILURE", "PIPELINE_FAILURE"):
+            error = getattr(event.event_specific_data, "error", None)
+            detail = error.to_string().strip().splitlines()[-3:] if error else []
+            lines.append(" | ".join([entry.message or event.event_type_value, *detail]))
+    return " || ".join(lines) or "no failure event recorded"
+
+
 def _wait(what: str, probe, deadline: float, daemon: subprocess.Popen, home: Path):
     while time.time() < deadline:
         value = probe()
@@ -40,7 +52,8 @@ def _wait(what: str, probe, deadline: float, daemon: subprocess.Popen, home: Pat
         assert daemon.poll() is None, "the daemon died"
         with DagsterInstance.from_config(str(home)) as instance:
             failed = instance.get_run_records(RunsFilter(statuses=[DagsterRunStatus.FAILURE]))
-            assert not failed, f"a run failed while waiting for {what}: {failed[0].dagster_run.run_id}"
+            assert not failed, (f"a run failed while waiting for {what}: {failed[0].dagster_run.run_id}: "
+                                + _why(instance, failed[0].dagster_run.run_id))
         time.sleep(5)
     raise AssertionError(f"timed out waiting for {what}")
 
