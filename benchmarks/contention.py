@@ -10,6 +10,7 @@ import subprocess
 import time
 
 from benchmarks.config import DRIVER_MEMORY, QUIET_SHARE, ROOT, Result
+from fitness_assets.lakehouse.spark import DEFAULT_MASTER
 
 
 def cpu_seconds() -> tuple[float, float]:
@@ -68,6 +69,6 @@ def machine_facts() -> Result:
         "python": platform.python_version(),
         "pyspark": pyspark.__version__,
         "java": java.splitlines()[0] if java else None,
-        "spark_master": "local[2]",
+        "spark_master": DEFAULT_MASTER,
         "driver_memory": DRIVER_MEMORY,
     }
