@@ -4,10 +4,12 @@ local Kafka broker and play a simulated chain to it live."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -77,11 +79,36 @@ def _kafka_servers(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     return servers
 
 
+@contextlib.contextmanager
+def _jvm_output_to(folder: Path | None):
+    """A local Spark's JVM inherits this process's stderr when it starts: point it at
+    ``<folder>/spark-driver.log`` meanwhile, so Spark's start-up warnings (and its later log)
+    go there instead of the terminal. When the start fails, the log's last lines are shown."""
+    folder = folder or Path(tempfile.gettempdir())
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "spark-driver.log"
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(path, "ab") as log:
+            os.dup2(log.fileno(), 2)
+        yield path
+    except BaseException:
+        os.dup2(saved, 2)
+        tail = path.read_text(errors="replace").splitlines()[-20:]
+        print(f"Spark did not start; the end of {path}:", *tail, sep="\n", file=sys.stderr)
+        raise
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def run_graph(selection: list[str] | None = None, settings: Settings | None = None,
-              spark_env: SparkEnv | None = None, instance=None):
+              spark_env: SparkEnv | None = None, instance=None, verbose: bool = False):
     """Materialize ``selection`` (asset key strings like ``silver/users``; all when empty) with
-    checks, in this process, and return the report."""
-    from dagster import AssetKey, AssetSelection, DagsterInstance
+    checks, in this process, and return the report. Progress is one line per step; with
+    ``verbose``, Dagster's whole event log is printed as well."""
+    from dagster import AssetKey, AssetSelection, DagsterInstance, colored_console_logger
 
     from fitness_assets import report as rpt
     from fitness_assets.definitions import ALL_ASSETS_JOB, build_definitions
@@ -90,13 +117,15 @@ def run_graph(selection: list[str] | None = None, settings: Settings | None = No
     from fitness_assets.progress import progress_logger
 
     started = time.perf_counter()
-    defs = build_definitions(settings, spark_env, loggers={"progress": progress_logger})
+    loggers = {"progress": progress_logger} | ({"console": colored_console_logger} if verbose else {})
+    defs = build_definitions(settings, spark_env, loggers=loggers)
     resources = defs.resources
     # Misconfiguration fails here, in one line, before Spark starts.
     check_landing_root(resources["lakehouse"].landing_root)
     resources["lakehouse"].store().check_writable()
     spark_started = time.perf_counter()
-    resources["spark"].session()
+    with _jvm_output_to(rpt.report_dir(resources["lakehouse"].root)):
+        resources["spark"].session()
     spark_seconds = time.perf_counter() - spark_started
     job = defs.resolve_job_def(ALL_ASSETS_JOB)
     keys = None
@@ -113,7 +142,8 @@ def run_graph(selection: list[str] | None = None, settings: Settings | None = No
 
     fail_dead_runs(instance)  # a run killed before (kill -9, OOM) must not stay STARTED
     result = job.execute_in_process(instance=instance, asset_selection=keys, raise_on_error=False,
-                                    run_config={"loggers": {"progress": {}}})
+                                    run_config={"loggers": {"progress": {}} | (
+                                        {"console": {"config": {"log_level": "DEBUG"}}} if verbose else {})})
     store = resources["lakehouse"].store()
     report = rpt.RunReport(
         success=result.success,
@@ -153,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
                           "(no topic, unknown topic) are skipped and counted")
     run = sub.add_parser("run", help="materialize assets (default: all) on the files the landing root holds")
     run.add_argument("--select", default="", help="comma-separated asset keys, e.g. bronze/gym_logins_bz")
+    for p in (demo, run):
+        p.add_argument("--verbose", action="store_true", help="print Dagster's event log too (DEBUG)")
     sub.add_parser("reset", help="delete the landing zone, the lakehouse and Dagster's local state")
     brk = sub.add_parser("broker", help="serve a local Kafka-protocol broker (librdkafka's mock cluster, in "
                                         "memory) with the topics user_info, workout, bpm until Ctrl-C/SIGTERM")
@@ -234,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     from fitness_assets.pipelines.bronze import IngestConfigError
 
     try:
-        report = run_graph(selection, settings)
+        report = run_graph(selection, settings, verbose=args.verbose)
     except (IngestConfigError, LakehouseNotWritable) as error:
         print(f"fitness-assets: {error}", file=sys.stderr)
         return 2

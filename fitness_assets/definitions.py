@@ -21,7 +21,6 @@ from dagster import (
     in_process_executor,
     map_asset_specs,
 )
-from dagster_databricks import DatabricksClientResource
 
 from fitness_assets.assets.bronze import bronze_assets, bronze_checks
 from fitness_assets.assets.checks_lib import table_checks
@@ -32,7 +31,6 @@ from fitness_assets.assets.sources import source_specs
 from fitness_assets.automation.maintenance import maintenance
 from fitness_assets.automation.policies import condition_for, freshness_policy
 from fitness_assets.automation.sensors import build_sensors
-from fitness_assets.databricks.pipes import build_databricks_rebuild_job
 from fitness_assets.resources import KafkaResource, LakehouseResource, SparkResource
 from fitness_assets.settings import AutomationSettings, Settings, SparkEnv
 from fitness_assets.streaming.settings import KafkaSettings
@@ -75,12 +73,25 @@ def databricks_resources() -> dict[str, object]:
     ``DATABRICKS_TOKEN``, or ``DATABRICKS_CLIENT_ID`` + ``DATABRICKS_CLIENT_SECRET``."""
     if not os.environ.get("DATABRICKS_HOST"):
         return {}
+    # Imported only here: dagster-databricks and the Databricks SDK take ~1 s to import, paid
+    # by every process that loads the code location (each run worker among them).
+    from dagster_databricks import DatabricksClientResource
+
     if os.environ.get("DATABRICKS_CLIENT_ID"):
         credentials = {"oauth_credentials": {"client_id": EnvVar("DATABRICKS_CLIENT_ID"),
                                              "client_secret": EnvVar("DATABRICKS_CLIENT_SECRET")}}
     else:
         credentials = {"token": EnvVar("DATABRICKS_TOKEN")}
     return {"databricks": DatabricksClientResource(host=EnvVar("DATABRICKS_HOST"), **credentials)}
+
+
+def _databricks_jobs() -> list:
+    """The Pipes rebuild job, where a workspace is configured (see ``databricks_resources``)."""
+    if not databricks_resources():
+        return []
+    from fitness_assets.databricks.pipes import build_databricks_rebuild_job
+
+    return [build_databricks_rebuild_job()]
 
 
 def apply_layer_policies(assets: list[AssetsDefinition | AssetSpec], automation: AutomationSettings,
@@ -114,7 +125,7 @@ def build_definitions(settings: Settings | None = None, spark_env: SparkEnv | No
         asset_checks=CHECKS,
         jobs=[define_asset_job(ALL_ASSETS_JOB, selection=AssetSelection.all() - AssetSelection.groups("sources"),
                                description="Materialize the whole medallion graph with its checks."),
-              *maintenance_jobs, *([build_databricks_rebuild_job()] if databricks_resources() else [])],
+              *maintenance_jobs, *_databricks_jobs()],
         sensors=build_sensors(automation),
         schedules=schedules,
         resources=build_resources(settings, spark_env, kafka),

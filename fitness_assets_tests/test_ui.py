@@ -340,3 +340,30 @@ def test_automation_page_lists_the_sensors(ui, definitions):
         assert page.has_node(sensor), f"{page.url} does not list sensor {sensor!r}: {page.around('')}"
     # The sensor that evaluates the assets' automation conditions is shown as such.
     page.assert_shows("table_automation_sensor Automation condition sensor")
+
+
+def test_the_demo_prints_a_line_per_step_and_neither_spark_nor_dagster_chatter(ui, definitions):
+    """What the person who ran ``make demo`` saw (the same run the UI shows): one progress line
+    per step of every table and its checks, the report, and none of Spark's start-up warnings
+    (they go to the report folder's ``spark-driver.log``) or Dagster's DEBUG event log."""
+    out = (ui.folder / "demo.log").read_text()
+    steps = {m.group(1) for m in re.finditer(r"^ +\d+\.\d s  (\S+?):?(?: |$)", out, re.MULTILINE)}
+    asset_steps = {assets.node_def.name for assets in definitions.assets_defs_by_key.values() if assets.is_executable}
+    check_steps = {checks.node_def.name for checks in definitions.asset_checks_defs_by_key.values()}
+    assert {"silver__users", "gold__workout_bpm_summary", "silver__users__checks"} <= asset_steps | check_steps
+    assert asset_steps | check_steps <= steps, f"no progress line for {sorted(asset_steps | check_steps - steps)}"
+    assert "Run succeeded" in out
+    for chatter in ("Setting default log level", "WARNING: Using incubator modules", " - DEBUG - ", "STEP_START"):
+        assert chatter not in out, f"the demo printed {chatter!r}"
+    spark_log = ui.lakehouse.parent / "report" / "spark-driver.log"
+    assert spark_log.stat().st_size > 0, "Spark's own output should be in the report folder"
+
+
+def test_run_verbose_prints_dagster_event_log(ui):
+    env = _environment(ui.folder)
+    run = subprocess.run([sys.executable, "-m", "fitness_assets.cli", "run", "--select", "reference/date_lookup",
+                          "--verbose"], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True,
+                         timeout=DEMO_TIMEOUT)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "STEP_START" in run.stdout + run.stderr, "--verbose should show Dagster's event log"
+    assert re.search(r"^ +\d+\.\d s  reference__date_lookup", run.stdout, re.MULTILINE)

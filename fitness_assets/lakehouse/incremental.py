@@ -111,7 +111,15 @@ def sync_scope(store: TableStore, target: TableSpec, rows: DataFrame, scope: Dat
                metadata: dict | None = None) -> CommitResult | None:
     """Make the target's rows inside ``scope`` (distinct values of some key columns) equal to
     ``rows``: new and changed rows are upserted, rows no longer produced are deleted, unchanged
-    rows are left alone (so the change feed shows only real changes). One atomic commit."""
+    rows are left alone (so the change feed shows only real changes). One atomic commit.
+
+    Into an empty target (a first fill, a full rebuild) there is nothing to compare with: the
+    distinct rows are appended, one Spark job instead of a diff against the table and a MERGE
+    (with the increment's progress; without progress to record, the general path commits
+    nothing when there is nothing to write)."""
+    if inc.txns() and store.is_empty(target):
+        return store.append(target, rows.select(*target.column_names).distinct(), txns=inc.txns(),
+                            metadata=(metadata or {}) | {"increment": inc.describe()})
     scope = scope.distinct()
     existing = (store.read(target).join(F.broadcast(scope), on=scope.columns, how="left_semi")
                 .select(*target.column_names))  # a USING join puts key columns first; subtract is positional

@@ -142,6 +142,10 @@ class TableStore(ABC):
     def row_count(self, spec: TableSpec) -> int:
         return self.read(spec).count() if self.exists(spec) else 0
 
+    def is_empty(self, spec: TableSpec) -> bool:
+        """True when the table holds no row (or does not exist yet)."""
+        return self.row_count(spec) == 0
+
     @abstractmethod
     def commit_metadata(self, spec: TableSpec) -> list[dict[str, Any]]:
         """Custom ``fitness.*`` metadata of every commit, oldest first."""
@@ -341,6 +345,10 @@ class DeltaRsTableStore(TableStore):
             raise LakehouseNotWritable(
                 f"lakehouse root {self.root!r} is not writable ({e.strerror}): fix its permissions or set "
                 "FITNESS_LAKEHOUSE_ROOT") from None
+
+    def is_empty(self, spec: TableSpec) -> bool:
+        """No data file in the current snapshot (from the log; file statistics not needed)."""
+        return not self.exists(spec) or not pa.table(self._table(spec).get_add_actions(flatten=True)).num_rows
 
     def row_count(self, spec: TableSpec) -> int:
         """Rows of the current snapshot from the log's file statistics (no data read)."""

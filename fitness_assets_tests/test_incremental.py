@@ -1,0 +1,54 @@
+"""``sync_scope``: into an empty table the rows are appended (no diff, no MERGE); into a table
+with rows they are diffed and merged. Both give the same table and record the same progress."""
+
+from __future__ import annotations
+
+from fitness_assets.lakehouse import incremental as inc
+from fitness_assets.lakehouse.incremental import Increment
+from fitness_assets.tables import USER_BINS, USER_PROFILE
+
+ROWS = [(1, "18-25", "f", "Oslo", "NO"), (2, "25-35", "m", "Bergen", "NO"), (2, "25-35", "m", "Bergen", "NO")]
+
+
+def _increment(after: int, up_to: int) -> Increment:
+    return Increment(USER_BINS, {USER_PROFILE.qualified_name: after}, {USER_PROFILE.qualified_name: up_to},
+                     {USER_PROFILE.qualified_name: USER_PROFILE})
+
+
+def _sync(store, spark, rows, step: Increment):
+    frame = spark.createDataFrame(rows, USER_BINS.column_names)
+    frame = frame.select(*[frame[c].cast(t) for c, t in zip(USER_BINS.column_names,
+                                                              ("long", "string", "string", "string", "string"),
+                                                              strict=True)])
+    return inc.sync_scope(store, USER_BINS, frame, frame.select("user_id"), step)
+
+
+def _table(store):
+    return sorted(tuple(r) for r in store.read(USER_BINS).collect())
+
+
+def test_a_first_fill_appends_distinct_rows_and_equals_the_merge_path(store, spark):
+    store.ensure(USER_BINS)
+    first = _sync(store, spark, ROWS, _increment(-1, 3))
+    assert first.operation == "append" and not first.skipped
+    assert _table(store) == sorted(set(ROWS))  # the exact duplicate is written once
+    assert store.transaction_version(USER_BINS, inc.progress_app_id(USER_BINS, USER_PROFILE)) == 3
+
+    # The same rows synced again, now into a table that has them: the general path, which
+    # changes nothing, and a changed row is updated in place.
+    again = _sync(store, spark, ROWS, _increment(3, 4))
+    assert again.operation == "merge"
+    assert _table(store) == sorted(set(ROWS))
+    moved = [(2, "25-35", "m", "Stavanger", "NO")]
+    assert _sync(store, spark, moved, _increment(4, 5)).operation == "merge"
+    assert _table(store) == [ROWS[0], moved[0]]
+    assert store.transaction_version(USER_BINS, inc.progress_app_id(USER_BINS, USER_PROFILE)) == 5
+
+
+def test_a_retried_first_fill_writes_nothing_twice(store, spark):
+    store.ensure(USER_BINS)
+    _sync(store, spark, ROWS, _increment(-1, 3))
+    version = store.version(USER_BINS)
+    retried = _sync(store, spark, ROWS, _increment(-1, 3))  # the same progress again: already applied
+    assert retried.skipped
+    assert store.version(USER_BINS) == version and _table(store) == sorted(set(ROWS))
