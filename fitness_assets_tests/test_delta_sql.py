@@ -328,3 +328,18 @@ def test_the_spark_store_names_tables_in_the_layers_schema(parser):
     assert dev.location(USERS) == "fitness_dev.dev_jane_silver.users"
     assert _parts(parser, dev._name(USERS)) == ["fitness_dev", "dev_jane_silver", "users"]
     assert USERS.layer == "silver"  # the spec itself is not changed
+
+
+def test_bronze_replace_where_names_files_in_the_grammar_of_the_store_that_evaluates_it(parser, spark):
+    """A landing file name is data: in the Spark Delta store's replace-where it must read back
+    as exactly that name (Spark SQL would take a backslash as an escape and ``${..}`` as a
+    variable); in delta-rs's standard SQL a doubled quote is the only escape."""
+    from fitness_assets.lakehouse.store import DeltaRsTableStore, SparkDeltaTableStore
+    from fitness_assets.pipelines.bronze import _sql_list
+
+    names = [f"gym_logins/{v}.csv" for v in HOSTILE_VALUES]
+    expression = parser.parseExpression(f"source_file IN ({_sql_list(SparkDeltaTableStore(lambda: spark), names)})")
+    assert [literal.value().toString() for literal in _seq(expression.list())] == names
+    # the delta-rs grammar is not Spark's: the same text there would not read back
+    assert _sql_list(DeltaRsTableStore("/nowhere", lambda: spark), names) != _sql_list(
+        SparkDeltaTableStore(lambda: spark), names)

@@ -142,6 +142,11 @@ class TableStore(ABC):
     def row_count(self, spec: TableSpec) -> int:
         return self.read(spec).count() if self.exists(spec) else 0
 
+    def sql_string(self, value: str) -> str:
+        """``value`` as a string literal of the predicates this store evaluates (replace-where):
+        standard SQL, as delta-rs reads it, where only a quote needs doubling."""
+        return "'" + value.replace("'", "''") + "'"
+
     def is_empty(self, spec: TableSpec) -> bool:
         """True when the table holds no row (or does not exist yet)."""
         return self.row_count(spec) == 0
@@ -510,6 +515,10 @@ class SparkDeltaTableStore(TableStore):
         self.catalog = catalog or None
         self.schemas = {layer: schema for layer, schema in (schemas or {}).items() if schema}
         self._ensured: set[str] = set()
+
+    def sql_string(self, value: str) -> str:
+        """Spark SQL reads backslash escapes and substitutes ``${...}``: see ``delta_sql.quote_string``."""
+        return delta_sql.quote_string(value)
 
     def _target(self, spec: TableSpec) -> TableSpec:
         """The spec as named in the catalog: its layer replaced by the layer's schema."""

@@ -223,8 +223,10 @@ def group_count(table: pa.Table, column: str) -> dict[str, int]:
     return dict(zip(counts[column].to_pylist(), counts[f"{column}_count"].to_pylist(), strict=True))
 
 
-def _sql_list(values: list[str]) -> str:
-    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+def _sql_list(store: TableStore, values: list[str]) -> str:
+    """File names as a list of literals in the grammar of the store that evaluates them (a
+    name is data: a quote, a backslash or ``${`` in it must not change the predicate)."""
+    return ", ".join(store.sql_string(v) for v in values)
 
 
 def check_landing_root(landing_root: str) -> None:
@@ -311,7 +313,7 @@ def _report_changed_files(store: TableStore, quarantine: TableSpec, listed: list
         names = sorted(new)
         rows = pa.table({"source_file": names, "line": [CHANGED_LINE] * len(names), "raw": [new[n] for n in names],
                          "reason": [CHANGED] * len(names), "load_time": [load_time] * len(names)})
-        store.overwrite(quarantine, rows, predicate=f"line = {CHANGED_LINE} AND source_file IN ({_sql_list(names)})",
+        store.overwrite(quarantine, rows, predicate=f"line = {CHANGED_LINE} AND source_file IN ({_sql_list(store, names)})",
                         metadata={"changed_files": names})
     return sorted(candidates)
 
@@ -383,7 +385,7 @@ def _ingest_batch(store, spark, bronze, quarantine, parse, fmt, batch, sequence,
         return CommitResult(bronze.qualified_name, "append", store.version(bronze), skipped=True)
     if quarantine_rows.num_rows:
         store.overwrite(quarantine, quarantine_rows,
-                        predicate=f"line >= {FILE_LINE} AND source_file IN ({_sql_list(files)})",
+                        predicate=f"line >= {FILE_LINE} AND source_file IN ({_sql_list(store, files)})",
                         metadata={"files": files, "batch": sequence})
     result = store.append(
         bronze, good.select(bronze.column_names),

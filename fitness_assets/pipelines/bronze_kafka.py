@@ -126,10 +126,6 @@ def _to_spark(spark: SparkSession, table: pa.Table, staging: Path | None) -> tup
     return spark.read.parquet(str(path)), path
 
 
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def ingest_kafka(
     store: TableStore,
     spark: SparkSession | None,
@@ -211,7 +207,7 @@ def _commit_batch(store: TableStore, bronze: TableSpec, quarantine: TableSpec, g
 
     # Offsets at or after a batch's start were never committed: whatever a crashed attempt
     # left there is replaced, so a retry never doubles quarantine rows.
-    predicate = " OR ".join(f"(source_file = {_sql_string(source_name(k))} AND line >= {start})"
+    predicate = " OR ".join(f"(source_file = {store.sql_string(source_name(k))} AND line >= {start})"
                             for k, start in sorted(batch.start.items()))
     store.overwrite(quarantine, quarantine_rows, predicate=predicate, metadata={"kafka_batch": sequence})
 
