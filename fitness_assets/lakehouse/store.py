@@ -592,7 +592,6 @@ class SparkDeltaTableStore(TableStore):
             return -1
         return int(self._history(spec, 1)[0]["version"])
 
-
     def read(self, spec, version=None):
         if not self.exists(spec):
             return self.empty_frame(spec)
