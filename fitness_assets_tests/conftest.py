@@ -135,10 +135,30 @@ def run(settings: Settings, dagster_instance, spark):
     return _run
 
 
+class InjectedFault(RuntimeError):
+    """A crash right after a commit succeeded, as a process dying between commit and run end."""
+
+
 @pytest.fixture
-def no_fault():
-    yield
-    os.environ.pop("FITNESS_FAULT_AFTER_COMMIT", None)
+def fault_after_commit(monkeypatch):
+    """``arm(table)``: from then on, every commit that writes ``table`` raises right after it
+    landed (a commit found already applied writes nothing and does not); ``disarm()`` ends it."""
+    original = DeltaRsTableStore._commit
+
+    def arm(table) -> None:
+        def commit_then_crash(self, spec, *args, **kwargs):
+            result = original(self, spec, *args, **kwargs)
+            if spec.qualified_name == table.qualified_name and not result.skipped:
+                raise InjectedFault(f"injected fault after committing {spec.qualified_name}")
+            return result
+
+        monkeypatch.setattr(DeltaRsTableStore, "_commit", commit_then_crash)
+
+    def disarm() -> None:
+        monkeypatch.setattr(DeltaRsTableStore, "_commit", original)
+
+    arm.disarm = disarm
+    return arm
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,9 @@
 """Bronze ingestion through Dagster on simulated landing data (real Spark, real Delta)."""
 
-import os
 from collections import Counter
 
-import pytest
 from deltalake import DeltaTable
 
-from fitness_assets.lakehouse.store import FAULT_ENV
 from fitness_assets.pipelines.bronze import ingested_files
 from fitness_assets.simulator import SimulatorConfig
 from fitness_assets.tables import BRONZE_TABLES, KAFKA_MULTIPLEX_BZ, QUARANTINE_TABLES
@@ -91,15 +88,14 @@ def test_a_large_backlog_is_taken_in_bounded_batches_over_several_runs(tmp_path,
     assert store.row_count(KAFKA_MULTIPLEX_BZ) == truth.sources["kafka_multiplex"].valid
 
 
-@pytest.mark.usefixtures("no_fault")
-def test_a_crash_after_the_commit_then_a_retry_changes_nothing(settings, store, run, tmp_path):
+def test_a_crash_after_the_commit_then_a_retry_changes_nothing(settings, store, run, tmp_path, fault_after_commit):
     truth = stage(SimulatorConfig.tiny(seed=9), tmp_path / "staging")
     deliver(tmp_path / "staging", tmp_path / "landing")
-    os.environ[FAULT_ENV] = KAFKA_MULTIPLEX_BZ.qualified_name
+    fault_after_commit(KAFKA_MULTIPLEX_BZ)
     crashed = run(*BRONZE_SELECTION, expect_success=False)
     assert not crashed.success
     assert "bronze__kafka_multiplex_bz" in crashed.failed_steps
-    del os.environ[FAULT_ENV]
+    fault_after_commit.disarm()
     committed = versions(store)
     rows = store.row_count(KAFKA_MULTIPLEX_BZ)
     assert rows == truth.sources["kafka_multiplex"].valid  # the data did land, once

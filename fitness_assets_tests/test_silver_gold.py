@@ -12,7 +12,6 @@ import shutil
 
 import pytest
 
-from fitness_assets.lakehouse.store import FAULT_ENV
 from fitness_assets.simulator import SimulatorConfig
 from fitness_assets.tables import (
     COMPLETED_WORKOUTS,
@@ -141,16 +140,15 @@ def _downstream_tables(spec):
     return [t for t in (*SILVER_TABLES, *GOLD_TABLES) if AssetKey(t.asset_key_path) in keys]
 
 
-@pytest.mark.usefixtures("no_fault")
 @pytest.mark.parametrize("table", [HEART_RATE, WORKOUT_BPM_SUMMARY])
 def test_a_crash_after_a_silver_or_gold_commit_then_a_retry_gives_the_clean_result(table, settings, store, run,
-                                                                                    tmp_path):
+                                                                                    tmp_path, fault_after_commit):
     stage(SimulatorConfig.tiny(seed=8), tmp_path / "staging")
     deliver(tmp_path / "staging", tmp_path / "landing")
-    os.environ[FAULT_ENV] = table.qualified_name
+    fault_after_commit(table)
     crashed = run(expect_success=False)
     assert crashed.failed_steps == [f"{table.layer}__{table.name}"]
-    del os.environ[FAULT_ENV]
+    fault_after_commit.disarm()
     version_after_crash = store.version(table)
     run()
     assert store.version(table) == version_after_crash  # the retry found its input already applied

@@ -39,24 +39,12 @@ from fitness_assets.tables import TableSpec
 
 OP_COLUMN = "_op"
 METADATA_PREFIX = "fitness."
-# Fault injection for crash tests: a commit to the table named here (``<layer>.<table>``)
-# raises right after it succeeded, as a process dying between commit and run end would.
-FAULT_ENV = "FITNESS_FAULT_AFTER_COMMIT"
 # Reads of at most this many rows reach Spark as Arrow, larger ones as Parquet scans.
 SMALL_READ_ROWS = 20_000
 
 
 class LakehouseNotWritable(RuntimeError):
     """The lakehouse root cannot be written; the message says what to fix."""
-
-
-class InjectedFault(RuntimeError):
-    """Raised after a successful commit when FITNESS_FAULT_AFTER_COMMIT names the table."""
-
-
-def _maybe_fail(spec: TableSpec) -> None:
-    if os.environ.get(FAULT_ENV) == spec.qualified_name:
-        raise InjectedFault(f"injected fault after committing {spec.qualified_name}")
 
 
 @dataclass(frozen=True)
@@ -438,7 +426,6 @@ class DeltaRsTableStore(TableStore):
                     raise
                 time.sleep(0.05 * 2 ** attempt)
                 continue
-            _maybe_fail(spec)
             after = self._table(spec)
             if metrics is None:
                 metrics = after.history(1)[0].get("operationMetrics", {})
@@ -711,7 +698,6 @@ class SparkDeltaTableStore(TableStore):
                 finally:
                     for key in (delta_sql.USER_METADATA_CONF, delta_sql.TXN_APP_ID_CONF, delta_sql.TXN_VERSION_CONF):
                         conf.unset(key)
-                _maybe_fail(spec)
                 row = self._find_commit(spec, commit_id)
                 if row is None:  # Delta's guard found the first pair recorded by a racing writer
                     return CommitResult(spec.qualified_name, operation, self.version(spec), skipped=True)
