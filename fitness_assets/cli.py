@@ -117,7 +117,9 @@ def run_graph(selection: list[str] | None = None, settings: Settings | None = No
     from fitness_assets.progress import progress_logger
 
     started = time.perf_counter()
-    loggers = {"progress": progress_logger} | ({"console": colored_console_logger} if verbose else {})
+    loggers, logger_config = {"progress": progress_logger}, {"progress": {}}
+    if verbose:
+        loggers["console"], logger_config["console"] = colored_console_logger, {"config": {"log_level": "DEBUG"}}
     defs = build_definitions(settings, spark_env, loggers=loggers)
     resources = defs.resources
     # Misconfiguration fails here, in one line, before Spark starts.
@@ -142,8 +144,7 @@ def run_graph(selection: list[str] | None = None, settings: Settings | None = No
 
     fail_dead_runs(instance)  # a run killed before (kill -9, OOM) must not stay STARTED
     result = job.execute_in_process(instance=instance, asset_selection=keys, raise_on_error=False,
-                                    run_config={"loggers": {"progress": {}} | (
-                                        {"console": {"config": {"log_level": "DEBUG"}}} if verbose else {})})
+                                    run_config={"loggers": logger_config})
     store = resources["lakehouse"].store()
     report = rpt.RunReport(
         success=result.success,

@@ -117,8 +117,9 @@ def sync_scope(store: TableStore, target: TableSpec, rows: DataFrame, scope: Dat
     distinct rows are appended, one Spark job instead of a diff against the table and a MERGE
     (with the increment's progress; without progress to record, the general path commits
     nothing when there is nothing to write)."""
-    if inc.txns() and store.is_empty(target):
-        return store.append(target, rows.select(*target.column_names).distinct(), txns=inc.txns(),
+    progress = inc.txns()
+    if progress and store.is_empty(target):
+        return store.append(target, rows.select(*target.column_names).distinct(), txns=progress,
                             metadata=(metadata or {}) | {"increment": inc.describe()})
     scope = scope.distinct()
     existing = (store.read(target).join(F.broadcast(scope), on=scope.columns, how="left_semi")

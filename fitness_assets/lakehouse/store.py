@@ -318,7 +318,6 @@ class DeltaRsTableStore(TableStore):
         return self._read_files(spec, table, {f: n for f, n in new.items() if f not in old})
 
     def read_changes(self, spec: TableSpec, after_version: int, up_to_version: int) -> DataFrame:
-        schema = from_arrow_schema(spec.schema).add("_change_type", "string")
         if up_to_version <= after_version:
             return self.empty_frame(spec, ["_change_type"])
         reader = self._table(spec).load_cdf(starting_version=after_version + 1, ending_version=up_to_version,
@@ -326,6 +325,7 @@ class DeltaRsTableStore(TableStore):
         table = pa.table(reader)
         if table.num_rows == 0:
             return self.empty_frame(spec, ["_change_type"])
+        schema = from_arrow_schema(spec.schema).add("_change_type", "string")
         return self.spark.createDataFrame(table.select([*spec.column_names, "_change_type"]), schema)
 
     def check_writable(self) -> None:
@@ -348,14 +348,13 @@ class DeltaRsTableStore(TableStore):
 
     def is_empty(self, spec: TableSpec) -> bool:
         """No data file in the current snapshot (from the log; file statistics not needed)."""
-        return not self.exists(spec) or not pa.table(self._table(spec).get_add_actions(flatten=True)).num_rows
+        return not self.exists(spec) or not self._files(self._table(spec))
 
     def row_count(self, spec: TableSpec) -> int:
         """Rows of the current snapshot from the log's file statistics (no data read)."""
         if not self.exists(spec):
             return 0
-        actions = pa.table(self._table(spec).get_add_actions(flatten=True))
-        return int(pa.compute.sum(actions["num_records"]).as_py() or 0) if actions.num_rows else 0
+        return sum(n for n in self._files(self._table(spec)).values() if n is not None)
 
     def transaction_version(self, spec: TableSpec, app_id: str) -> int | None:
         if not self.exists(spec):
