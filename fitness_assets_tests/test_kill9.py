@@ -42,11 +42,13 @@ RUN_TIMEOUT = 900.0
 # `    1.9 s  silver__gym_logs: ...`, `  FAILED    step: ...`, `  skipped   step (...)`
 PROGRESS = re.compile(r"^\s+(?:[\d.]+ s|FAILED|skipped)\s+([A-Za-z0-9_]+)")
 # Steps whose progress line is followed, in the in-process executor's order, by a silver write
-# (heart_rate -> user_profile_history -> workouts, user_profile -> completed_workouts, the last
-# completed_workouts check -> user_bins): a kill 0-2 s later lands in silver's writes or checks.
-# Where it really landed is printed (the last progress line and the commits of the run).
+# (heart_rate -> user_profile_history -> workouts, user_profile -> completed_workouts,
+# completed_workouts' checks -> user_bins): a kill 0-2 s later lands in silver's writes or checks.
+# Where it really landed is printed (the last progress line and the commits of the run). Each
+# anchor must be a step of the job (test_kill_anchors_are_steps_of_the_job): a name that is not
+# never prints a line, and the run ends before the kill.
 SILVER_ANCHORS = ("silver__heart_rate", "silver__user_profile_history", "silver__user_profile",
-                  "silver__completed_workouts_within_three_hours")
+                  "silver__completed_workouts__checks")
 GOLD_TABLES = ("gold/gym_summary", "gold/workout_bpm_summary")
 SETUP_OPERATIONS = {"CREATE TABLE", "ADD CONSTRAINT"}
 
@@ -245,6 +247,13 @@ def _diff(expected: list[tuple], actual: list[tuple], limit: int = 5) -> str:
     extra = list((Counter(actual) - Counter(expected)).elements())
     return (f"{len(expected)} rows expected, {len(actual)} found; missing {len(missing)} e.g. {missing[:limit]}; "
             f"extra {len(extra)} e.g. {extra[:limit]}")
+
+
+def test_kill_anchors_are_steps_of_the_job(settings):
+    from fitness_assets.definitions import ALL_ASSETS_JOB, build_definitions
+
+    steps = {node.name for node in build_definitions(settings).resolve_job_def(ALL_ASSETS_JOB).nodes}
+    assert set(SILVER_ANCHORS) <= steps, f"kill anchors that are not steps: {set(SILVER_ANCHORS) - steps}"
 
 
 def test_kill9_at_random_points_then_rerun_equals_a_clean_run(tmp_path, settings, store, run):
