@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
 import shutil
 import signal
@@ -163,6 +164,35 @@ def run_graph(selection: list[str] | None = None, settings: Settings | None = No
     return report
 
 
+def _spark_archive(force: bool) -> int:
+    """Record the local Spark driver's class archive on the demo's workload (see
+    ``lakehouse.class_archive``), unless one for this pyspark and this Java exists."""
+    import dataclasses
+
+    from dagster import DagsterInstance
+
+    from fitness_assets.lakehouse import class_archive
+
+    path = class_archive.archive_path()
+    if path is None:
+        print(f"Spark class archive: none ({class_archive.ENV}=off or no java)")
+        return 0
+    if path.is_file() and not force:
+        print(f"Spark class archive: {path}")
+        return 0
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="fitness-archive-") as work:
+        settings = dataclasses.replace(Settings.from_env(), landing_root=f"{work}/landing",
+                                       lakehouse_root=f"{work}/lakehouse", catalog=None, backend="delta-rs")
+        args = argparse.Namespace(seed=42, batches=1, readings=None, preset="tiny")
+        with contextlib.redirect_stdout(io.StringIO()), DagsterInstance.ephemeral() as instance:
+            _simulate(args, settings)
+            class_archive.record(lambda: run_graph([], settings, SparkEnv(), instance=instance))
+    print(f"Spark class archive: recorded {path} ({path.stat().st_size / 2**20:.0f} MiB) "
+          f"in {time.perf_counter() - started:.0f} s")
+    return 0
+
+
 def _interrupt(*_: object) -> None:
     """SIGTERM stops like Ctrl-C, so the servers this process started are stopped too."""
     raise KeyboardInterrupt
@@ -216,7 +246,12 @@ def main(argv: list[str] | None = None) -> int:
     connect = sub.add_parser("spark-connect", help="serve a warm Spark (the Spark Connect server inside the pyspark "
                                                    "wheel) on loopback until Ctrl-C; use it with FITNESS_SPARK_MODE=connect")
     connect.add_argument("--port", type=int, default=15002)
+    archive = sub.add_parser("spark-archive", help="record the local Spark driver's class archive (Java CDS) once, "
+                                                   "so later drivers start faster; a no-op when it exists")
+    archive.add_argument("--force", action="store_true", help="record it again")
     args = parser.parse_args(argv)
+    if args.command == "spark-archive":
+        return _spark_archive(args.force)
     if args.command == "spark-connect":
         from fitness_assets.lakehouse.connect_server import SparkConnectServer
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pyspark
 
+from fitness_assets.lakehouse import class_archive
 from fitness_assets.lakehouse.spark import DEFAULT_MASTER
 
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
@@ -58,6 +59,7 @@ class SparkConnectServer:
         home = spark_home()
         command = [
             str(home / "bin" / "spark-submit"), "--master", self.master, "--driver-memory", self.driver_memory,
+            *(["--driver-java-options", " ".join(options)] if (options := class_archive.java_options()) else []),
             # Loopback only: the server would otherwise listen on every interface.
             "--conf", "spark.connect.grpc.binding.address=127.0.0.1",
             "--conf", f"spark.connect.grpc.binding.port={self.port}",

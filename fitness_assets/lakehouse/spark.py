@@ -13,7 +13,10 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pyspark.errors import PySparkRuntimeError
 from pyspark.sql import SparkSession
+
+from fitness_assets.lakehouse import class_archive
 
 LOG4J_CONFIG = Path(__file__).with_name("log4j2.properties")
 _LOCK = threading.Lock()
@@ -64,7 +67,17 @@ def _base_conf(settings: SparkSettings) -> dict[str, str]:
     return conf
 
 
-def _build(settings: SparkSettings) -> SparkSession:
+def _driver_java_options(settings: SparkSettings, archive: bool) -> str:
+    """Logging at error level from the start (setLogLevel comes too late for the start-up
+    warnings), the class archive when there is one, then the caller's own options."""
+    options = [f"-Dlog4j2.configurationFile={LOG4J_CONFIG.as_uri()}"]
+    if archive:
+        options += class_archive.java_options()
+    own = settings.extra_conf.get("spark.driver.extraJavaOptions")
+    return " ".join(options + ([own] if own else []))
+
+
+def _build(settings: SparkSettings, archive: bool = True) -> SparkSession:
     if settings.mode not in MODES:
         raise ValueError(f"unknown Spark mode {settings.mode!r}: set FITNESS_SPARK_MODE to local, connect or databricks")
     if settings.mode == "local":
@@ -74,11 +87,9 @@ def _build(settings: SparkSettings) -> SparkSession:
             .config("spark.ui.enabled", "false")
             .config("spark.driver.memory", settings.driver_memory)
             .config("spark.ui.showConsoleProgress", "false")
-            # Loopback only, and JVM logging at error level from the start (setLogLevel comes
-            # too late for the start-up warnings).
+            # Loopback only.
             .config("spark.driver.host", "127.0.0.1")
             .config("spark.driver.bindAddress", "127.0.0.1")
-            .config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={LOG4J_CONFIG.as_uri()}")
         )
     elif settings.mode == "connect":
         if not settings.connect_url:
@@ -99,9 +110,18 @@ def _build(settings: SparkSettings) -> SparkSession:
         raise ValueError(f"unknown Spark mode {settings.mode!r}: use local, connect or databricks")
     for key, value in _base_conf(settings).items():
         builder = builder.config(key, value)
-    session = builder.getOrCreate()
-    if settings.mode == "local":
-        session.sparkContext.setLogLevel("ERROR")
+    if settings.mode != "local":
+        return builder.getOrCreate()
+    builder = builder.config("spark.driver.extraJavaOptions", _driver_java_options(settings, archive))
+    try:
+        session = builder.getOrCreate()
+    except PySparkRuntimeError as error:
+        # A JVM refuses to start on a damaged class archive: drop it and start without.
+        if error.getCondition() != "JAVA_GATEWAY_EXITED" or not archive or not class_archive.java_options():
+            raise
+        class_archive.discard()
+        return _build(settings, archive=False)
+    session.sparkContext.setLogLevel("ERROR")
     return session
 
 
