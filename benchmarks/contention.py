@@ -10,6 +10,7 @@ import subprocess
 import time
 
 from benchmarks.config import DRIVER_MEMORY, QUIET_SHARE, ROOT, Result
+from fitness_assets.lakehouse import class_archive
 from fitness_assets.lakehouse.spark import DEFAULT_MASTER
 
 
@@ -71,4 +72,5 @@ def machine_facts() -> Result:
         "java": java.splitlines()[0] if java else None,
         "spark_master": DEFAULT_MASTER,
         "driver_memory": DRIVER_MEMORY,
+        "class_archive": bool(class_archive.java_options()),
     }

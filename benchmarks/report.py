@@ -171,7 +171,8 @@ def render(report: Result, comparison: list[str] | None = None) -> str:
         f"{report['total_seconds'] / 60:.1f} min in all{'' if report['complete'] else '; INCOMPLETE, still running'})",
         f"- Machine: {m['nproc']} cores (`nproc`), {_fmt(m['memory_total_gib'])} GiB total / "
         f"{_fmt(m['memory_available_gib'])} GiB available (`free`); Python {m['python']}, "
-        f"pyspark {m['pyspark']}, {m['java']}; Spark {m['spark_master']}, driver memory {m['driver_memory']}",
+        f"pyspark {m['pyspark']}, {m['java']}; Spark {m['spark_master']}, driver memory {m['driver_memory']}"
+        f"{'' if 'class_archive' not in m else ', with the class archive' if m['class_archive'] else ', no class archive'}",
         f"- Code: commit {m.get('commit')}{' with uncommitted changes' if m.get('uncommitted_changes') else ''}",
         "- Each run is a fresh process with a fresh JVM on a fresh lakehouse under /tmp; wall time is "
         "`run_graph`'s (definitions, Spark start-up, the Dagster job with its checks, the row counts "
