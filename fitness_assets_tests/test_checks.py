@@ -66,3 +66,23 @@ def test_row_rules_look_at_new_rows_and_a_failure_is_evaluated_again(settings, s
         else:  # after a failure, the whole table
             assert failed.metadata[SINCE_KEY].value == "whole table"
         assert evaluations["keys_unique"].passed
+
+
+def test_a_table_deleted_and_built_again_is_checked_again_in_full(settings, store, run, dagster_instance, tmp_path):
+    """Delta versions restart when a table is made again (the README's way to rebuild one): the
+    checks tell the new table from the old by its Delta identity, not by the version number."""
+    import shutil
+
+    stage(SimulatorConfig.tiny(seed=5, batches=1), tmp_path / "staging")
+    deliver(tmp_path / "staging", tmp_path / "landing")
+    run()
+    version, identity = store.version(USERS), store.table_id(USERS)
+    shutil.rmtree(store.location(USERS))
+    defs = build_definitions(settings, TEST_SPARK)
+    result = _run_one(defs, dagster_instance, USERS)
+    assert result.success
+    assert store.version(USERS) == version, "the rebuilt table should reach the same version for this test"
+    assert store.table_id(USERS) not in (None, identity)
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert {"keys_unique", "keys_not_null"} <= set(evaluations), "the checks of the new table were skipped"
+    assert all(e.passed and e.metadata[SINCE_KEY].value == "whole table" for e in evaluations.values())

@@ -232,7 +232,7 @@ def test_reads_time_travel_and_appended_rows(parser):
 
 
 def test_delta_only_statements_name_the_table_exactly(parser):
-    """DESCRIBE HISTORY and VACUUM need Delta's parser (absent here): their name part is
+    """DESCRIBE HISTORY, DESCRIBE DETAIL and VACUUM need Delta's parser (absent here): their name part is
     checked with Spark's, their numbers must be integers."""
     name = delta_sql.table_name("c", HOSTILE)
     history = delta_sql.history_sql("c", HOSTILE, 64)
@@ -240,6 +240,8 @@ def test_delta_only_statements_name_the_table_exactly(parser):
     assert _parts(parser, history.removeprefix("DESCRIBE HISTORY ").removesuffix(" LIMIT 64")) == [
         "c", HOSTILE.layer, HOSTILE.name]
     assert delta_sql.history_sql("c", HOSTILE) == f"DESCRIBE HISTORY {name}"
+    detail = delta_sql.detail_sql("c", HOSTILE)
+    assert _parts(parser, detail.removeprefix("DESCRIBE DETAIL ")) == ["c", HOSTILE.layer, HOSTILE.name]
     vacuum = delta_sql.vacuum_sql("c", HOSTILE, 168)
     assert _parts(parser, vacuum.removeprefix("VACUUM ").removesuffix(" RETAIN 168 HOURS")) == [
         "c", HOSTILE.layer, HOSTILE.name]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
@@ -260,3 +261,110 @@ def test_the_arrow_validator_gives_the_file_feeds_reasons(spark, calendar):
     file_bronze = sorted(parsed.filter(pa.compute.is_null(parsed["reason"])).select(list(KAFKA_COLUMNS)).to_pylist(),
                          key=lambda r: r["offset"])
     assert file_bronze == sorted(fast[0].select(list(KAFKA_COLUMNS)).to_pylist(), key=lambda r: r["offset"])
+
+
+#: A plain, usable record line and variations of it at the record level: everything `plain_lines`
+#: must leave to Spark (quoted or fractional numbers, booleans, out-of-range integers, duplicate
+#: fields, escaped half surrogate pairs, Jackson-only syntax, other JSON types) and a few it takes.
+GOOD_LINE = {"key": "k", "value": json.dumps(BPM), "topic": "bpm", "partition": 1, "offset": 7,
+             "timestamp": T0 * 1000}
+VARIANTS: list[object] = [
+    *[("partition", v) for v in ("1", 1.0, True, -1, 2**31 - 1, 2**31, 2**63, None, [], {})],
+    *[("offset", v) for v in ("7", 7.5, False, -7, 2**63 - 1, 2**63, 10**30, None)],
+    *[("timestamp", v) for v in (T0, T0 * 1000.0, str(T0 * 1000), -1, 0, 10**11 - 1, 10**11, 2**63 - 1, 2**63,
+                                 253402300800000, -2208988800001, None, True)],
+    *[("key", v) for v in (None, 12, "", "k\u00e9\U0001f600", "\ud800", {"a": 1}, ["k"], True)],
+    *[("value", v) for v in (BPM, None, 12, "", "not json", json.dumps(BPM) + " x", "\udc00",
+                             json.dumps({**BPM, "heartrate": "\ud800"}))],
+    *[("topic", v) for v in ("workout", "nope", "BPM", "", None, 1, "bp\u0000m", "\ud83d")],
+]
+RAW_LINES = [
+    '{"key": "k", "value": "{}", "topic": "bpm", "partition": 1, "offset": 1, "timestamp": 1678095123000}',
+    # Duplicate fields: the last one counts (Python and Spark alike), in both orders.
+    '{"topic": "nope", "key": "k", "value": "{\\"device_id\\": 1, \\"time\\": 1678095123, \\"heartrate\\": 60}", '
+    '"topic": "bpm", "partition": 1, "offset": 2, "timestamp": 1678095123000}',
+    '{"topic": "bpm", "key": "k", "value": "{\\"device_id\\": 1, \\"time\\": 1678095123, \\"heartrate\\": 60}", '
+    '"topic": "nope", "partition": 1, "offset": 3, "timestamp": 1678095123000}',
+    '{"partition": "x", "key": "k", "value": "{\\"device_id\\": 1, \\"time\\": 1678095123, \\"heartrate\\": 60}", '
+    '"topic": "bpm", "partition": 1, "offset": 4, "timestamp": 1678095123000}',
+    # Jackson's leniencies and Python's: single quotes, NaN, text after the object, blanks, escapes.
+    "{'key': 'k', 'value': '{}', 'topic': 'bpm', 'partition': 1, 'offset': 5, 'timestamp': 1678095123000}",
+    '{"key": "k", "value": "{\\"device_id\\": 1, \\"time\\": 1678095123, \\"heartrate\\": 60}", "topic": "bpm", '
+    '"partition": 1, "offset": 6, "timestamp": 1678095123000} trailing',
+    '  {"key": "k", "value": "{\\"device_id\\": 1, \\"time\\": 1678095123, \\"heartrate\\": 60}", "topic": "bpm", '
+    '"partition": 1, "offset": 7, "timestamp": 1678095123000}  ',
+    '{"key": "k", "value": "{\\"device_id\\": 1, \\"time\\": 1678095123, \\"heartrate\\": NaN}", "topic": "bpm", '
+    '"partition": 1, "offset": 8, "timestamp": 1678095123000}',
+    '{"key": "k\\u0000", "value": "{\\"device_id\\": 1, \\"time\\": 1678095123, \\"heartrate\\": 60}", '
+    '"topic": "\\u0062pm", "partition": 1, "offset": 9, "timestamp": 1678095123000}',
+    '{"key": "k", "value": "{\\"device_id\\": 1, \\"time\\": 1678095123, \\"heartrate\\": 60}", "topic": "bpm", '
+    '"partition": 01, "offset": 10, "timestamp": 1678095123000}',
+    '{"key": "k", "value": "{\\"device_id\\": 1, \\"time\\": 1678095123, \\"heartrate\\": 60}", "topic": "bpm", '
+    '"partition": 1, "offset": 11, "timestamp": 1678095123000, "extra": [1, {"a": 2}]}',
+    '{"key": "k", "value": "{\\"device_id\\": 1, \\"time\\": 1678095123, \\"heartrate\\": 60}", "topic": "bpm", '
+    '"partition": -0, "offset": 12, "timestamp": 1678095123000}',
+    "[1, 2]", "12", '"text"', "null", "{}", "{", "[" * 2000 + "]" * 2000, "{\"a\":" * 1200 + "1" + "}" * 1200,
+    '{"value": "' + "9" * 1500 + '", "topic": "bpm", "partition": ' + "1" * 1100 + ', "offset": 1, "timestamp": 1}',
+]
+
+
+def _landing_lines(tmp_path: Path) -> list[str]:
+    lines = []
+    for name, value in VARIANTS:
+        record = dict(GOOD_LINE)
+        if value is None and name in ("key", "partition"):
+            del record[name]
+        else:
+            record[name] = value
+        lines.append(json.dumps(record))
+    lines += RAW_LINES
+    batch = _records()
+    for topic, partition, offset, timestamp, key, value in zip(batch.topics, batch.partitions, batch.offsets,
+                                                               batch.timestamps, batch.keys, batch.values, strict=True):
+        try:
+            text = None if value is None else value.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        lines.append(json.dumps({"key": None if key is None else key.decode("utf-8", "backslashreplace"),
+                                 "value": text, "topic": topic, "partition": partition, "offset": offset,
+                                 "timestamp": timestamp}))
+    simulate(SimulatorConfig.tiny(batches=1), tmp_path / "landing")
+    for path in sorted((tmp_path / "landing" / "kafka_multiplex").glob("*")):
+        lines += path.read_text().splitlines()
+    return lines
+
+
+def test_plain_lines_are_decided_without_spark_exactly_as_spark_decides_them(spark, calendar, tmp_path):
+    """The multiplex landing path with the Python pre-pass (`plain_lines`, then Spark for the
+    rest) and without it (Spark for every line) give the same rows, column for column."""
+    from fitness_assets.pipelines.bronze import _Batch, _parse_lines
+    from fitness_assets.tables import KAFKA_MULTIPLEX_BZ
+
+    lines = _landing_lines(tmp_path)
+    read = _Batch(lines=[(f"kafka_multiplex/part-{n % 3}.json", n + 1, line) for n, line in enumerate(lines)])
+    table = calendar.toArrow()
+    taken_by_plain: list[int] = []
+
+    def plain(raws):
+        taken, rows = kafka_arrow.plain_lines(raws, table)
+        taken_by_plain.extend(taken)
+        return taken, rows
+
+    def parse(frame):
+        return parsers.parse_kafka_multiplex(frame, calendar)
+
+    def rows(data: pa.Table) -> Counter:
+        return Counter(tuple(r.values()) for r in data.to_pylist())
+
+    both = _parse_lines(spark, KAFKA_MULTIPLEX_BZ, parse, read, plain)
+    spark_only = _parse_lines(spark, KAFKA_MULTIPLEX_BZ, parse, read, None)
+    assert both.schema == spark_only.schema
+    assert both.num_rows == spark_only.num_rows == len(lines)
+    only_plain, only_spark = rows(both) - rows(spark_only), rows(spark_only) - rows(both)
+    assert not only_plain and not only_spark, (
+        f"with the pre-pass only: {list(only_plain)[:4]}; Spark alone only: {list(only_spark)[:4]}")
+    # Many lines are plain (the simulated chain), and Spark still decides and accepts others.
+    reasons = both.column("reason").to_pylist()
+    assert len(taken_by_plain) > 1000 and reasons.count(None) > len(taken_by_plain)
+    assert all(reasons[i] is None for i in range(len(taken_by_plain)))
+    assert len({r.split(":")[0] for r in reasons if r}) >= 4

@@ -9,7 +9,7 @@ multi-check per table, so a table's rules cost one Dagster step instead of one e
   written since the last evaluation that passed, when there is one: key uniqueness compares
   the keys just written with the whole table, the rest only reads the new rows;
 - when nothing a table's checks read has changed since they last all passed (the Delta
-  version of the table and of every other table they read, the landing files' sizes and
+  identity and version of the table and of every other table they read, the landing files' sizes and
   times for the reconciliation, the reference date), the step evaluates nothing and says so:
   no Spark job. The UI keeps the previous results; an earlier failure is always re-evaluated.
 
@@ -208,6 +208,7 @@ def _state(store: TableStore, lakehouse: LakehouseResource, checks: Sequence[Che
     spec = checks[0].table
     tables = {spec.qualified_name: spec} | {t.qualified_name: t for c in checks for t in c.reads}
     state: dict = {"versions": {name: store.version(t) for name, t in sorted(tables.items())},
+                   "tables": {name: store.table_id(t) for name, t in sorted(tables.items())},
                    "reference_date": lakehouse.reference().isoformat()}
     landing = [c.landing_state(store, lakehouse) for c in checks if c.landing_state is not None]
     if landing:
@@ -264,7 +265,9 @@ def _multi_check(checks: list[Check]) -> AssetChecksDefinition:
                              spec.qualified_name, json.dumps(state, sort_keys=True))
             return
         since = None
-        if all_passed:
+        same_table = all(s and s.get("tables", {}).get(spec.qualified_name) == state["tables"][spec.qualified_name]
+                         for _, s in previous.values())
+        if all_passed and same_table:  # rows since then are new only in the same table, not in one made again
             recorded = [s.get("versions", {}).get(spec.qualified_name) for _, s in previous.values() if s]
             since = min(recorded) if recorded and None not in recorded else None
         for result in evaluate_checks(store, lakehouse, selected, since).values():

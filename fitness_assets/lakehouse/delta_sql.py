@@ -68,6 +68,11 @@ def table_name(catalog: str | None, spec: TableSpec) -> str:
     return ".".join(quote_identifier(p) for p in (catalog, spec.layer, spec.name) if p is not None)
 
 
+def detail_sql(catalog: str | None, spec: TableSpec) -> str:
+    """One row about the table; its ``id`` is the table's identity."""
+    return f"DESCRIBE DETAIL {table_name(catalog, spec)}"
+
+
 _PRIMITIVES: dict[pa.DataType, str] = {
     pa.int8(): "TINYINT", pa.int16(): "SMALLINT", pa.int32(): "INT", pa.int64(): "BIGINT",
     pa.float32(): "FLOAT", pa.float64(): "DOUBLE", pa.bool_(): "BOOLEAN", pa.string(): "STRING",

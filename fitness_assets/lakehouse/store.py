@@ -109,6 +109,12 @@ class TableStore(ABC):
         """Current table version, -1 for a table that does not exist yet."""
 
     @abstractmethod
+    def table_id(self, spec: TableSpec) -> str | None:
+        """The table's identity (Delta's metadata id, new each time the table is created), None
+        for a table that does not exist: a version number alone does not tell a table deleted
+        and filled again from the one it replaced."""
+
+    @abstractmethod
     def read(self, spec: TableSpec, version: int | None = None) -> DataFrame: ...
 
     @abstractmethod
@@ -256,6 +262,12 @@ class DeltaRsTableStore(TableStore):
             return self._table(spec).version()
         except TableNotFoundError:
             return -1
+
+    def table_id(self, spec: TableSpec) -> str | None:
+        try:
+            return self._table(spec).metadata().id
+        except TableNotFoundError:
+            return None
 
     def _files(self, table: DeltaTable) -> dict[str, int | None]:
         """The snapshot's data files (paths relative to the table) and their row counts, from the log."""
@@ -577,6 +589,11 @@ class SparkDeltaTableStore(TableStore):
         if not self.exists(spec):
             return -1
         return int(self._history(spec, 1)[0]["version"])
+
+    def table_id(self, spec):
+        if not self.exists(spec):
+            return None
+        return self._sql(delta_sql.detail_sql(self.catalog, self._target(spec))).first()["id"]
 
     def read(self, spec, version=None):
         if not self.exists(spec):

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
@@ -247,9 +248,14 @@ def ingest(
     max_files_per_batch: int = 64,
     max_batches: int = 1000,
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    plain: Callable[[list[str]], tuple[list[int], pa.Table]] | None = None,
 ) -> IngestReport:
     """Ingest the landing files of ``source`` not yet in ``bronze``, in bounded batches, after
-    reporting files that changed since they were ingested."""
+    reporting files that changed since they were ingested.
+
+    ``plain``, where given, decides the lines it can without Spark: it returns the indices of
+    the lines it accepts and their bronze columns (all but ``source_file`` and ``load_time``);
+    ``parse`` gets the rest (and every rejected line, whose quarantine row it writes)."""
     check_landing_root(landing_root)
     store.check_writable()
     fmt = LANDING_FORMATS[source]
@@ -267,7 +273,7 @@ def ingest(
             break
         batch = _take_batch(pending, max_files_per_batch)
         sequence = (store.transaction_version(bronze, app_id) or 0) + 1
-        result = _ingest_batch(store, spark, bronze, quarantine, parse, fmt, batch, sequence, now(), report)
+        result = _ingest_batch(store, spark, bronze, quarantine, parse, fmt, batch, sequence, now(), report, plain)
         report.batches += 1
         report.skipped_batches += int(result.skipped)
         report.pending_files = len(pending) - len(batch)
@@ -357,14 +363,45 @@ def _read_batch(batch: list[LandingFile], fmt: LandingFormat) -> _Batch:
     return out
 
 
-def _ingest_batch(store, spark, bronze, quarantine, parse, fmt, batch, sequence, load_time, report) -> CommitResult:
+def _parsed_schema(bronze: TableSpec) -> pa.Schema:
+    """What a batch's parse yields: the bronze columns but ``load_time``, then the line's origin,
+    the line where it was rejected, and why."""
+    fields = [pa.field(f.name, f.type) for f in bronze.schema if f.name not in ("load_time", "source_file")]
+    return pa.schema([*fields, pa.field("source_file", pa.string()), pa.field("line", pa.int64()),
+                      pa.field("raw", pa.string()), pa.field(REASON, pa.string())])
+
+
+def _parse_lines(spark, bronze: TableSpec, parse, read: _Batch, plain) -> pa.Table:
+    schema = _parsed_schema(bronze)
+    sources = [s for s, _, _ in read.lines]
+    numbers = [n for _, n, _ in read.lines]
+    raws = [r for _, _, r in read.lines]
+    parts = []
+    if plain is not None and raws:
+        taken, rows = plain(raws)
+        if taken:
+            origin = {"source_file": pa.array([sources[i] for i in taken], pa.string()),
+                      "line": pa.array([numbers[i] for i in taken], pa.int64()),
+                      "raw": pa.nulls(len(taken), pa.string()), REASON: pa.nulls(len(taken), pa.string())}
+            parts.append(pa.table({f.name: rows[f.name] if f.name in rows.column_names else origin[f.name]
+                                   for f in schema}).cast(schema))
+            left = np.ones(len(raws), dtype=bool)
+            left[taken] = False
+            rest = np.flatnonzero(left).tolist()
+            sources, numbers, raws = [sources[i] for i in rest], [numbers[i] for i in rest], [raws[i] for i in rest]
+    if raws or not parts:
+        lines = pa.table([sources, numbers, raws], schema=LINES_SCHEMA)
+        parsed = parse(spark.createDataFrame(lines))
+        bad_raw = F.when(F.col(REASON).isNotNull(), F.col("raw"))
+        parts.append(parsed.select(*[c for c in bronze.column_names if c not in ("load_time", "source_file")],
+                                   "source_file", "line", bad_raw.alias("raw"), REASON).toArrow().cast(schema))
+    return pa.concat_tables(parts)
+
+
+def _ingest_batch(store, spark, bronze, quarantine, parse, fmt, batch, sequence, load_time, report,
+                  plain=None) -> CommitResult:
     read = _read_batch(batch, fmt)
-    lines = pa.table([[s for s, _, _ in read.lines], [n for _, n, _ in read.lines], [r for _, _, r in read.lines]],
-                     schema=LINES_SCHEMA)
-    parsed = parse(spark.createDataFrame(lines))
-    bad_raw = F.when(F.col(REASON).isNotNull(), F.col("raw"))
-    data = parsed.select(*[c for c in bronze.column_names if c not in ("load_time", "source_file")],
-                         "source_file", "line", bad_raw.alias("raw"), REASON).toArrow()
+    data = _parse_lines(spark, bronze, parse, read, plain)
     load_col = pa.array([load_time] * data.num_rows, type=pa.timestamp("us", tz="UTC"))
     data = data.append_column("load_time", load_col)
     is_bad = pc.is_valid(data[REASON])

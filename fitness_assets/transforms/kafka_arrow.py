@@ -751,6 +751,15 @@ def validate_records(
     ``calendar`` is ``reference/date_lookup`` (``date``, ``week_part``): a record's day outside
     it gets NULL ``date``/``week_part``, as the Spark join does. A value that is not UTF-8 is
     quarantined as ``invalid_value:value`` before anything else (it cannot be a payload)."""
+    good, good_values, good_ms, bad_index, bad_text, bad_reason = _decide(topics, timestamps, values)
+    return (_bronze(good, good_values, good_ms, topics, partitions, offsets, keys, calendar, source_prefix),
+            _quarantine(bad_index, bad_text, bad_reason, topics, partitions, offsets, timestamps, keys, values,
+                        source_prefix))
+
+
+def _decide(topics: Sequence[str | None], timestamps: Sequence[int | None], values: Sequence[bytes | None]):
+    """The usable records (indices, payload texts, timestamps in ms) and the others (indices,
+    the text kept for a value that is not UTF-8, reasons), in input order."""
     accepted = set(KAFKA_TOPICS)
     rules = PAYLOAD_RULES
     good: list[int] = []
@@ -795,9 +804,62 @@ def validate_records(
         bad_index.append(i)
         bad_text.append(None)
         bad_reason.append(reason)
-    return (_bronze(good, good_values, good_ms, topics, partitions, offsets, keys, calendar, source_prefix),
-            _quarantine(bad_index, bad_text, bad_reason, topics, partitions, offsets, timestamps, keys, values,
-                        source_prefix))
+    return good, good_values, good_ms, bad_index, bad_text, bad_reason
+
+
+_OUTER_FIELDS = frozenset(("key", "value", "topic", "partition", "offset", "timestamp"))
+
+
+def plain_lines(raw: Sequence[str], calendar: pa.Table) -> tuple[list[int], pa.Table]:
+    """The multiplex landing lines that are plain, usable records, decided without Spark: the
+    indices of those lines and their bronze columns (``source_file`` left to the caller).
+
+    A line is *plain* when ``json.loads`` reads it as an object with no other fields than the
+    record's, string ``topic``/``value`` (and ``key`` or none), integer ``partition``, ``offset``
+    and ``timestamp`` (never booleans, floats or quoted numbers) in the ranges Kafka gives, and
+    strings that are valid Unicode. For such a line the text Spark's reader gives each field is
+    the string itself or the integer's digits, so the line is exactly a Kafka record and is
+    decided by the rules :func:`validate_records` applies to one (the same as Spark's, tested
+    in ``test_kafka_conformance.py``). Only lines that rules accept are taken; every other
+    line (not plain, or with a problem) is left to the Spark parser, which also writes the
+    quarantine row with its exact reason and the line as it was."""
+    loads = json.loads
+    lines: list[int] = []
+    topics: list[str] = []
+    partitions: list[int] = []
+    offsets: list[int] = []
+    timestamps: list[int] = []
+    keys: list[bytes | None] = []
+    values: list[bytes] = []
+    for i, line in enumerate(raw):
+        try:
+            record = loads(line)
+        except (ValueError, RecursionError):  # not JSON for Python, or nested too deep for it
+            continue
+        if type(record) is not dict or not record.keys() <= _OUTER_FIELDS:
+            continue
+        topic, value, key = record.get("topic"), record.get("value"), record.get("key")
+        partition, offset, timestamp = record.get("partition"), record.get("offset"), record.get("timestamp")
+        if (type(topic) is not str or type(value) is not str or (key is not None and type(key) is not str)
+                or type(partition) is not int or type(offset) is not int or type(timestamp) is not int
+                or not (0 <= partition <= INT_MAX and 0 <= offset <= LONG_MAX and 0 <= timestamp <= LONG_MAX)):
+            continue
+        try:
+            value_bytes = value.encode("utf-8")
+            key_bytes = None if key is None else key.encode("utf-8")
+            topic.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (an escaped half pair): Spark's text differs
+            continue
+        lines.append(i)
+        topics.append(topic)
+        partitions.append(partition)
+        offsets.append(offset)
+        timestamps.append(timestamp)
+        keys.append(key_bytes)
+        values.append(value_bytes)
+    good, good_values, good_ms, _, _, _ = _decide(topics, timestamps, values)
+    bronze = _bronze(good, good_values, good_ms, topics, partitions, offsets, keys, calendar, "")
+    return [lines[i] for i in good], bronze.drop_columns(["source_file"])
 
 
 def _sources(prefix: str, topics: Sequence[str | None], partitions: Sequence[int], rows: Sequence[int]) -> pa.Array:

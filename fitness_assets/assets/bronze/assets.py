@@ -33,6 +33,7 @@ from fitness_assets.tables import (
     TableSpec,
 )
 from fitness_assets.transforms import bronze as parsers
+from fitness_assets.transforms.kafka_arrow import plain_lines
 
 Parser = Callable[[TableStore], Callable[[DataFrame], DataFrame]]
 
@@ -81,10 +82,11 @@ def _results(store: TableStore, bronze: TableSpec, quarantine: TableSpec, files:
 
 
 def _ingest_files(context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource, source: str,
-                  bronze: TableSpec, quarantine: TableSpec, parse: Callable[[DataFrame], DataFrame]) -> IngestReport:
+                  bronze: TableSpec, quarantine: TableSpec, parse: Callable[[DataFrame], DataFrame],
+                  plain=None) -> IngestReport:
     report = ingest(
         lakehouse.store(), spark.session(), lakehouse.landing_root, source, bronze, quarantine, parse,
-        max_files_per_batch=lakehouse.max_files_per_batch, max_batches=lakehouse.max_batches_per_run,
+        max_files_per_batch=lakehouse.max_files_per_batch, max_batches=lakehouse.max_batches_per_run, plain=plain,
     )
     context.log.info(
         "%s: %d new files, %d rows, %d quarantined, %d files still pending",
@@ -128,8 +130,10 @@ def kafka_multiplex_bz(context: AssetExecutionContext, spark: SparkResource, lak
                        kafka: KafkaResource) -> Iterator[MaterializeResult]:
     store = lakehouse.store()
     calendar = store.read(DATE_LOOKUP)
+    # Plain, usable lines are decided in Python, as Kafka records are; Spark parses the rest.
     files = _ingest_files(context, spark, lakehouse, "kafka_multiplex", KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR,
-                          lambda lines: parsers.parse_kafka_multiplex(lines, calendar))
+                          lambda lines: parsers.parse_kafka_multiplex(lines, calendar),
+                          plain=lambda raws: plain_lines(raws, store.read_arrow(DATE_LOOKUP)))
     streamed = None
     if kafka.enabled:
         with kafka.reader() as reader:
