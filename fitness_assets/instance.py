@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
+from fitness_assets.processes import alive
 from fitness_assets.settings import DEFAULT_DATA_ROOT
 
 INSTANCE_SETTINGS: dict[str, Any] = {
@@ -51,16 +52,6 @@ def ensure_instance(home: Path | None = None) -> Path:
 EXECUTION_EVENTS = (DagsterEventType.RUN_START.value, DagsterEventType.STEP_START.value)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def fail_dead_runs(instance: DagsterInstance) -> list[str]:
     """Mark failed every STARTED run whose executing processes (the pids on its run- and
     step-start events) are all gone.
@@ -74,7 +65,7 @@ def fail_dead_runs(instance: DagsterInstance) -> list[str]:
         # queued and launched it, whose events carry its own, living pid.
         pids = {e.dagster_event.pid for e in instance.all_logs(run.run_id)
                 if e.dagster_event and e.dagster_event.pid and e.dagster_event.event_type_value in EXECUTION_EVENTS}
-        if not pids or any(_alive(pid) for pid in pids):
+        if not pids or any(alive(pid) for pid in pids):
             continue
         # A run that ended normally records its end before its process exits, so the status
         # read *after* seeing the process gone is final: a run that finished while we looked

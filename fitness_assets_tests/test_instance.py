@@ -72,7 +72,7 @@ def test_a_run_that_finishes_while_it_is_inspected_is_not_marked_failed(tmp_path
         instance.report_dagster_event(DagsterEvent(event_type_value=DagsterEventType.RUN_START.value,
                                                    job_name=run.job_name, message="started", pid=gone.pid),
                                       run_id=run.run_id)
-        real_alive = inst._alive
+        real_alive = inst.alive
 
         def finishes_then_looks(pid):
             # the run records its success and its process exits just as it is looked at
@@ -82,6 +82,6 @@ def test_a_run_that_finishes_while_it_is_inspected_is_not_marked_failed(tmp_path
                                               run_id=run.run_id)
             return real_alive(pid)
 
-        monkeypatch.setattr(inst, "_alive", finishes_then_looks)
+        monkeypatch.setattr(inst, "alive", finishes_then_looks)
         assert fail_dead_runs(instance) == []
         assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.SUCCESS

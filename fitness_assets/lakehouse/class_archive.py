@@ -29,10 +29,12 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from fitness_assets.processes import alive
+
 ENV = "FITNESS_SPARK_CLASS_ARCHIVE"
-# CDS reports a mismatched or missing archive on stdout, which is the CLI's own output; the
-# checksum (written when recording, checked when mapping) makes a damaged archive one that is
-# ignored rather than one that crashes the JVM.
+# CDS reports a mismatched or missing archive on stdout, which is the CLI's own output. The
+# checksum (written when recording, checked when mapping) makes an archive changed in place one
+# the JVM ignores; a shortened one would still crash it, which the recorded size prevents.
 QUIET = ("-Xlog:cds*=off", "-Xlog:class+path*=off")
 CHECKSUM = "-XX:+VerifySharedSpaces"
 _recording: Path | None = None
@@ -99,21 +101,11 @@ def discard() -> None:
         _size_file(path).unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _remove_abandoned(folder: Path) -> None:
     """Partial archives of recording processes that are gone (killed while recording)."""
     for partial in folder.glob("spark-driver-*.jsa.*.partial"):
         pid = partial.name.split(".")[2]
-        if not pid.isdigit() or int(pid) == os.getpid() or not _alive(int(pid)):
+        if not pid.isdigit() or int(pid) == os.getpid() or not alive(int(pid)):
             partial.unlink(missing_ok=True)
 
 

@@ -116,11 +116,13 @@ def _build(settings: SparkSettings, archive: bool = True) -> SparkSession:
     try:
         session = builder.getOrCreate()
     except PySparkRuntimeError as error:
-        # A JVM refuses to start on a damaged class archive: drop it and start without.
         if error.getCondition() != "JAVA_GATEWAY_EXITED" or not archive or not class_archive.java_options():
             raise
+        # Without the archive: a driver that fails again fails for its own reason (raised here);
+        # one that starts shows the archive was damaged, and it is dropped.
+        session = _build(settings, archive=False)
         class_archive.discard()
-        return _build(settings, archive=False)
+        return session
     session.sparkContext.setLogLevel("ERROR")
     return session
 

@@ -364,8 +364,9 @@ def _read_batch(batch: list[LandingFile], fmt: LandingFormat) -> _Batch:
 
 
 def _parsed_schema(bronze: TableSpec) -> pa.Schema:
-    """What a batch's parse yields: the bronze columns but ``load_time``, then the line's origin,
-    the line where it was rejected, and why."""
+    """What a batch's parse yields: the bronze columns but ``load_time`` and ``source_file``,
+    then where the line comes from (``source_file``, ``line``), the line when it was rejected
+    (``raw``), and why (``reason``)."""
     fields = [pa.field(f.name, f.type) for f in bronze.schema if f.name not in ("load_time", "source_file")]
     return pa.schema([*fields, pa.field("source_file", pa.string()), pa.field("line", pa.int64()),
                       pa.field("raw", pa.string()), pa.field(REASON, pa.string())])
