@@ -10,6 +10,7 @@ machine under load still varies).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import queue
@@ -43,13 +44,14 @@ RUN_TIMEOUT = 900.0
 PROGRESS = re.compile(r"^\s+(?:[\d.]+ s|FAILED|skipped)\s+([A-Za-z0-9_]+)")
 # Steps whose progress line is followed, in the in-process executor's order, by a silver write
 # (heart_rate -> user_profile_history -> workouts, user_profile -> completed_workouts,
-# completed_workouts' checks -> user_bins): a kill 0-2 s later lands in silver's writes or checks.
+# completed_workouts' checks -> user_bins): a kill 0-0.5 s later lands in silver's writes or
+# checks (2 s reached gold once steps took ~0.5 s, and the gold kill then found its table done).
 # Where it really landed is printed (the last progress line and the commits of the run). Each
 # anchor must be a step of the job (test_kill_anchors_are_steps_of_the_job): a name that is not
 # never prints a line, and the run ends before the kill.
 SILVER_ANCHORS = ("silver__heart_rate", "silver__user_profile_history", "silver__user_profile",
                   "silver__completed_workouts__checks")
-GOLD_TABLES = ("gold/gym_summary", "gold/workout_bpm_summary")
+GOLD_TABLES = tuple(f"{t.layer}/{t.name}" for t in ALL_TABLES if t.layer == "gold")
 SETUP_OPERATIONS = {"CREATE TABLE", "ADD CONSTRAINT"}
 
 
@@ -60,10 +62,21 @@ class KillPoint:
     after_commit: str | None = None  # or after the run's first commit to this table (`layer/name`)
     data_only: bool = True  # ... counting only commits that write rows (not the create, a constraint)
     delay: float = 0.0
+    # The first of these tables that does not exist yet when the run starts becomes `after_commit`
+    # (a table an earlier kill already built gets no commit in a rerun with nothing new).
+    candidates: tuple[str, ...] = ()
+
+    def resolve(self, lakehouse: Path) -> KillPoint:
+        if not self.candidates:
+            return self
+        fresh = [t for t in self.candidates if not (lakehouse / t / "_delta_log").is_dir()]
+        assert fresh, f"{self.layer}: every candidate table exists already: {self.candidates}"
+        return dataclasses.replace(self, after_commit=fresh[0], candidates=())
 
     def describe(self) -> str:
         kind = "data commit" if self.data_only else "commit (its creation)"
-        anchor = f"line {self.after_line}" if self.after_line else f"first {kind} of {self.after_commit}"
+        table = self.after_commit or f"the first new of {', '.join(self.candidates)}"
+        anchor = f"line {self.after_line}" if self.after_line else f"first {kind} of {table}"
         return f"{self.layer}: {self.delay:.2f} s after the {anchor}"
 
 
@@ -86,10 +99,11 @@ def _kill_points(rng: random.Random) -> list[KillPoint]:
         # Inside bronze__kafka_multiplex_bz: its quarantine rows are committed before its bronze
         # rows (and the bronze progress); 0-0.15 s later is between the two commits or just after.
         KillPoint("bronze (mid-step)", after_commit="quarantine/kafka_multiplex_bz", delay=rng.uniform(0, 0.15)),
-        KillPoint("silver", after_line=rng.choice(SILVER_ANCHORS), delay=rng.uniform(0, 2)),
+        KillPoint("silver", after_line=rng.choice(SILVER_ANCHORS), delay=rng.uniform(0, 0.5)),
         # Inside a gold step: its table is created when the step plans its increment; the step
-        # (read, aggregate, MERGE with the progress) takes 2-5 s here.
-        KillPoint("gold (mid-step)", after_commit=rng.choice(GOLD_TABLES), data_only=False, delay=rng.uniform(0, 2)),
+        # (read, aggregate, MERGE with the progress) takes 0.5-2.5 s here.
+        KillPoint("gold (mid-step)", candidates=tuple(rng.sample(GOLD_TABLES, len(GOLD_TABLES))), data_only=False,
+                  delay=rng.uniform(0, 0.8)),
     ]
 
 
@@ -289,7 +303,8 @@ def test_kill9_at_random_points_then_rerun_equals_a_clean_run(tmp_path, settings
     stderr_path = tmp_path / "cli-stderr.log"
     context = f"FITNESS_KILL9_SEED={seed}, stderr in {stderr_path}"
     history = []
-    for n, point in enumerate(points, 1):
+    for n, planned in enumerate(points, 1):
+        point = planned.resolve(lakehouse)
         started = time.monotonic()
         outcome = _cli_run(env, lakehouse, stderr_path, point, tag=f"kill {n}")
         steps = outcome.steps()
