@@ -107,6 +107,8 @@ GYM_LOGINS_BZ = TableSpec(
 )
 
 KAFKA_TOPICS = ("user_info", "workout", "bpm")
+# The fields of a multiplex record (a landing line or a Kafka message).
+KAFKA_FIELDS = ("key", "value", "topic", "partition", "offset", "timestamp")
 
 KAFKA_MULTIPLEX_BZ = TableSpec(
     layer="bronze",

@@ -393,9 +393,8 @@ def _parse_lines(spark, bronze: TableSpec, parse, read: _Batch, plain) -> pa.Tab
     if raws or not parts:
         lines = pa.table([sources, numbers, raws], schema=LINES_SCHEMA)
         parsed = parse(spark.createDataFrame(lines))
-        bad_raw = F.when(F.col(REASON).isNotNull(), F.col("raw"))
-        parts.append(parsed.select(*[c for c in bronze.column_names if c not in ("load_time", "source_file")],
-                                   "source_file", "line", bad_raw.alias("raw"), REASON).toArrow().cast(schema))
+        bad_raw = F.when(F.col(REASON).isNotNull(), F.col("raw")).alias("raw")
+        parts.append(parsed.select(*[bad_raw if name == "raw" else name for name in schema.names]).toArrow().cast(schema))
     return pa.concat_tables(parts)
 
 

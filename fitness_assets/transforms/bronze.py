@@ -14,7 +14,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from fitness_assets.tables import KAFKA_TOPICS
+from fitness_assets.tables import KAFKA_FIELDS, KAFKA_TOPICS
 from fitness_assets.transforms import parsing as P
 
 REASON = "reason"
@@ -22,7 +22,6 @@ REASON = "reason"
 REGISTERED_USERS_HEADER = ("user_id", "device_id", "mac_address", "registration_timestamp")
 GYM_LOGINS_HEADER = ("mac_address", "gym", "login", "logout")
 
-KAFKA_FIELDS = ("key", "value", "topic", "partition", "offset", "timestamp")
 PAYLOAD_FIELDS = (
     "user_id", "update_type", "timestamp", "dob", "sex", "gender", "first_name", "last_name", "address",
     "workout_id", "action", "session_id", "device_id", "time", "heartrate",

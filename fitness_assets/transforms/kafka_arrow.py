@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from fitness_assets.tables import KAFKA_TOPICS
+from fitness_assets.tables import KAFKA_FIELDS, KAFKA_TOPICS
 from fitness_assets.transforms.parsing import (
     MAX_ABS_HEARTRATE,
     MAX_EPOCH_SECONDS,
@@ -807,7 +807,7 @@ def _decide(topics: Sequence[str | None], timestamps: Sequence[int | None], valu
     return good, good_values, good_ms, bad_index, bad_text, bad_reason
 
 
-_OUTER_FIELDS = frozenset(("key", "value", "topic", "partition", "offset", "timestamp"))
+_OUTER_FIELDS = frozenset(KAFKA_FIELDS)
 
 
 def plain_lines(raw: Sequence[str], calendar: pa.Table) -> tuple[list[int], pa.Table]:

@@ -13,9 +13,9 @@ import datetime as dt
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from fitness_assets.tables import ERASED_ON_DELETE
+from fitness_assets.tables import ERASED_ON_DELETE, KAFKA_FIELDS
 from fitness_assets.transforms import parsing as P
-from fitness_assets.transforms.bronze import KAFKA_FIELDS, PAYLOAD_FIELDS, _from_json, decode_kafka
+from fitness_assets.transforms.bronze import PAYLOAD_FIELDS, _from_json, decode_kafka
 
 MAX_WORKOUT_HOURS = 3
 AGE_BINS = ((18, "under 18"), (25, "18-25"), (35, "25-35"), (45, "35-45"), (55, "45-55"), (65, "55-65"),
