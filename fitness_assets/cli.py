@@ -113,7 +113,6 @@ def run_graph(selection: list[str] | None = None, settings: Settings | None = No
 
     from fitness_assets import report as rpt
     from fitness_assets.definitions import ALL_ASSETS_JOB, build_definitions
-    from fitness_assets.headlines import headlines
     from fitness_assets.pipelines.bronze import check_landing_root
     from fitness_assets.progress import progress_logger
 
@@ -147,6 +146,19 @@ def run_graph(selection: list[str] | None = None, settings: Settings | None = No
     result = job.execute_in_process(instance=instance, asset_selection=keys, raise_on_error=False,
                                     run_config={"loggers": logger_config})
     store = resources["lakehouse"].store()
+    with store.codegen.step():
+        report, page = _report(result, store, resources, spark_seconds)
+    report.overview = str(page) if page else None
+    report.wall_seconds = time.perf_counter() - started
+    return report
+
+
+def _report(result, store, resources, spark_seconds: float):
+    """The run's report and its overview page (the tables' row counts, quarantine reasons,
+    checks and headlines)."""
+    from fitness_assets import report as rpt
+    from fitness_assets.headlines import headlines
+
     report = rpt.RunReport(
         success=result.success,
         wall_seconds=0.0,
@@ -159,9 +171,7 @@ def run_graph(selection: list[str] | None = None, settings: Settings | None = No
         failed_steps=[e.step_key for e in result.all_events if e.is_step_failure],
     )
     page = rpt.write_overview(store, rpt.report_dir(resources["lakehouse"].root), report.headlines)
-    report.overview = str(page) if page else None
-    report.wall_seconds = time.perf_counter() - started
-    return report
+    return report, page
 
 
 def _spark_archive(force: bool) -> int:

@@ -9,6 +9,7 @@ from dagster_pyspark import PySparkResource
 from pydantic import Field, PrivateAttr
 from pyspark.sql import SparkSession
 
+from fitness_assets.lakehouse.codegen import DEFAULT_COMPILE_FROM_ROWS, CodegenBySize
 from fitness_assets.lakehouse.spark import (
     DEFAULT_DRIVER_MEMORY,
     DEFAULT_MASTER,
@@ -39,6 +40,10 @@ class SparkResource(PySparkResource):
     connect_url: str | None = Field(default=None, description="sc://host:port for connect mode")
     driver_memory: str = Field(default=DEFAULT_DRIVER_MEMORY, description="driver memory for local mode")
     shuffle_partitions: int = Field(default=DEFAULT_SHUFFLE_PARTITIONS, description="spark.sql.shuffle.partitions")
+    compile_from_rows: int = Field(
+        default=DEFAULT_COMPILE_FROM_ROWS,
+        description="local mode: a step runs its queries interpreted (no code generation) until the rows it has "
+                    "read reach this many; 0 = always compiled")
 
     @classmethod
     def _is_dagster_maintained(cls) -> bool:
@@ -58,6 +63,11 @@ class SparkResource(PySparkResource):
     @property
     def spark_session(self) -> SparkSession:
         return self.session()
+
+    def codegen(self) -> CodegenBySize:
+        """Code generation by the size of a step's reads: the local driver only (a Spark
+        Connect server or a Databricks cluster keeps its compiled code between runs)."""
+        return CodegenBySize(self.session, self.compile_from_rows if self.mode == "local" else 0)
 
 
 class LakehouseResource(ConfigurableResource):
@@ -86,9 +96,10 @@ class LakehouseResource(ConfigurableResource):
         """The table store every Delta read and write of a run goes through."""
         if self._store is None:
             if self.backend == "delta-rs":
-                self._store = DeltaRsTableStore(self.root, self.spark.session)
+                self._store = DeltaRsTableStore(self.root, self.spark.session, codegen=self.spark.codegen())
             elif self.backend == "spark-delta":
-                self._store = SparkDeltaTableStore(self.spark.session, self.catalog, self.schemas or None)
+                self._store = SparkDeltaTableStore(self.spark.session, self.catalog, self.schemas or None,
+                                                   codegen=self.spark.codegen())
             else:
                 raise ValueError(f"unknown table backend {self.backend!r}: set FITNESS_TABLE_BACKEND to delta-rs "
                                  "or spark-delta")

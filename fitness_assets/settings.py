@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from fitness_assets.lakehouse.codegen import DEFAULT_COMPILE_FROM_ROWS
 from fitness_assets.lakehouse.spark import DEFAULT_DRIVER_MEMORY, DEFAULT_MASTER, DEFAULT_MODE
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -77,11 +78,17 @@ class SparkEnv:
     master: str = DEFAULT_MASTER
     connect_url: str | None = None
     driver_memory: str = DEFAULT_DRIVER_MEMORY
+    compile_from_rows: int = DEFAULT_COMPILE_FROM_ROWS
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> SparkEnv:
         env = dict(os.environ if env is None else env)
+        compile_from = env.get("FITNESS_SPARK_COMPILE_FROM_ROWS") or str(DEFAULT_COMPILE_FROM_ROWS)
+        if not compile_from.isdigit():
+            raise ValueError(f"FITNESS_SPARK_COMPILE_FROM_ROWS must be a whole number of rows (0: always compile), "
+                             f"not {compile_from!r}")
         return cls(
+            compile_from_rows=int(compile_from),
             mode=env.get("FITNESS_SPARK_MODE") or DEFAULT_MODE,
             master=env.get("FITNESS_SPARK_MASTER") or DEFAULT_MASTER,
             connect_url=env.get("FITNESS_SPARK_CONNECT_URL") or None,

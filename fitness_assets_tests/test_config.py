@@ -4,6 +4,7 @@ names per environment, and a second, different Spark session in one process refu
 import pytest
 
 from fitness_assets.definitions import build_resources
+from fitness_assets.lakehouse.codegen import DEFAULT_COMPILE_FROM_ROWS
 from fitness_assets.lakehouse.spark import DEFAULT_MASTER, SparkSettings, get_session
 from fitness_assets.settings import Settings, SparkEnv
 
@@ -64,3 +65,13 @@ def test_the_databricks_client_and_rebuild_job_exist_only_where_a_workspace_is_c
     # Both read from the environment when a run uses them, never stored in the definitions.
     assert isinstance(client.host, EnvVar) and client.host.env_var_name == "DATABRICKS_HOST"
     assert isinstance(client.token, EnvVar) and client.token.env_var_name == "DATABRICKS_TOKEN"
+
+
+def test_the_codegen_threshold_comes_from_the_environment_and_a_bad_one_says_what_to_fix():
+    assert SparkEnv.from_env({}).compile_from_rows == DEFAULT_COMPILE_FROM_ROWS
+    env = SparkEnv.from_env({"FITNESS_SPARK_COMPILE_FROM_ROWS": "0"})
+    resources = build_resources(Settings.from_env({}), env)
+    assert resources["spark"].compile_from_rows == 0
+    assert resources["lakehouse"].store().codegen.compile_from_rows == 0
+    with pytest.raises(ValueError, match="FITNESS_SPARK_COMPILE_FROM_ROWS must be a whole number"):
+        SparkEnv.from_env({"FITNESS_SPARK_COMPILE_FROM_ROWS": "1e5"})

@@ -130,7 +130,8 @@ def refresh_asset(declared: TableRefresh | TableSpec, deps: Sequence[TableSpec] 
         store = lakehouse.store()
         args = (lakehouse.reference(),) if needs_reference_date else ()
         started = time.perf_counter()
-        result = refresh(store, *args)
+        with store.codegen.step():
+            result = refresh(store, *args)
         seconds = time.perf_counter() - started
         if result.skipped:
             context.log.info("%s: nothing new upstream (%s)", spec.qualified_name, result.increment.describe())

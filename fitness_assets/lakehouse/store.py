@@ -35,6 +35,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from fitness_assets.lakehouse import delta_sql
+from fitness_assets.lakehouse.codegen import CodegenBySize
 from fitness_assets.tables import TableSpec
 
 OP_COLUMN = "_op"
@@ -85,8 +86,10 @@ class CommitResult:
 class TableStore(ABC):
     """Reads and writes the lakehouse's Delta tables. Same interface on every backend."""
 
-    def __init__(self, spark: Callable[[], SparkSession]):
+    def __init__(self, spark: Callable[[], SparkSession], codegen: CodegenBySize | None = None):
         self._spark = spark
+        # Every read tells it its size: a step over few rows runs its queries interpreted.
+        self.codegen = codegen or CodegenBySize(spark)
         # Test seam: called with the table spec right before each commit attempt.
         self.before_commit: Callable[[TableSpec], None] | None = None
 
@@ -141,6 +144,7 @@ class TableStore(ABC):
         from ``createDataFrame([])`` parallelizes a Python list, and every query over it starts
         Python worker processes (measured: ~0.5 s more per query on a warm session)."""
         schema = pa.schema([*spec.schema, *[pa.field(name, pa.string()) for name in extra]])
+        self.codegen.reading(0)
         return self.spark.createDataFrame(schema.empty_table(), from_arrow_schema(schema))
 
     def sql_string(self, value: str) -> str:
@@ -205,8 +209,9 @@ class DeltaRsTableStore(TableStore):
 
     max_attempts = 6
 
-    def __init__(self, root: str, spark: Callable[[], SparkSession], storage_options: dict[str, str] | None = None):
-        super().__init__(spark)
+    def __init__(self, root: str, spark: Callable[[], SparkSession], storage_options: dict[str, str] | None = None,
+                 codegen: CodegenBySize | None = None):
+        super().__init__(spark, codegen)
         self.root = root.rstrip("/")
         self.storage_options = storage_options or None
 
@@ -288,6 +293,7 @@ class DeltaRsTableStore(TableStore):
             return self.empty_frame(spec)
         schema = from_arrow_schema(spec.schema)
         counts = list(files.values())
+        self.codegen.reading(sum(counts) if None not in counts else None)
         if all(n is not None for n in counts) and sum(counts) <= SMALL_READ_ROWS:
             dataset = table.to_pyarrow_dataset()
             wanted = [f for f in dataset.get_fragments() if f.path in files]
@@ -338,6 +344,7 @@ class DeltaRsTableStore(TableStore):
         if table.num_rows == 0:
             return self.empty_frame(spec, ["_change_type"])
         schema = from_arrow_schema(spec.schema).add("_change_type", "string")
+        self.codegen.reading(table.num_rows)
         return self.spark.createDataFrame(table.select([*spec.column_names, "_change_type"]), schema)
 
     def check_writable(self) -> None:
@@ -515,8 +522,8 @@ class SparkDeltaTableStore(TableStore):
     history_page = 64
 
     def __init__(self, spark: Callable[[], SparkSession], catalog: str | None = None,
-                 schemas: Mapping[str, str] | None = None):
-        super().__init__(spark)
+                 schemas: Mapping[str, str] | None = None, codegen: CodegenBySize | None = None):
+        super().__init__(spark, codegen)
         self.catalog = catalog or None
         self.schemas = {layer: schema for layer, schema in (schemas or {}).items() if schema}
         self._ensured: set[str] = set()
@@ -598,6 +605,7 @@ class SparkDeltaTableStore(TableStore):
     def read(self, spec, version=None):
         if not self.exists(spec):
             return self.empty_frame(spec)
+        self.codegen.reading(None)  # its size is not counted: as a large read
         return self._sql(delta_sql.select_sql(self.catalog, self._target(spec), version))
 
     def read_appended(self, spec, after_version, up_to_version):
@@ -615,11 +623,13 @@ class SparkDeltaTableStore(TableStore):
         if self._properties(spec).get(delta_sql.CDF_PROPERTY, "").lower() == "true":
             return self.read_changes(spec, after_version, up_to_version).where(
                 F.col("_change_type") == "insert").drop("_change_type")
+        self.codegen.reading(None)
         return self._sql(delta_sql.appended_rows_sql(self.catalog, self._target(spec), after_version, up_to_version))
 
     def read_changes(self, spec, after_version, up_to_version):
         if up_to_version <= after_version:
             return self.empty_frame(spec, ("_change_type",))
+        self.codegen.reading(None)
         columns = [F.col(delta_sql.quote_identifier(c)) for c in [*spec.column_names, "_change_type"]]
         return (self.spark.read.option("readChangeFeed", "true")
                 .option("startingVersion", after_version + 1).option("endingVersion", up_to_version)

@@ -372,7 +372,10 @@ def _parsed_schema(bronze: TableSpec) -> pa.Schema:
                       pa.field("raw", pa.string()), pa.field(REASON, pa.string())])
 
 
-def _parse_lines(spark, bronze: TableSpec, parse, read: _Batch, plain) -> pa.Table:
+def _parse_lines(spark, bronze: TableSpec, parse, read: _Batch, plain,
+                 reading: Callable[[int], None] | None = None) -> pa.Table:
+    """The parsed rows of a batch's lines: the plain ones decided by ``plain`` in Python, the
+    rest by ``parse`` in Spark (``reading`` is told how many lines Spark reads)."""
     schema = _parsed_schema(bronze)
     sources = [s for s, _, _ in read.lines]
     numbers = [n for _, n, _ in read.lines]
@@ -392,6 +395,8 @@ def _parse_lines(spark, bronze: TableSpec, parse, read: _Batch, plain) -> pa.Tab
             sources, numbers, raws = [sources[i] for i in rest], [numbers[i] for i in rest], [raws[i] for i in rest]
     if raws or not parts:
         lines = pa.table([sources, numbers, raws], schema=LINES_SCHEMA)
+        if reading is not None:
+            reading(lines.num_rows)
         parsed = parse(spark.createDataFrame(lines))
         bad_raw = F.when(F.col(REASON).isNotNull(), F.col("raw")).alias("raw")
         parts.append(parsed.select(*[bad_raw if name == "raw" else name for name in schema.names]).toArrow().cast(schema))
@@ -401,7 +406,7 @@ def _parse_lines(spark, bronze: TableSpec, parse, read: _Batch, plain) -> pa.Tab
 def _ingest_batch(store, spark, bronze, quarantine, parse, fmt, batch, sequence, load_time, report,
                   plain=None) -> CommitResult:
     read = _read_batch(batch, fmt)
-    data = _parse_lines(spark, bronze, parse, read, plain)
+    data = _parse_lines(spark, bronze, parse, read, plain, store.codegen.reading)
     load_col = pa.array([load_time] * data.num_rows, type=pa.timestamp("us", tz="UTC"))
     data = data.append_column("load_time", load_col)
     is_bad = pc.is_valid(data[REASON])

@@ -163,6 +163,7 @@ def ingest_kafka(
             good, quarantine_rows = validate_records(batch.topics, batch.partitions, batch.offsets, batch.timestamps,
                                                      batch.keys, batch.values, calendar, SOURCE_PREFIX)
         else:
+            store.codegen.reading(len(batch))
             good, quarantine_rows = _spark_parse(spark, parse, batch, staging)
         committed = _commit_batch(store, bronze, quarantine, good, quarantine_rows, batch, positions, counts,
                                   sequence, now(), report)

@@ -112,8 +112,9 @@ def ingestion_asset(source: str, bronze: TableSpec, quarantine: TableSpec, parse
     def _ingest(context: AssetExecutionContext, spark: SparkResource,
                 lakehouse: LakehouseResource) -> Iterator[MaterializeResult]:
         store = lakehouse.store()
-        report = _ingest_files(context, spark, lakehouse, source, bronze, quarantine, parser(store))
-        yield from _results(store, bronze, quarantine, report)
+        with store.codegen.step():
+            report = _ingest_files(context, spark, lakehouse, source, bronze, quarantine, parser(store))
+            yield from _results(store, bronze, quarantine, report)
 
     return _ingest
 
@@ -129,21 +130,22 @@ def ingestion_asset(source: str, bronze: TableSpec, quarantine: TableSpec, parse
 def kafka_multiplex_bz(context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource,
                        kafka: KafkaResource) -> Iterator[MaterializeResult]:
     store = lakehouse.store()
-    calendar = store.read(DATE_LOOKUP)
-    # Plain, usable lines are decided in Python, as Kafka records are; Spark parses the rest.
-    files = _ingest_files(context, spark, lakehouse, "kafka_multiplex", KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR,
-                          lambda lines: parsers.parse_kafka_multiplex(lines, calendar),
-                          plain=lambda raws: plain_lines(raws, store.read_arrow(DATE_LOOKUP)))
-    streamed = None
-    if kafka.enabled:
-        with kafka.reader() as reader:
-            streamed = ingest_kafka(store, None, reader, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR,
-                                    max_records_per_batch=kafka.max_records_per_batch,
-                                    max_batches=kafka.max_batches_per_run)
-        context.log.info("%s: %d Kafka records in %d batches, %d rows, %d quarantined, lag %d",
-                         KAFKA_MULTIPLEX_BZ.qualified_name, streamed.records, streamed.batches,
-                         streamed.rows_written, streamed.rows_quarantined, sum(streamed.lag.values()))
-    yield from _results(store, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR, files, streamed)
+    with store.codegen.step():
+        calendar = store.read(DATE_LOOKUP)
+        # Plain, usable lines are decided in Python, as Kafka records are; Spark parses the rest.
+        files = _ingest_files(context, spark, lakehouse, "kafka_multiplex", KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR,
+                              lambda lines: parsers.parse_kafka_multiplex(lines, calendar),
+                              plain=lambda raws: plain_lines(raws, store.read_arrow(DATE_LOOKUP)))
+        streamed = None
+        if kafka.enabled:
+            with kafka.reader() as reader:
+                streamed = ingest_kafka(store, None, reader, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR,
+                                        max_records_per_batch=kafka.max_records_per_batch,
+                                        max_batches=kafka.max_batches_per_run)
+            context.log.info("%s: %d Kafka records in %d batches, %d rows, %d quarantined, lag %d",
+                             KAFKA_MULTIPLEX_BZ.qualified_name, streamed.records, streamed.batches,
+                             streamed.rows_written, streamed.rows_quarantined, sum(streamed.lag.values()))
+        yield from _results(store, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR, files, streamed)
 
 
 registered_users_bz = ingestion_asset("registered_users", REGISTERED_USERS_BZ, REGISTERED_USERS_QR,

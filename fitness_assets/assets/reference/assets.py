@@ -16,11 +16,12 @@ def date_lookup(context: AssetExecutionContext, spark: SparkResource, lakehouse:
     store = lakehouse.store()
     start, end = lakehouse.date_range()
     results = []
-    current = store.read(DATE_LOOKUP).agg(F.min("date"), F.max("date"), F.count(F.lit(1))).first()
-    expected_days = (end - start).days + 1
-    if tuple(current) != (start, end, expected_days):
-        results.append(store.overwrite(DATE_LOOKUP, reference.date_lookup(spark.session(), start, end)))
-    else:
-        context.log.info("date_lookup already covers %s..%s; nothing to write", start, end)
+    with store.codegen.step():
+        current = store.read(DATE_LOOKUP).agg(F.min("date"), F.max("date"), F.count(F.lit(1))).first()
+        expected_days = (end - start).days + 1
+        if tuple(current) != (start, end, expected_days):
+            results.append(store.overwrite(DATE_LOOKUP, reference.date_lookup(spark.session(), start, end)))
+        else:
+            context.log.info("date_lookup already covers %s..%s; nothing to write", start, end)
     return MaterializeResult(data_version=DataVersion(str(store.version(DATE_LOOKUP))),
                              metadata=materialization_metadata(store, DATE_LOOKUP, *results, range=f"{start}..{end}"))
