@@ -4,7 +4,8 @@ A layer declares its rules with the factories below (``key_checks``, ``rule_chec
 ``table_check``, ``link_check``, ``custom_check``); ``table_checks`` turns them into one
 multi-check per table, so a table's rules cost one Dagster step instead of one each, and:
 
-- the row rules of a table (SQL conditions, NULL keys) are counted in one Spark aggregation;
+- every rule given by its offending rows (SQL conditions, NULL keys, unique keys, table
+  rules) is counted in one Spark job per table, the conditions in one pass over the rows;
 - rules that are local to a row (conditions, NULL keys, unique keys) look only at the rows
   written since the last evaluation that passed, when there is one: key uniqueness compares
   the keys just written with the whole table, the rest only reads the new rows;
@@ -149,18 +150,24 @@ def result_from_offenders(offenders: DataFrame, *, personal: Sequence[str] = (),
                                       **metadata})
 
 
-def count_rows(frames: dict[str, DataFrame]) -> dict[str, int]:
-    """The row count of each frame, all in one Spark job (a union of one tagged column per
-    frame, counted by tag) instead of one job each."""
+def count_rows(frames: dict[str, DataFrame], rows: DataFrame | None = None,
+               conditions: dict[str, str] | None = None) -> dict[str, int]:
+    """The row count of each of ``frames``, all in one Spark job instead of one each: a union
+    of one column naming the frame each row comes from, counted by name. The frames named in
+    ``conditions`` are ``rows`` where the condition holds; those are counted from one pass
+    over ``rows`` (each row tagged with the names of the conditions it satisfies)."""
     if not frames:
         return {}
-    names = list(frames)
-    tagged = [frames[name].select(F.lit(i).alias("frame")) for i, name in enumerate(names)]
-    union = tagged[0]
-    for frame in tagged[1:]:
-        union = union.unionAll(frame)
-    counted = {row["frame"]: row["count"] for row in union.groupBy("frame").count().collect()}
-    return {name: int(counted.get(i, 0)) for i, name in enumerate(names)}
+    conditions = conditions or {}
+    parts = [frame.select(F.lit(name).alias("check")) for name, frame in frames.items() if name not in conditions]
+    if conditions:
+        tags = F.array(*[F.when(F.expr(condition), F.lit(name)) for name, condition in conditions.items()])
+        parts.append(rows.select(F.explode(F.filter(tags, lambda tag: tag.isNotNull())).alias("check")))
+    union = parts[0]
+    for part in parts[1:]:
+        union = union.unionAll(part)
+    counted = {row["check"]: row["count"] for row in union.groupBy("check").count().collect()}
+    return {name: int(counted.get(name, 0)) for name in frames}
 
 
 def _jsonable(rows: list[dict]) -> list[dict]:
@@ -192,13 +199,10 @@ def evaluate_checks(store: TableStore, lakehouse: LakehouseResource, checks: Seq
         if new is not None:
             rows, scope = new, f"written after version {since}"
     out: dict[str, AssetCheckResult] = {}
-    conditions = [c for c in checks if c.condition is not None]
-    if conditions:  # every row rule of the table in one aggregation
-        counts = rows.agg(*[F.count_if(F.expr(c.condition)).alias(f"c{i}") for i, c in enumerate(conditions)]).first()
-        for i, c in enumerate(conditions):
-            offenders = rows.where(F.expr(c.condition))
-            out[c.name] = result_from_offenders(offenders, personal=spec.personal, count=int(counts[f"c{i}"]))
     offending: dict[str, DataFrame] = {}
+    conditions = {c.name: c.condition for c in checks if c.condition is not None}
+    for name, condition in conditions.items():
+        offending[name] = rows.where(F.expr(condition))
     for c in checks:
         if c.unique:
             keys = list(spec.keys)
@@ -206,7 +210,7 @@ def evaluate_checks(store: TableStore, lakehouse: LakehouseResource, checks: Seq
             offending[c.name] = quality.duplicate_keys(written, keys)
         elif c.offenders is not None:
             offending[c.name] = c.offenders(store)
-    for name, count in count_rows(offending).items():
+    for name, count in count_rows(offending, rows, conditions).items():
         out[name] = result_from_offenders(offending[name], personal=spec.personal, count=count)
     for c in checks:
         if c.evaluate is not None:
