@@ -12,6 +12,7 @@ import time
 from benchmarks.config import DRIVER_MEMORY, QUIET_SHARE, ROOT, Result
 from fitness_assets.lakehouse import class_archive
 from fitness_assets.lakehouse.spark import DEFAULT_MASTER
+from fitness_assets.settings import SparkEnv
 
 
 def cpu_seconds() -> tuple[float, float]:
@@ -73,4 +74,5 @@ def machine_facts() -> Result:
         "spark_master": DEFAULT_MASTER,
         "driver_memory": DRIVER_MEMORY,
         "class_archive": bool(class_archive.java_options()),
+        "compile_from_rows": SparkEnv.from_env().compile_from_rows,
     }

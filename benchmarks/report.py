@@ -154,6 +154,14 @@ def _pct(value: float | None, digits: int) -> str:
     return "n/a" if value is None else f"{value:.{digits}%}"
 
 
+def _codegen(machine: dict) -> str:
+    """How the benchmark's steps chose compiled or interpreted queries (absent from older runs)."""
+    rows = machine.get("compile_from_rows")
+    if rows is None:
+        return ""
+    return ", every query compiled" if rows == 0 else f", a step compiled from {rows:,} rows read"
+
+
 def _fmt(value: float | None, digits: int = 1) -> str:
     return "n/a" if value is None else f"{value:,.{digits}f}"
 
@@ -172,7 +180,8 @@ def render(report: Result, comparison: list[str] | None = None) -> str:
         f"- Machine: {m['nproc']} cores (`nproc`), {_fmt(m['memory_total_gib'])} GiB total / "
         f"{_fmt(m['memory_available_gib'])} GiB available (`free`); Python {m['python']}, "
         f"pyspark {m['pyspark']}, {m['java']}; Spark {m['spark_master']}, driver memory {m['driver_memory']}"
-        f"{'' if 'class_archive' not in m else ', with the class archive' if m['class_archive'] else ', no class archive'}",
+        f"{'' if 'class_archive' not in m else ', with the class archive' if m['class_archive'] else ', no class archive'}"
+        f"{_codegen(m)}",
         f"- Code: commit {m.get('commit')}{' with uncommitted changes' if m.get('uncommitted_changes') else ''}",
         "- Each run is a fresh process with a fresh JVM on a fresh lakehouse under /tmp; wall time is "
         "`run_graph`'s (definitions, Spark start-up, the Dagster job with its checks, the row counts "

@@ -202,7 +202,9 @@ def task_run(selection: list[str] | None, workdir: Path) -> Result:
         "FITNESS_REFERENCE_DATE": REFERENCE_DATE,
     })
     with instance_for_test() as instance:
-        report = run_graph(selection, settings, SparkEnv(driver_memory=DRIVER_MEMORY), instance=instance)
+        # Local Spark at the benchmark's driver memory; the code generation threshold as configured.
+        spark_env = SparkEnv(driver_memory=DRIVER_MEMORY, compile_from_rows=SparkEnv.from_env().compile_from_rows)
+        report = run_graph(selection, settings, spark_env, instance=instance)
         steps, job_seconds = _step_seconds(instance)
     _stop_spark_and_reap_jvm()
     return {
