@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fitness_assets.lakehouse.spark import DEFAULT_DRIVER_MEMORY
+
 #: The repository root (the worker subprocess runs here, so ``python -m benchmarks`` finds the package).
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -17,7 +19,7 @@ BRONZE_SELECTION = [
 BRONZE_SOURCES = ("registered_users_bz", "gym_logins_bz", "kafka_multiplex_bz")
 SOURCE_FOLDERS = ("registered_users", "gym_logins", "kafka_multiplex")
 REFERENCE_DATE = "2024-01-01"
-DRIVER_MEMORY = "6g"
+DRIVER_MEMORY = DEFAULT_DRIVER_MEMORY  # the project's default: what `make demo` and a run get
 MICRO_BATCHES = 100
 #: A micro-batch is the latest batch whose share of all lines falls in this range (~1 %).
 MICRO_SHARE_RANGE = (0.0075, 0.015)
