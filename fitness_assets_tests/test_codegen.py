@@ -92,3 +92,18 @@ def test_the_graph_gives_the_same_rows_interpreted_and_compiled(tmp_path, spark,
     assert sum(map(len, tables["compiled"].values())) > 1000
     # A few plans generate code whatever the mode; compiled, the graph generates hundreds.
     assert compilations["interpreted"] * 5 < compilations["compiled"], compilations
+
+
+def test_after_a_step_the_session_has_its_own_settings_back(spark, settings):
+    codegen = CodegenBySize(lambda: spark, compile_from_rows=5)
+    store = DeltaRsTableStore(settings.lakehouse_root, lambda: spark, codegen=codegen)
+    store.overwrite(DATE_LOOKUP, reference.date_lookup(spark, dt.date(2024, 1, 1), dt.date(2024, 1, 10)))
+    spark.conf.set("spark.sql.codegen.wholeStage", "false")  # a user's own choice
+    try:
+        with codegen.step():
+            store.read(DATE_LOOKUP)  # 10 rows: compiled in this step
+            assert spark.conf.get("spark.sql.codegen.wholeStage") == "true"
+        assert spark.conf.get("spark.sql.codegen.wholeStage") == "false"
+        assert spark.conf.get("spark.sql.codegen.factoryMode") == "FALLBACK"  # Spark's default again
+    finally:
+        spark.conf.unset("spark.sql.codegen.wholeStage")

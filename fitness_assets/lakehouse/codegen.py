@@ -10,7 +10,8 @@ So a step starts interpreted and switches to compiled as soon as the rows it has
 reads, counted from the Delta log before any Spark job; landing lines; Kafka records) reach
 ``compile_from_rows``. A read whose size is unknown counts as large. Queries run after the
 reads that feed them, so a query over a large read is always compiled; one over small reads
-only stays interpreted. Outside a step, and when the threshold is 0, Spark's defaults hold.
+only stays interpreted. After a step the session's own settings are put back; outside a step,
+and when the threshold is 0, they hold.
 
 It is a choice of execution strategy only: both give the same rows (tested on the whole
 graph). It applies to the local driver, whose compiled-code cache dies with each run; a
@@ -37,6 +38,7 @@ class CodegenBySize:
         self.compile_from_rows = compile_from_rows
         self._rows: int | None = None  # rows read in the current step; None outside a step
         self._applied: dict[str, str] | None = None  # what this object last set on the session
+        self._saved: dict[str, str | None] | None = None  # the session's own values, put back after a step
 
     @property
     def active(self) -> bool:
@@ -54,8 +56,14 @@ class CodegenBySize:
             yield
         finally:
             self._rows = None
-            if self._applied is not None and self._applied != COMPILED:
-                self._apply(COMPILED)
+            if self._saved is not None:
+                session = self._spark()
+                for key, value in self._saved.items():
+                    if value is None:
+                        session.conf.unset(key)
+                    else:
+                        session.conf.set(key, value)
+            self._saved = self._applied = None
 
     def reading(self, rows: int | None) -> None:
         """The step is about to read ``rows`` rows (None: unknown, counted as large)."""
@@ -66,13 +74,16 @@ class CodegenBySize:
 
     @property
     def compiled(self) -> bool:
-        """Whether queries run now are compiled (Spark's default outside a step)."""
+        """False while this step's queries run interpreted (the session's own settings are
+        taken to compile, Spark's default)."""
         return self._applied is None or self._applied == COMPILED
 
     def _apply(self, conf: dict[str, str]) -> None:
         if self._applied == conf:
             return
         session = self._spark()
+        if self._saved is None:
+            self._saved = {key: session.conf.get(key, None) for key in conf}
         for key, value in conf.items():
             session.conf.set(key, value)
         self._applied = conf

@@ -16,7 +16,7 @@ from pathlib import Path
 import pyspark
 
 from fitness_assets.lakehouse import class_archive
-from fitness_assets.lakehouse.spark import DEFAULT_MASTER
+from fitness_assets.lakehouse.spark import DEFAULT_DRIVER_MEMORY, DEFAULT_MASTER
 
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 DEFAULT_PORT = 15002
@@ -42,7 +42,7 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
 class SparkConnectServer:
     """Local Spark (``DEFAULT_MASTER`` unless told) behind a Connect endpoint on ``127.0.0.1:<port>`` while open."""
 
-    def __init__(self, port: int = DEFAULT_PORT, master: str = DEFAULT_MASTER, driver_memory: str = "3g",
+    def __init__(self, port: int = DEFAULT_PORT, master: str = DEFAULT_MASTER, driver_memory: str = DEFAULT_DRIVER_MEMORY,
                  log_path: Path | None = None, start_timeout: float = 180):
         self.port, self.master, self.driver_memory = port, master, driver_memory
         self.log_path, self.start_timeout = log_path, start_timeout
