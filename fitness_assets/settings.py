@@ -84,7 +84,7 @@ class SparkEnv:
     def from_env(cls, env: dict[str, str] | None = None) -> SparkEnv:
         env = dict(os.environ if env is None else env)
         compile_from = env.get("FITNESS_SPARK_COMPILE_FROM_ROWS") or str(DEFAULT_COMPILE_FROM_ROWS)
-        if not compile_from.isdigit():
+        if not compile_from.isdecimal():
             raise ValueError(f"FITNESS_SPARK_COMPILE_FROM_ROWS must be a whole number of rows (0: always compile), "
                              f"not {compile_from!r}")
         return cls(
