@@ -137,17 +137,14 @@ def custom_check(spec: TableSpec, name: str, description: str,
 # ---------------------------------------------------------------------------- evaluation
 
 
-def result_from_offenders(offenders: DataFrame, *, personal: Sequence[str] = (), count: int | None = None,
-                          **metadata) -> AssetCheckResult:
-    """A check result whose outcome is 'no offending rows', with their count and a sample.
-    The sample lands in Dagster's event log, which is not a place for personal data: the
-    ``personal`` columns are left out of it."""
-    count = offenders.count() if count is None else count
+def result_from_offenders(offenders: DataFrame, count: int, *, personal: Sequence[str] = ()) -> AssetCheckResult:
+    """A check result whose outcome is 'no offending rows' (``count`` of them, counted by
+    ``count_rows``), with a sample of them. The sample lands in Dagster's event log, which is
+    not a place for personal data: the ``personal`` columns are left out of it."""
     shown = offenders.drop(*[c for c in personal if c in offenders.columns])
     sample = [r.asDict() for r in shown.limit(SAMPLE_ROWS).collect()] if count else []
     return AssetCheckResult(passed=count == 0,
-                            metadata={"offending_rows": count, "sample": MetadataValue.json(_jsonable(sample)),
-                                      **metadata})
+                            metadata={"offending_rows": count, "sample": MetadataValue.json(_jsonable(sample))})
 
 
 def count_rows(frames: dict[str, DataFrame], rows: DataFrame | None = None,
@@ -211,7 +208,7 @@ def evaluate_checks(store: TableStore, lakehouse: LakehouseResource, checks: Seq
         elif c.offenders is not None:
             offending[c.name] = c.offenders(store)
     for name, count in count_rows(offending, rows, conditions).items():
-        out[name] = result_from_offenders(offending[name], personal=spec.personal, count=count)
+        out[name] = result_from_offenders(offending[name], count, personal=spec.personal)
     for c in checks:
         if c.evaluate is not None:
             out[c.name] = c.evaluate(store, lakehouse)
