@@ -201,7 +201,11 @@ def task_run(selection: list[str] | None, workdir: Path) -> Result:
         "FITNESS_LAKEHOUSE_ROOT": str(workdir / "lakehouse"),
         "FITNESS_REFERENCE_DATE": REFERENCE_DATE,
     })
-    with instance_for_test() as instance:
+    # One Dagster instance per workdir, kept between runs as a deployment keeps its own: a
+    # micro-batch's checks find the evaluations of the run before it.
+    home = workdir / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    with instance_for_test(temp_dir=str(home)) as instance:
         # Local Spark at the benchmark's driver memory; the code generation threshold as configured.
         spark_env = SparkEnv(driver_memory=DRIVER_MEMORY, compile_from_rows=SparkEnv.from_env().compile_from_rows)
         report = run_graph(selection, settings, spark_env, instance=instance)

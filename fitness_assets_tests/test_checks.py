@@ -4,10 +4,10 @@ rows written since the last passing evaluation, and an earlier failure is always
 
 from dagster import AssetKey
 
-from fitness_assets.assets.checks_lib import SINCE_KEY
+from fitness_assets.assets.checks_lib import CARRIED_KEY, SINCE_KEY
 from fitness_assets.definitions import ALL_ASSETS_JOB, build_definitions
 from fitness_assets.simulator import SimulatorConfig
-from fitness_assets.tables import COMPLETED_WORKOUTS, USERS
+from fitness_assets.tables import COMPLETED_WORKOUTS, HEART_RATE, USERS
 from fitness_assets_tests.conftest import TEST_SPARK, skip_on_connect
 from fitness_assets_tests.helpers import deliver, stage
 
@@ -55,34 +55,92 @@ def test_row_rules_look_at_new_rows_and_a_failure_is_evaluated_again(settings, s
     store.append(COMPLETED_WORKOUTS, bad)
     defs = build_definitions(settings, TEST_SPARK)
 
+    failed_at = store.version(COMPLETED_WORKOUTS)
     for attempt in range(2):  # the table does not change between the two: the failure is evaluated both times
         result = _run_one(defs, dagster_instance, COMPLETED_WORKOUTS)
         evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
         failed = evaluations["ends_after_start"]
         assert not failed.passed
         assert failed.metadata["offending_rows"].value == 1
+        assert failed.metadata["sample"].value[0]["workout_id"] == 99999
         if attempt == 0:  # after a passing evaluation, only the rows written since are read
             assert failed.metadata[SINCE_KEY].value == f"written after version {passed_at}"
-        else:  # after a failure, the whole table
-            assert failed.metadata[SINCE_KEY].value == "whole table"
+            assert CARRIED_KEY not in failed.metadata
+        else:  # after a failure, its count is carried over and nothing new is read
+            assert failed.metadata[SINCE_KEY].value == f"written after version {failed_at}"
+            assert failed.metadata[CARRIED_KEY].value == 1
         assert evaluations["keys_unique"].passed
 
 
-def test_a_table_deleted_and_built_again_is_checked_again_in_full(settings, store, run, dagster_instance, tmp_path):
-    """Delta versions restart when a table is made again (the README's way to rebuild one): the
-    checks tell the new table from the old by its Delta identity, not by the version number."""
-    import shutil
+def _evaluations(defs, instance, spec) -> dict:
+    result = _run_one(defs, instance, spec)  # fails where a blocking check fails
+    return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
-    stage(SimulatorConfig.tiny(seed=5, batches=1), tmp_path / "staging")
+
+def test_carried_counts_follow_the_change_feed_and_equal_a_whole_table_count(settings, store, run, spark,
+                                                                            dagster_instance, tmp_path):
+    """A failing rule's count is carried over: plus the offending rows written since, minus the
+    ones updated or deleted since (the change data feed). At every step it equals the count
+    over the whole table made independently; a changed parent table counts a link whole."""
+    from deltalake import DeltaTable
+
+    stage(SimulatorConfig.tiny(seed=7, batches=1), tmp_path / "staging")
     deliver(tmp_path / "staging", tmp_path / "landing")
     run()
-    version, identity = store.version(USERS), store.table_id(USERS)
-    shutil.rmtree(store.location(USERS))
     defs = build_definitions(settings, TEST_SPARK)
-    result = _run_one(defs, dagster_instance, USERS)
-    assert result.success
-    assert store.version(USERS) == version, "the rebuilt table should reach the same version for this test"
-    assert store.table_id(USERS) not in (None, identity)
-    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert {"keys_unique", "keys_not_null"} <= set(evaluations), "the checks of the new table were skipped"
-    assert all(e.passed and e.metadata[SINCE_KEY].value == "whole table" for e in evaluations.values())
+    inverted = "NOT (end_time > start_time)"
+    unknown_device = "device_id NOT IN (SELECT device_id FROM users WHERE device_id IS NOT NULL)"
+
+    def whole(spec, condition):
+        store.read(USERS).createOrReplaceTempView("users")
+        store.read(spec).createOrReplaceTempView("checked")
+        return spark.sql(f"SELECT count(*) AS n FROM checked WHERE {condition}").first()["n"]
+
+    def add_inverted(workout_id):
+        store.append(COMPLETED_WORKOUTS, store.read(COMPLETED_WORKOUTS).where("end_time > start_time").limit(1).selectExpr(
+            "user_id", f"{workout_id} AS workout_id", "session_id", "end_time AS start_time", "start_time AS end_time"))
+
+    add_inverted(90001)
+    first = _evaluations(defs, dagster_instance, COMPLETED_WORKOUTS)["ends_after_start"]
+    assert first.metadata["offending_rows"].value == whole(COMPLETED_WORKOUTS, inverted) >= 1
+    add_inverted(90002)
+    add_inverted(90003)
+    second = _evaluations(defs, dagster_instance, COMPLETED_WORKOUTS)["ends_after_start"]
+    assert second.metadata[CARRIED_KEY].value == first.metadata["offending_rows"].value
+    assert second.metadata["offending_rows"].value == whole(COMPLETED_WORKOUTS, inverted) \
+        == first.metadata["offending_rows"].value + 2
+    # Repair one (an UPDATE: pre- and post-image in the change feed) and delete another.
+    table = DeltaTable(store.location(COMPLETED_WORKOUTS))
+    table.update(predicate="workout_id = 90002",
+                 updates={"start_time": "end_time - INTERVAL '1' HOUR"})
+    DeltaTable(store.location(COMPLETED_WORKOUTS)).delete("workout_id = 90003")
+    third = _evaluations(defs, dagster_instance, COMPLETED_WORKOUTS)["ends_after_start"]
+    assert third.metadata[CARRIED_KEY].value == second.metadata["offending_rows"].value
+    assert third.metadata["offending_rows"].value == whole(COMPLETED_WORKOUTS, inverted) \
+        == first.metadata["offending_rows"].value
+
+    # A link: readings of unknown devices are counted on top of the carried count while
+    # silver.users is unchanged; once users changes, the whole table is counted again.
+    link = "device_id_in_users"
+
+    def add_reading(device_id):
+        store.append(HEART_RATE, store.read(HEART_RATE).limit(1).selectExpr(
+            f"{device_id} AS device_id", "time", "heartrate", "valid"))
+
+    add_reading(987654321)
+    before = _evaluations(defs, dagster_instance, HEART_RATE)[link]
+    assert not before.passed
+    assert before.metadata["offending_rows"].value == whole(HEART_RATE, unknown_device) >= 1
+    add_reading(987654322)
+    after = _evaluations(defs, dagster_instance, HEART_RATE)[link]
+    assert after.metadata[SINCE_KEY].value.startswith("written after version")
+    assert after.metadata[CARRIED_KEY].value == before.metadata["offending_rows"].value
+    assert after.metadata["offending_rows"].value == whole(HEART_RATE, unknown_device) \
+        == before.metadata["offending_rows"].value + 1
+    store.append(USERS, store.read(USERS).limit(1).selectExpr(
+        *[("987654321 AS device_id" if c == "device_id" else "user_id + 1000000 AS user_id" if c == "user_id" else c)
+          for c in USERS.column_names]))
+    relinked = _evaluations(defs, dagster_instance, HEART_RATE)[link]
+    assert relinked.metadata[SINCE_KEY].value == "whole table"
+    assert relinked.metadata["offending_rows"].value == whole(HEART_RATE, unknown_device) \
+        == before.metadata["offending_rows"].value

@@ -4,15 +4,22 @@ A layer declares its rules with the factories below (``key_checks``, ``rule_chec
 ``table_check``, ``link_check``, ``custom_check``); ``table_checks`` turns them into one
 multi-check per table, so a table's rules cost one Dagster step instead of one each, and:
 
-- every rule given by its offending rows (SQL conditions, NULL keys, unique keys, table
-  rules) is counted in one Spark job per table, the conditions in one pass over the rows;
-- rules that are local to a row (conditions, NULL keys, unique keys) look only at the rows
-  written since the last evaluation that passed, when there is one: key uniqueness compares
-  the keys just written with the whole table, the rest only reads the new rows;
+- every rule given by its offending rows (SQL conditions, NULL keys, unique keys, links,
+  table rules) is counted in one Spark job per table, the conditions in one pass over the rows;
+- rules local to a row (conditions, NULL keys, unique keys, and links while the parent table
+  is unchanged) look only at the rows written since the check's own last evaluation of the
+  same table, whatever the other checks' outcomes:
+  - after a pass, the rows written since are the whole question (key uniqueness compares the
+    keys just written with the whole table);
+  - after a failure of a condition or a link, the offending rows it counted are carried over:
+    the count is that number, plus the offending rows written since, minus the offending rows
+    deleted or updated since (from the change data feed; an append-only table has none);
+  - a failed key uniqueness, a rebuilt table, a changed parent: the whole table again;
 - when nothing a table's checks read has changed since they last all passed (the Delta
-  identity and version of the table and of every other table they read, the landing files' sizes and
-  times for the reconciliation, the reference date), the step evaluates nothing and says so:
-  no Spark job. The UI keeps the previous results; an earlier failure is always re-evaluated.
+  identity and version of the table and of every other table they read, the landing files'
+  sizes and times for the reconciliation, the reference date), the step evaluates nothing and
+  says so: no Spark job. The UI keeps the previous results; an earlier failure is always
+  evaluated again (incrementally, as above), so a blocking failure is never skipped.
 
 Each result carries the number of offending rows and a small sample, never personal columns.
 """
@@ -47,6 +54,22 @@ from fitness_assets.transforms import quality
 SAMPLE_ROWS = 5
 STATE_KEY = "checked_state"  # metadata of every result: what the evaluation read
 SINCE_KEY = "checked_rows"
+CARRIED_KEY = "offending_rows_before"  # carried over from the previous evaluation
+
+
+@dataclass(frozen=True)
+class Link:
+    """Every non-NULL value of ``columns`` has a row in ``parent`` with it in ``parent_columns``."""
+
+    columns: tuple[str, ...]
+    parent: TableSpec
+    parent_columns: tuple[str, ...]
+
+    def offenders(self, rows: DataFrame, parent: DataFrame) -> DataFrame:
+        """The rows of ``rows`` without a match in ``parent``."""
+        keys = parent.select(*[F.col(p).alias(c) for p, c in zip(self.parent_columns, self.columns, strict=True)])
+        return (rows.where(F.col(self.columns[0]).isNotNull())
+                .join(F.broadcast(keys.distinct()), on=list(self.columns), how="left_anti"))
 
 
 @dataclass(frozen=True)
@@ -64,6 +87,7 @@ class Check:
     condition: str | None = None
     unique: bool = False
     offenders: Callable[[TableStore], DataFrame] | None = None
+    link: Link | None = None
     evaluate: Callable[[TableStore, LakehouseResource], AssetCheckResult] | None = None
     reads: tuple[TableSpec, ...] = ()  # other tables the rule reads
     landing_state: Callable[[TableStore, LakehouseResource], str] | None = None  # fingerprint of files it reads
@@ -74,7 +98,8 @@ class Check:
 
     @property
     def is_local(self) -> bool:
-        return self.condition is not None or self.unique
+        """Decided row by row (a link: as long as its parent table does not change)."""
+        return self.condition is not None or self.unique or self.link is not None
 
     def key(self) -> AssetCheckKey:
         return AssetCheckKey(asset_key(self.table), self.name)
@@ -116,12 +141,10 @@ def table_check(spec: TableSpec, name: str, description: str, offenders: Callabl
 def link_check(spec: TableSpec, columns: Sequence[str], parent: TableSpec, parent_columns: Sequence[str],
                severity: AssetCheckSeverity = AssetCheckSeverity.WARN) -> Check:
     """Every value of ``columns`` exists in ``parent`` (a warning by default: members may
-    register after their first visit or reading)."""
-    return table_check(
-        spec, f"{'_'.join(columns)}_in_{parent.name}",
-        f"Every {', '.join(columns)} has a match in {parent.qualified_name}.",
-        lambda store: quality.missing_links(store.read(spec), columns, store.read(parent), parent_columns),
-        severity=severity, reads=(parent,))
+    register after their first visit or reading). Counts the rows without a match."""
+    return Check(spec, f"{'_'.join(columns)}_in_{parent.name}",
+                 f"Every {', '.join(columns)} has a match in {parent.qualified_name}.", severity=severity,
+                 link=Link(tuple(columns), parent, tuple(parent_columns)), reads=(parent,))
 
 
 def custom_check(spec: TableSpec, name: str, description: str,
@@ -147,79 +170,177 @@ def result_from_offenders(offenders: DataFrame, count: int, *, personal: Sequenc
                             metadata={"offending_rows": count, "sample": MetadataValue.json(_jsonable(sample))})
 
 
-def count_rows(frames: dict[str, DataFrame], rows: DataFrame | None = None,
-               conditions: dict[str, str] | None = None) -> dict[str, int]:
-    """The row count of each of ``frames``, all in one Spark job instead of one each: a union
-    of one column naming the frame each row comes from, counted by name. The frames named in
-    ``conditions`` are ``rows`` where the condition holds; those are counted from one pass
-    over ``rows`` (each row tagged with the names of the conditions it satisfies)."""
-    if not frames:
+REMOVED = " (removed)"  # suffix of the count of offending rows deleted or replaced since the last evaluation
+
+
+def count_rows(frames: dict[str, DataFrame],
+               tagged: Sequence[tuple[DataFrame, dict[str, str]]] = ()) -> dict[str, int]:
+    """The row count of each of ``frames`` and of each condition of ``tagged``, all in one
+    Spark job instead of one each: a union of one column naming what each row counts for,
+    counted by name. Each ``(rows, conditions)`` of ``tagged`` is one pass over ``rows``, each
+    row tagged with the names of the conditions it satisfies."""
+    names = [*frames, *[name for _, conditions in tagged for name in conditions]]
+    if not names:
         return {}
-    conditions = conditions or {}
-    parts = [frame.select(F.lit(name).alias("check")) for name, frame in frames.items() if name not in conditions]
-    if conditions:
-        tags = F.array(*[F.when(F.expr(condition), F.lit(name)) for name, condition in conditions.items()])
-        parts.append(rows.select(F.explode(F.filter(tags, lambda tag: tag.isNotNull())).alias("check")))
+    parts = [frame.select(F.lit(name).alias("check")) for name, frame in frames.items()]
+    for rows, conditions in tagged:
+        if conditions:
+            tags = F.array(*[F.when(F.expr(condition), F.lit(name)) for name, condition in conditions.items()])
+            parts.append(rows.select(F.explode(F.filter(tags, lambda tag: tag.isNotNull())).alias("check")))
     union = parts[0]
     for part in parts[1:]:
         union = union.unionAll(part)
     counted = {row["check"]: row["count"] for row in union.groupBy("check").count().collect()}
-    return {name: int(counted.get(name, 0)) for name in frames}
+    return {name: int(counted.get(name, 0)) for name in names}
 
 
 def _jsonable(rows: list[dict]) -> list[dict]:
     return [{k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v)) for k, v in r.items()} for r in rows]
 
 
-def _rows_since(store: TableStore, spec: TableSpec, after: int, up_to: int) -> DataFrame | None:
-    """Rows written to ``spec`` in versions ``(after, up_to]``, or None when they cannot be
-    told apart (files removed from a table without a change feed)."""
+@dataclass(frozen=True)
+class Prior:
+    """A check's latest completed evaluation: its outcome, the state it recorded (``_state``)
+    and the offending rows it counted."""
+
+    passed: bool
+    state: dict | None
+    offending: int | None
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What one evaluation of a check reads: the rows written after version ``after`` (None:
+    the whole table), on top of ``carried`` offending rows counted before."""
+
+    after: int | None = None
+    carried: int = 0
+
+
+WHOLE = Scope()
+
+
+def scope_of(check: Check, prior: Prior | None, state: dict) -> Scope:
+    """The least a check must read to know its outcome on the data of ``state``, given its
+    previous evaluation (see the module's docstring)."""
+    name = check.table.qualified_name
+    before = prior.state if prior is not None else None
+    if (not check.is_local or not before or before.get("tables", {}).get(name) != state["tables"][name]
+            or before.get("rules", {}).get(check.name) != state["rules"][check.name]):
+        return WHOLE  # a rule over the whole table, no usable evaluation, a table made again, an edited rule
+    if check.link is not None:
+        parent = check.link.parent.qualified_name
+        if any(before.get(kind, {}).get(parent) != state[kind][parent] for kind in ("tables", "versions")):
+            return WHOLE  # the parent changed: a row's link may have appeared or gone
+    after = before.get("versions", {}).get(name)
+    if not isinstance(after, int) or not 0 <= after <= state["versions"][name]:
+        return WHOLE
+    if prior.passed:
+        return Scope(after)
+    if check.unique or prior.offending is None:
+        return WHOLE  # duplicates are not a count of rows that can be carried over
+    return Scope(after, prior.offending)
+
+
+def _changes_since(store: TableStore, spec: TableSpec, after: int,
+                   up_to: int) -> tuple[DataFrame, DataFrame | None] | None:
+    """The rows written to ``spec`` in versions ``(after, up_to]`` and the rows deleted or
+    replaced in them (None: an append-only table removed none); None when they cannot be told
+    apart (files removed from a table without a change feed)."""
     if spec.change_data_feed:
         changes = store.read_changes(spec, after, up_to)
-        return changes.where(F.col("_change_type").isin("insert", "update_postimage")).drop("_change_type")
+        kind = F.col("_change_type")
+        return (changes.where(kind.isin("insert", "update_postimage")).drop("_change_type"),
+                changes.where(kind.isin("delete", "update_preimage")).drop("_change_type"))
     try:
-        return store.read_appended(spec, after, up_to)
+        return store.read_appended(spec, after, up_to), None
     except RuntimeError:
         return None
 
 
 def evaluate_checks(store: TableStore, lakehouse: LakehouseResource, checks: Sequence[Check],
-                    since: int | None = None) -> dict[str, AssetCheckResult]:
-    """Evaluate the checks of one table. With ``since`` (a version whose rows all passed), the
-    local rules look only at rows written after it."""
+                    scopes: dict[str, Scope] | None = None, version: int | None = None) -> dict[str, AssetCheckResult]:
+    """Evaluate the checks of one table at ``version`` (its latest when None), each on its
+    ``scopes`` entry (the whole table when it has none)."""
     spec = checks[0].table
-    version = store.version(spec)
+    version = store.version(spec) if version is None else version
     table = store.read(spec, version if version >= 0 else None)
-    rows, scope = table, "whole table"
-    if since is not None and 0 <= since < version:
-        new = _rows_since(store, spec, since, version)
-        if new is not None:
-            rows, scope = new, f"written after version {since}"
+    parents: dict[str, DataFrame] = {}
+
+    def parent(link: Link) -> DataFrame:
+        return parents.setdefault(link.parent.qualified_name, store.read(link.parent))
+
+    def offenders(c: Check, rows: DataFrame) -> DataFrame:
+        if c.condition is not None:
+            return rows.where(F.expr(c.condition))
+        if c.link is not None:
+            return c.link.offenders(rows, parent(c.link))
+        keys = list(spec.keys)  # unique: the keys of ``rows`` that occur more than once in the table
+        written = table if rows is table else table.join(F.broadcast(rows.select(*keys).distinct()), keys, "left_semi")
+        return quality.duplicate_keys(written, keys)
+
+    counted = [c for c in checks if c.evaluate is None]
+    effective: dict[str, Scope] = {}
+    added_rows: dict[str, DataFrame] = {}
+    frames: dict[str, DataFrame] = {}
+    tagged: list[tuple[DataFrame, dict[str, str]]] = []
+    groups: dict[int | None, list[Check]] = defaultdict(list)
+    for c in counted:
+        groups[(scopes or {}).get(c.name, WHOLE).after].append(c)
+    for after, group in groups.items():
+        changes = None if after is None or after > version else _changes_since(store, spec, after, version)
+        added, removed = changes if changes is not None else (table, None)
+        conditions = {c.name: c.condition for c in group if c.condition is not None}
+        tagged.append((added, conditions))
+        if removed is not None:
+            tagged.append((removed, {name + REMOVED: condition for name, condition in conditions.items()}))
+        for c in group:
+            effective[c.name] = (scopes or {}).get(c.name, WHOLE) if changes is not None else WHOLE
+            added_rows[c.name] = added
+            if c.offenders is not None:
+                frames[c.name] = c.offenders(store)
+            elif c.condition is None:
+                frames[c.name] = offenders(c, added)
+                if c.link is not None and removed is not None:
+                    frames[c.name + REMOVED] = offenders(c, removed)
+    counts = count_rows(frames, tagged)
+
     out: dict[str, AssetCheckResult] = {}
-    offending: dict[str, DataFrame] = {}
-    conditions = {c.name: c.condition for c in checks if c.condition is not None}
-    for name, condition in conditions.items():
-        offending[name] = rows.where(F.expr(condition))
-    for c in checks:
-        if c.unique:
-            keys = list(spec.keys)
-            written = table if rows is table else table.join(F.broadcast(rows.select(*keys).distinct()), keys, "left_semi")
-            offending[c.name] = quality.duplicate_keys(written, keys)
-        elif c.offenders is not None:
-            offending[c.name] = c.offenders(store)
-    for name, count in count_rows(offending, rows, conditions).items():
-        out[name] = result_from_offenders(offending[name], count, personal=spec.personal)
+    for c in counted:
+        scope, new = effective[c.name], counts[c.name]
+        total = scope.carried + new - counts.get(c.name + REMOVED, 0)
+        if total < 0:  # the carried count no longer fits the table: count it whole
+            return evaluate_checks(store, lakehouse, checks, {**(scopes or {}), c.name: WHOLE}, version)
+        if c.offenders is not None:
+            shown = frames[c.name]
+        else:  # a sample of the rows written since, else of the whole table
+            shown = offenders(c, added_rows[c.name] if new or scope.after is None else table)
+        result = result_from_offenders(shown, total, personal=spec.personal)
+        meta = dict(result.metadata)
+        if c.is_local:
+            meta[SINCE_KEY] = "whole table" if scope.after is None else f"written after version {scope.after}"
+        if scope.carried:
+            meta[CARRIED_KEY] = scope.carried
+        out[c.name] = AssetCheckResult(passed=result.passed, metadata=meta)
     for c in checks:
         if c.evaluate is not None:
             out[c.name] = c.evaluate(store, lakehouse)
     for c in checks:
         r = out[c.name]
-        meta = dict(r.metadata or {})
-        if c.is_local:
-            meta[SINCE_KEY] = scope
         out[c.name] = AssetCheckResult(asset_key=asset_key(spec), check_name=c.name, passed=r.passed,
-                                       severity=c.severity, metadata=meta)
+                                       severity=c.severity, metadata=dict(r.metadata or {}))
     return out
+
+
+COUNTING = 2  # how offending rows are counted; a change of it makes earlier counts unusable
+
+
+def _rule(check: Check) -> str:
+    """A fingerprint of what a check counts: an edited rule is evaluated again, never skipped
+    or carried over from counts of the old one."""
+    link = check.link and (check.link.columns, check.link.parent.qualified_name, check.link.parent_columns)
+    text = f"{COUNTING}|{check.condition}|{check.unique and check.table.keys}|{link}|{check.description}"
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _state(store: TableStore, lakehouse: LakehouseResource, checks: Sequence[Check]) -> dict:
@@ -229,15 +350,16 @@ def _state(store: TableStore, lakehouse: LakehouseResource, checks: Sequence[Che
     tables = {spec.qualified_name: spec} | {t.qualified_name: t for c in checks for t in c.reads}
     state: dict = {"versions": {name: store.version(t) for name, t in sorted(tables.items())},
                    "tables": {name: store.table_id(t) for name, t in sorted(tables.items())},
-                   "reference_date": lakehouse.reference().isoformat()}
+                   "reference_date": lakehouse.reference().isoformat(),
+                   "rules": {c.name: _rule(c) for c in checks}}
     landing = [c.landing_state(store, lakehouse) for c in checks if c.landing_state is not None]
     if landing:
         state["landing"] = hashlib.sha256("\n".join(landing).encode()).hexdigest()[:16]
     return state
 
 
-def _previous(context: AssetCheckExecutionContext, keys: Sequence[AssetCheckKey]) -> dict[AssetCheckKey, tuple]:
-    """The latest completed evaluation of each check: (passed, state it recorded)."""
+def _previous(context: AssetCheckExecutionContext, keys: Sequence[AssetCheckKey]) -> dict[AssetCheckKey, Prior]:
+    """The latest completed evaluation of each check."""
     storage = context.instance.event_log_storage
     out = {}
     for key in keys:
@@ -247,8 +369,10 @@ def _previous(context: AssetCheckExecutionContext, keys: Sequence[AssetCheckKey]
         evaluation = event.dagster_event.event_specific_data if event and event.dagster_event else None
         if evaluation is None or not hasattr(evaluation, "passed"):
             continue
-        recorded = evaluation.metadata.get(STATE_KEY)
-        out[key] = (evaluation.passed, getattr(recorded, "value", None))
+        recorded = getattr(evaluation.metadata.get(STATE_KEY), "value", None)
+        offending = getattr(evaluation.metadata.get("offending_rows"), "value", None)
+        out[key] = Prior(evaluation.passed, recorded if isinstance(recorded, dict) else None,
+                         offending if isinstance(offending, int) else None)
     return out
 
 
@@ -279,19 +403,13 @@ def _multi_check(checks: list[Check]) -> AssetChecksDefinition:
         store = lakehouse.store()
         state = _state(store, lakehouse, selected)
         previous = _previous(context, [c.key() for c in selected])
-        all_passed = len(previous) == len(selected) and all(p for p, _ in previous.values())
-        if all_passed and all(s == state for _, s in previous.values()):
+        if (len(previous) == len(selected) and all(p.passed and p.state == state for p in previous.values())):
             context.log.info("%s: the checks passed on exactly this data (%s); not evaluated again",
                              spec.qualified_name, json.dumps(state, sort_keys=True))
             return
-        since = None
-        same_table = all(s and s.get("tables", {}).get(spec.qualified_name) == state["tables"][spec.qualified_name]
-                         for _, s in previous.values())
-        if all_passed and same_table:  # rows since then are new only in the same table, not in one made again
-            recorded = [s.get("versions", {}).get(spec.qualified_name) for _, s in previous.values() if s]
-            since = min(recorded) if recorded and None not in recorded else None
+        scopes = {c.name: scope_of(c, previous.get(c.key()), state) for c in selected}
         with store.codegen.step():
-            results = evaluate_checks(store, lakehouse, selected, since)
+            results = evaluate_checks(store, lakehouse, selected, scopes, state["versions"][spec.qualified_name])
         for result in results.values():
             yield AssetCheckResult(asset_key=result.asset_key, check_name=result.check_name, passed=result.passed,
                                    severity=result.severity,
