@@ -14,6 +14,7 @@ from benchmarks.config import (
     KAFKA_PARTITIONS,
     LARGE,
     MICRO_BATCHES,
+    MICRO_DAYS,
     MICRO_SHARE_RANGE,
     SLOW_SCENARIO_SECONDS,
     SMALL,
@@ -220,7 +221,9 @@ def render(report: Result, comparison: list[str] | None = None) -> str:
         "",
         f"k is the latest batch holding {MICRO_SHARE_RANGE[0]:.2%}-{MICRO_SHARE_RANGE[1]:.1%} of the lines; "
         "the batches after it are left out (batches are slices of the clock: the very last one covers the "
-        "night and holds almost nothing). \"Table before\" is the share of all lines loaded before batch k.",
+        "night and holds almost nothing). \"Table before\" is the share of all lines loaded before batch k. "
+        f"Every size simulates the same period here ({MICRO_DAYS} days, the {LARGE} simulation's), so batch k is "
+        "the same slice of the clock with the same kinds of events at both sizes, only with more members.",
         "",
         "| size | readings | k | batch k share of lines (last batch's) | table before | catch-up run s | micro-batch wall s | excl. Spark start s "
         "| job s | share of full refresh | Python peak MiB | JVM peak MiB |",

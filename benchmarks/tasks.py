@@ -29,6 +29,7 @@ from benchmarks.config import (
     KAFKA_PARTITIONS,
     LIVE_ROUNDS,
     MICRO_BATCHES,
+    MICRO_DAYS,
     MICRO_SHARE_RANGE,
     REFERENCE_DATE,
     SIZES,
@@ -42,11 +43,11 @@ if TYPE_CHECKING:
     from fitness_assets.simulator import SimulatorConfig, Truth
 
 
-def _simulator_config(size: str, batches: int = 1) -> SimulatorConfig:
+def _simulator_config(size: str, batches: int = 1, days: int | None = None) -> SimulatorConfig:
     from fitness_assets.simulator import SimulatorConfig
 
     readings = SIZES[size]
-    overrides: dict[str, Any] = {"batches": batches, "split": "time"}
+    overrides: dict[str, Any] = {"batches": batches, "split": "time"} | ({"days": days} if days else {})
     if readings is None:
         return SimulatorConfig.tiny(**overrides)
     return SimulatorConfig.scaled(readings, **overrides)
@@ -125,7 +126,7 @@ def task_stage(size: str, workdir: Path) -> Result:
     from fitness_assets.simulator import Simulator
 
     started = time.perf_counter()
-    truth = Simulator(_simulator_config(size, MICRO_BATCHES)).write_all(workdir / "staging")
+    truth = Simulator(_simulator_config(size, MICRO_BATCHES, MICRO_DAYS)).write_all(workdir / "staging")
     out = _truth_summary(truth, time.perf_counter() - started)
     lines = [sum(source.lines for source in batch.sources.values()) for batch in truth.batches]
     shares = [n / out["total_lines"] for n in lines]
