@@ -16,7 +16,7 @@ import pytest
 
 from fitness_assets.assets.bronze.checks import reconcile
 from fitness_assets.lakehouse.store import DeltaRsTableStore, LakehouseNotWritable
-from fitness_assets.pipelines.bronze import IngestConfigError, ingest, ingested_files
+from fitness_assets.pipelines.bronze import IngestConfigError, ingest, ingested_files, ingested_landing
 from fitness_assets.tables import (
     GYM_LOGINS_BZ,
     GYM_LOGINS_QR,
@@ -341,6 +341,48 @@ def test_reconciliation_counts_lines_itself_and_catches_a_lossy_parser(store, sp
     _ingest(store, spark, landing, parse=lossy)
     passed, metadata = reconcile(store, str(landing), RU, REGISTERED_USERS_BZ, REGISTERED_USERS_QR)
     assert not passed and metadata["mismatched_files"] == 1
+
+
+def test_reconciliation_after_a_pass_verifies_touched_files_only_and_still_catches_each_change(store, spark,
+                                                                                               tmp_path):
+    """Given the versions of a passing reconciliation, only files named by a commit since then
+    or changed on disk since their ingestion are verified again; a commit that does not name
+    its files (a hand-made DELETE) makes every file verified again."""
+    from deltalake import DeltaTable
+
+    landing = tmp_path / "landing"
+    (landing / RU).mkdir(parents=True)
+    (landing / RU / "a.csv").write_bytes(ru(ru_row(1), ru_row(2), ru_row(3)))
+    (landing / RU / "b.csv").write_bytes(ru(ru_row(4), ru_row(5)))
+    _ingest(store, spark, landing)
+
+    def check(since):
+        return reconcile(store, str(landing), RU, REGISTERED_USERS_BZ, REGISTERED_USERS_QR, since)
+
+    passed, whole = check(None)
+    assert passed and whole["verified_again"] == "every file"
+    since = {s.qualified_name: store.version(s) for s in (REGISTERED_USERS_BZ, REGISTERED_USERS_QR)}
+    passed, nothing = check(since)
+    assert passed and nothing["verified_again"].startswith("0 files") and nothing["files"] == 2
+    (landing / RU / "c.csv").write_bytes(ru(ru_row(6), "not,a,row"))
+    _ingest(store, spark, landing)
+    passed, one = check(since)
+    assert passed and one["verified_again"].startswith("1 files") and one["files_by_verification"].value == {"counted": 1}
+    assert one["bronze_rows"] == 6 and one["quarantined_rows"] == 1
+
+    since = {s.qualified_name: store.version(s) for s in (REGISTERED_USERS_BZ, REGISTERED_USERS_QR)}
+    with (landing / RU / "a.csv").open("ab") as f:  # changed on disk, not ingested again yet
+        f.write(ru_row(7).encode() + b"\n")
+    passed, changed = check(since)
+    assert not passed and changed["mismatched_files"] == 1 and changed["files_by_verification"].value == {"changed": 1}
+    assert not check(None)[0]
+    (landing / RU / "a.csv").write_bytes(ru(ru_row(1), ru_row(2), ru_row(3)))
+    os.utime(landing / RU / "a.csv", ns=(ingested_landing(store, REGISTERED_USERS_BZ)[f"{RU}/a.csv"]["mtime_ns"],) * 2)
+    assert check(since)[0]
+
+    DeltaTable(store.location(REGISTERED_USERS_BZ)).delete("user_id = 4")  # a row of b.csv lost, no files named
+    passed, lost = check(since)
+    assert not passed and lost["verified_again"] == "every file" and lost["mismatched_files"] == 1
 
 
 def test_kafka_partitions_are_reconciled_against_their_recorded_counts(store, spark, tmp_path):

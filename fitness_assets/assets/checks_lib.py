@@ -88,7 +88,10 @@ class Check:
     unique: bool = False
     offenders: Callable[[TableStore], DataFrame] | None = None
     link: Link | None = None
-    evaluate: Callable[[TableStore, LakehouseResource], AssetCheckResult] | None = None
+    evaluate: Callable[..., AssetCheckResult] | None = None
+    # ``evaluate`` takes ``since``: the versions of the tables it reads at its last passing
+    # evaluation of the same tables (None: evaluate everything).
+    incremental: bool = False
     reads: tuple[TableSpec, ...] = ()  # other tables the rule reads
     landing_state: Callable[[TableStore, LakehouseResource], str] | None = None  # fingerprint of files it reads
 
@@ -148,13 +151,17 @@ def link_check(spec: TableSpec, columns: Sequence[str], parent: TableSpec, paren
 
 
 def custom_check(spec: TableSpec, name: str, description: str,
-                 evaluate: Callable[[TableStore, LakehouseResource], AssetCheckResult], *,
+                 evaluate: Callable[..., AssetCheckResult], *,
                  severity: AssetCheckSeverity = AssetCheckSeverity.ERROR, blocking: bool | None = None,
                  reads: Sequence[TableSpec] = (),
-                 landing_state: Callable[[TableStore, LakehouseResource], str] | None = None) -> Check:
-    """A rule with its own evaluation (``evaluate`` returns the result; its severity is set here)."""
+                 landing_state: Callable[[TableStore, LakehouseResource], str] | None = None,
+                 incremental: bool = False) -> Check:
+    """A rule with its own evaluation (``evaluate(store, lakehouse)`` returns the result; its
+    severity is set here). ``incremental``: it is called with ``since=`` too, the Delta
+    versions (by qualified name) of the tables it read at its last passing evaluation of the
+    same tables, or None when it must look at everything."""
     return Check(spec, name, description, severity=severity, blocking=blocking, evaluate=evaluate,
-                 reads=tuple(reads), landing_state=landing_state)
+                 reads=tuple(reads), landing_state=landing_state, incremental=incremental)
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -215,6 +222,7 @@ class Scope:
 
     after: int | None = None
     carried: int = 0
+    versions: dict[str, int] | None = None  # an incremental custom check's: every table's ``after``
 
 
 WHOLE = Scope()
@@ -225,6 +233,14 @@ def scope_of(check: Check, prior: Prior | None, state: dict) -> Scope:
     previous evaluation (see the module's docstring)."""
     name = check.table.qualified_name
     before = prior.state if prior is not None else None
+    if check.incremental:
+        same = before and all(before.get("tables", {}).get(t) == state["tables"][t] for t in state["tables"])
+        if not (same and prior.passed and before.get("rules", {}).get(check.name) == state["rules"][check.name]):
+            return WHOLE
+        versions = before.get("versions", {})
+        if not all(isinstance(versions.get(t), int) and versions[t] <= state["versions"][t] for t in state["versions"]):
+            return WHOLE
+        return Scope(versions[name], versions={t: versions[t] for t in state["versions"]})
     if (not check.is_local or not before or before.get("tables", {}).get(name) != state["tables"][name]
             or before.get("rules", {}).get(check.name) != state["rules"][check.name]):
         return WHOLE  # a rule over the whole table, no usable evaluation, a table made again, an edited rule
@@ -323,7 +339,9 @@ def evaluate_checks(store: TableStore, lakehouse: LakehouseResource, checks: Seq
             meta[CARRIED_KEY] = scope.carried
         out[c.name] = AssetCheckResult(passed=result.passed, metadata=meta)
     for c in checks:
-        if c.evaluate is not None:
+        if c.incremental:
+            out[c.name] = c.evaluate(store, lakehouse, since=(scopes or {}).get(c.name, WHOLE).versions)
+        elif c.evaluate is not None:
             out[c.name] = c.evaluate(store, lakehouse)
     for c in checks:
         r = out[c.name]

@@ -210,7 +210,8 @@ def _commit_batch(store: TableStore, bronze: TableSpec, quarantine: TableSpec, g
     # left there is replaced, so a retry never doubles quarantine rows.
     predicate = " OR ".join(f"(source_file = {store.sql_string(source_name(k))} AND line >= {start})"
                             for k, start in sorted(batch.start.items()))
-    store.overwrite(quarantine, quarantine_rows, predicate=predicate, metadata={"kafka_batch": sequence})
+    store.overwrite(quarantine, quarantine_rows, predicate=predicate,
+                    metadata={"kafka_batch": sequence, "files": sorted(source_name(k) for k in batch.start)})
 
     read = batch.records_by_partition()
     new_positions = dict(positions) | batch.next_offsets

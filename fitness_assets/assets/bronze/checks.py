@@ -5,6 +5,7 @@ import json
 import os
 
 from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from fitness_assets.assets.checks_lib import Check, custom_check, not_null_check, rule_check
@@ -42,22 +43,64 @@ def _lines_by_file(store: TableStore, bronze: TableSpec) -> dict[str, int]:
     return lines
 
 
-def _counts(store: TableStore, spec: TableSpec) -> dict[str, int]:
-    rows = store.read(spec).groupBy("source_file").agg(F.count(F.lit(1)).alias("n")).collect()
+def _counts(store: TableStore, spec: TableSpec, files: list[str] | None = None) -> dict[str, int]:
+    rows = _of_files(store.read(spec), files).groupBy("source_file").agg(F.count(F.lit(1)).alias("n")).collect()
     return {r["source_file"]: r["n"] for r in rows}
 
 
-def _quarantine_by_file(store: TableStore, quarantine: TableSpec) -> dict[str, dict]:
+def _of_files(rows: DataFrame, files: list[str] | None) -> DataFrame:
+    """The rows of ``files`` (all rows when None): a filter Parquet can skip row groups by."""
+    return rows if files is None else rows.where(F.col("source_file").isin(files) if files else F.lit(False))
+
+
+def _quarantine_by_file(store: TableStore, quarantine: TableSpec, files: list[str] | None = None) -> dict[str, dict]:
     """Per file: all rows, line rows (line >= 1) and the first of them, file-level rows
     (line 0) and the latest change notice (line -1)."""
     line = F.col("line")
-    rows = store.read(quarantine).groupBy("source_file").agg(
+    rows = _of_files(store.read(quarantine), files).groupBy("source_file").agg(
         F.count(F.lit(1)).alias("all"),
         F.count(F.when(line >= 1, 1)).alias("lines"), F.min(F.when(line >= 1, line)).alias("first"),
         F.count(F.when(line == FILE_LINE, 1)).alias("file"),
         F.max(F.when(line == CHANGED_LINE, F.col("raw"))).alias("changed"),
     ).collect()
     return {r["source_file"]: r.asDict() for r in rows}
+
+
+def _files_since(store: TableStore, spec: TableSpec, after: int) -> set[str] | None:
+    """The files named by the commits of ``spec`` after version ``after`` (from the log), or
+    None when a commit since then does not say which files it wrote."""
+    named: set[str] = set()
+    commits = {meta.get("_version"): meta for meta in store.commit_metadata(spec)}
+    for version in range(after + 1, store.version(spec) + 1):
+        meta = commits.get(version, {})
+        files = meta.get("files", meta.get("changed_files"))  # ingestion commits / change notices
+        if files is None:
+            return None
+        named.update(files)
+    return named
+
+
+def _changed_on_disk(landing_root: str, name: str, seen: dict | None) -> bool:
+    """Whether a landing file's size or modification time differs from its ingestion's."""
+    if not seen or "size" not in seen or "mtime_ns" not in seen:
+        return False
+    try:
+        st = os.lstat(os.path.join(landing_root, name))
+    except (OSError, ValueError):
+        return True
+    return (st.st_size, st.st_mtime_ns) != (seen["size"], seen["mtime_ns"])
+
+
+def touched_since(store: TableStore, landing_root: str, bronze: TableSpec, quarantine: TableSpec,
+                  since: dict[str, int], recorded: dict[str, int], seen: dict[str, dict]) -> set[str] | None:
+    """The ingested files whose verdict may differ from the last passing reconciliation (at the
+    versions ``since``): named by a bronze or quarantine commit since then, or changed on disk
+    since their ingestion. None when the log cannot tell (a commit without its files)."""
+    written = _files_since(store, bronze, since[bronze.qualified_name])
+    rejected = _files_since(store, quarantine, since[quarantine.qualified_name])
+    if written is None or rejected is None:
+        return None
+    return written | rejected | {name for name in recorded if _changed_on_disk(landing_root, name, seen.get(name))}
 
 
 def count_landing_lines(text: bytes) -> tuple[int, int | None]:
@@ -102,27 +145,39 @@ def _file_verdict(landing_root: str, name: str, recorded: int, seen: dict | None
 
 
 def reconcile(store: TableStore, landing_root: str, source: str, bronze: TableSpec,
-              quarantine: TableSpec) -> tuple[bool, dict]:
+              quarantine: TableSpec, since: dict[str, int] | None = None) -> tuple[bool, dict]:
     """Every ingested file: its non-blank lines, counted again from the landing file, equal its
     bronze rows plus quarantined rows. A file refused whole has exactly its one file row; a file
     that changed after ingestion must carry its ``changed_file`` notice; a file no longer in the
-    landing zone, and a Kafka partition (``kafka://``), is held to the count its commit recorded."""
+    landing zone, and a Kafka partition (``kafka://``), is held to the count its commit recorded.
+
+    With ``since`` (the bronze and quarantine versions of a reconciliation that passed), only
+    the files whose verdict may have changed are verified again (``touched_since``): every
+    other file passed then and nothing it is judged by has changed."""
     fmt = LANDING_FORMATS[source]
     recorded = _lines_by_file(store, bronze)
     seen = ingested_landing(store, bronze)
-    written, rejected = _counts(store, bronze), _quarantine_by_file(store, quarantine)
+    touched = None if since is None else touched_since(store, landing_root, bronze, quarantine, since, recorded, seen)
+    files = None if touched is None else sorted(touched)
+    written, rejected = _counts(store, bronze, files), _quarantine_by_file(store, quarantine, files)
     off: dict[str, dict] = {}
     kinds: dict[str, int] = {}
-    for name, n in recorded.items():
-        q = rejected.get(name, {})
+    for name in recorded if files is None else [f for f in files if f in recorded]:
+        n, q = recorded[name], rejected.get(name, {})
         ok, kind = _file_verdict(landing_root, name, n, seen.get(name), fmt, written.get(name, 0), q)
         kinds[kind] = kinds.get(kind, 0) + 1
         if not ok:
             off[name] = {"how": kind, "recorded": n, "bronze": written.get(name, 0), "quarantine": q.get("all", 0)}
     unknown = sorted(set(written) - set(recorded))
+    if files is None:
+        rows = {"bronze_rows": sum(written.values()),
+                "quarantined_rows": sum(rejected.get(f, {}).get("all", 0) for f in recorded)}
+    else:  # rows of the files verified again; the tables' totals from the log
+        rows = {"bronze_rows": store.row_count(bronze), "quarantined_rows": store.row_count(quarantine)}
     return not off and not unknown, {
-        "files": len(recorded), "lines": sum(recorded.values()), "bronze_rows": sum(written.values()),
-        "quarantined_rows": sum(rejected.get(f, {}).get("all", 0) for f in recorded),
+        "files": len(recorded), "lines": sum(recorded.values()), **rows,
+        "verified_again": "every file" if files is None else
+        f"{len(files)} files touched since bronze version {since[bronze.qualified_name]}",
         "mismatched_files": len(off), "rows_from_unrecorded_files": len(unknown),
         "files_by_verification": MetadataValue.json(kinds),
         "sample": MetadataValue.json(dict(list(off.items())[:5]) | {"unrecorded": unknown[:5]}),
@@ -143,14 +198,14 @@ def landing_fingerprint(store: TableStore, landing_root: str, bronze: TableSpec)
 
 
 def reconciliation_check(source: str, bronze: TableSpec, quarantine: TableSpec) -> Check:
-    def evaluate(store: TableStore, lakehouse: LakehouseResource) -> AssetCheckResult:
-        passed, metadata = reconcile(store, lakehouse.landing_root, source, bronze, quarantine)
+    def evaluate(store: TableStore, lakehouse: LakehouseResource, since: dict[str, int] | None) -> AssetCheckResult:
+        passed, metadata = reconcile(store, lakehouse.landing_root, source, bronze, quarantine, since)
         return AssetCheckResult(passed=passed, metadata=metadata)
 
     return custom_check(
         bronze, "reconciled_with_landing",
         "For every ingested file: its lines, counted again from the landing file, equal bronze rows + quarantined rows.",
-        evaluate, reads=(quarantine,),
+        evaluate, reads=(quarantine,), incremental=True,
         landing_state=lambda store, lakehouse: landing_fingerprint(store, lakehouse.landing_root, bronze))
 
 
