@@ -480,7 +480,11 @@ class DeltaRsTableStore(TableStore):
                 # the progress (app transactions) that must advance with this write.
                 write_deltalake(dt, spec.schema.empty_table(), mode="append", commit_properties=props)
                 return {"num_source_rows": 0}
-            merger = dt.merge(table, merge.predicate, source_alias="s", target_alias="t", commit_properties=props)
+            # The source is already in memory: non-streamed execution lets delta-rs plan with it
+            # whole (measured: a 30k-row MERGE into 3.6M rows, no target file scanned, 0.88 s
+            # streamed, 0.04 s not).
+            merger = dt.merge(table, merge.predicate, source_alias="s", target_alias="t", commit_properties=props,
+                              streamed_exec=False)
             for c in merge.clauses:
                 if c.kind == "update_all":
                     merger = merger.when_matched_update_all(predicate=c.predicate, except_cols=except_cols)
