@@ -93,10 +93,14 @@ def user_profile_history(store: TableStore, i: Increment) -> CommitResult | None
     new = T.profile_changes(_topic(inc.appended(store, i, KAFKA_MULTIPLEX_BZ), "user_info"))
     scope = new.select("user_id").distinct()
     every = T.profile_changes(_topic(inc.snapshot(store, i, KAFKA_MULTIPLEX_BZ), "user_info"))
-    in_scope = every.join(F.broadcast(scope), on="user_id", how="left_semi")
-    _erase_from_quarantine(store, in_scope.where(F.col("update_type") == "delete"))
-    history = T.profile_history(in_scope)
-    return inc.sync_scope(store, USER_PROFILE_HISTORY, history, scope, i)
+    # Read twice (the deletes to erase, then the history): decoded and deduplicated once.
+    in_scope = every.join(F.broadcast(scope), on="user_id", how="left_semi").cache()
+    try:
+        _erase_from_quarantine(store, in_scope.where(F.col("update_type") == "delete"))
+        history = T.profile_history(in_scope)
+        return inc.sync_scope(store, USER_PROFILE_HISTORY, history, scope, i)
+    finally:
+        in_scope.unpersist()
 
 
 def _erase_from_quarantine(store: TableStore, deletes: DataFrame) -> None:
