@@ -349,6 +349,7 @@ def test_reconciliation_after_a_pass_verifies_touched_files_only_and_still_catch
     or changed on disk since their ingestion are verified again; a commit that does not name
     its files (a hand-made DELETE) makes every file verified again."""
     from deltalake import DeltaTable
+    from pyspark.sql import functions as F
 
     landing = tmp_path / "landing"
     (landing / RU).mkdir(parents=True)
@@ -379,6 +380,12 @@ def test_reconciliation_after_a_pass_verifies_touched_files_only_and_still_catch
     (landing / RU / "a.csv").write_bytes(ru(ru_row(1), ru_row(2), ru_row(3)))
     os.utime(landing / RU / "a.csv", ns=(ingested_landing(store, REGISTERED_USERS_BZ)[f"{RU}/a.csv"]["mtime_ns"],) * 2)
     assert check(since)[0]
+
+    ghost = store.read(REGISTERED_USERS_BZ).limit(1).withColumn("source_file", F.lit(f"{RU}/ghost.csv"))
+    store.append(REGISTERED_USERS_BZ, ghost, metadata={"files": {f"{RU}/b.csv": 2}})  # a row no commit recorded
+    passed, unrecorded = check(since)
+    assert not passed and unrecorded["rows_from_unrecorded_files"] == 1 and not unrecorded["mismatched_files"]
+    assert not check(None)[0]
 
     DeltaTable(store.location(REGISTERED_USERS_BZ)).delete("user_id = 4")  # a row of b.csv lost, no files named
     passed, lost = check(since)

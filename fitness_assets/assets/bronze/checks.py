@@ -93,14 +93,23 @@ def _changed_on_disk(landing_root: str, name: str, seen: dict | None) -> bool:
 
 def touched_since(store: TableStore, landing_root: str, bronze: TableSpec, quarantine: TableSpec,
                   since: dict[str, int], recorded: dict[str, int], seen: dict[str, dict]) -> set[str] | None:
-    """The ingested files whose verdict may differ from the last passing reconciliation (at the
-    versions ``since``): named by a bronze or quarantine commit since then, or changed on disk
-    since their ingestion. None when the log cannot tell (a commit without its files)."""
-    written = _files_since(store, bronze, since[bronze.qualified_name])
+    """The files whose verdict may differ from the last passing reconciliation (at the versions
+    ``since``): named by a bronze or quarantine commit since then, named by a bronze row
+    appended since (a row of a file no commit recorded fails the check), or changed on disk
+    since their ingestion. None when the log cannot tell (a commit without its files, rows
+    removed from bronze)."""
+    after = since[bronze.qualified_name]
+    written = _files_since(store, bronze, after)
     rejected = _files_since(store, quarantine, since[quarantine.qualified_name])
     if written is None or rejected is None:
         return None
-    return written | rejected | {name for name in recorded if _changed_on_disk(landing_root, name, seen.get(name))}
+    try:
+        appended = store.read_appended(bronze, after, store.version(bronze))
+    except RuntimeError:
+        return None
+    in_rows = {r["source_file"] for r in appended.select("source_file").distinct().collect()}
+    return (written | rejected | in_rows
+            | {name for name in recorded if _changed_on_disk(landing_root, name, seen.get(name))})
 
 
 def count_landing_lines(text: bytes) -> tuple[int, int | None]:
