@@ -13,9 +13,9 @@ from benchmarks.config import (
     KAFKA_GOAL_RATIO,
     KAFKA_PARTITIONS,
     LARGE,
+    MICRO_BATCH,
     MICRO_BATCHES,
     MICRO_DAYS,
-    MICRO_SHARE_RANGE,
     SLOW_SCENARIO_SECONDS,
     SMALL,
     Result,
@@ -219,11 +219,10 @@ def render(report: Result, comparison: list[str] | None = None) -> str:
         f"## ~1 % micro-batch ({MICRO_BATCHES} time-split batches: a run on the batches before batch k, then "
         "batch k alone)",
         "",
-        f"k is the latest batch holding {MICRO_SHARE_RANGE[0]:.2%}-{MICRO_SHARE_RANGE[1]:.1%} of the lines; "
-        "the batches after it are left out (batches are slices of the clock: the very last one covers the "
-        "night and holds almost nothing). \"Table before\" is the share of all lines loaded before batch k. "
-        f"Every size simulates the same period here ({MICRO_DAYS} days, the {LARGE} simulation's), so batch k is "
-        "the same slice of the clock with the same kinds of events at both sizes, only with more members.",
+        f"k = {MICRO_BATCH} at every size: every size simulates the same period here ({MICRO_DAYS} days, the "
+        f"{LARGE} simulation's), so batch k is the same slice of the clock (an afternoon) with the same kinds of "
+        "events at both sizes, only with more members; the batches after it are left out (the last ones cover "
+        "the night and hold almost nothing). \"Table before\" is the share of all lines loaded before batch k.",
         "",
         "| size | readings | k | batch k share of lines (last batch's) | table before | catch-up run s | micro-batch wall s | excl. Spark start s "
         "| job s | share of full refresh | Python peak MiB | JVM peak MiB |",

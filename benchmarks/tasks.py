@@ -28,9 +28,9 @@ from benchmarks.config import (
     KAFKA_GOAL_RATIO,
     KAFKA_PARTITIONS,
     LIVE_ROUNDS,
+    MICRO_BATCH,
     MICRO_BATCHES,
     MICRO_DAYS,
-    MICRO_SHARE_RANGE,
     REFERENCE_DATE,
     SIZES,
     SOURCE_FOLDERS,
@@ -101,24 +101,9 @@ def task_simulate(size: str, workdir: Path) -> Result:
     return _truth_summary(truth, time.perf_counter() - started)
 
 
-def pick_micro_batch(shares: list[float]) -> int:
-    """The latest batch whose share of the lines is in ``MICRO_SHARE_RANGE`` (else the one
-    closest to 1 %, latest first).
-
-    With the time split a batch covers a slice of the clock: the last ones cover the night
-    after the gyms close and hold almost nothing, so "the last batch" would measure an
-    almost empty run, and daytime batches hold 0.5-2.5 % each.
-    """
-    low, high = MICRO_SHARE_RANGE
-    candidates = [b for b, share in enumerate(shares) if low <= share <= high]
-    if candidates:
-        return candidates[-1]
-    return min(reversed(range(len(shares))), key=lambda b: abs(shares[b] - 0.01))
-
-
 def task_stage(size: str, workdir: Path) -> Result:
-    """Simulate ``size`` in 100 time-split batches into ``workdir/staging``, choose the
-    micro-batch and release every batch before it into ``workdir/landing``.
+    """Simulate ``size`` in 100 time-split batches into ``workdir/staging`` and release every
+    batch before the micro-batch (``MICRO_BATCH``) into ``workdir/landing``.
 
     One ``write_all`` replaces a ``write_batch`` call per batch, each of which would replay
     the whole stream.
@@ -130,7 +115,7 @@ def task_stage(size: str, workdir: Path) -> Result:
     out = _truth_summary(truth, time.perf_counter() - started)
     lines = [sum(source.lines for source in batch.sources.values()) for batch in truth.batches]
     shares = [n / out["total_lines"] for n in lines]
-    micro = pick_micro_batch(shares)
+    micro = MICRO_BATCH
     out.update(
         micro_batch=micro,
         micro_batch_lines=lines[micro],
