@@ -44,6 +44,25 @@ def test_unchanged_upstream_costs_no_spark_job_and_checks_are_not_reevaluated(se
     assert materialization.metadata["rows_changed"].value == 0
 
 
+@skip_on_connect  # counts jobs on the SparkContext's status tracker
+def test_a_standing_warning_on_unchanged_data_costs_no_spark_job(settings, store, run, spark, dagster_instance,
+                                                                 tmp_path):
+    """A warning (not blocking) evaluated on exactly this data is kept, not evaluated again."""
+    stage(SimulatorConfig.tiny(seed=5, batches=1), tmp_path / "staging")
+    deliver(tmp_path / "staging", tmp_path / "landing")
+    run()
+    store.append(HEART_RATE, store.read(HEART_RATE).limit(1).selectExpr(
+        "987654321 AS device_id", "time", "heartrate", "valid"))
+    defs = build_definitions(settings, TEST_SPARK)
+    warned = {e.check_name: e for e in _run_one(defs, dagster_instance, HEART_RATE).get_asset_check_evaluations()}
+    assert not warned["device_id_in_users"].passed and warned["keys_unique"].passed
+
+    before = _spark_jobs(spark)
+    result = _run_one(defs, dagster_instance, HEART_RATE)
+    assert result.success and result.get_asset_check_evaluations() == []
+    assert _spark_jobs(spark) == before, "a standing warning on unchanged data started Spark jobs"
+
+
 def test_row_rules_look_at_new_rows_and_a_failure_is_evaluated_again(settings, store, run, spark,
                                                                      dagster_instance, tmp_path):
     stage(SimulatorConfig.tiny(seed=6, batches=1), tmp_path / "staging")

@@ -15,11 +15,12 @@ multi-check per table, so a table's rules cost one Dagster step instead of one e
     the count is that number, plus the offending rows written since, minus the offending rows
     deleted or updated since (from the change data feed; an append-only table has none);
   - a failed key uniqueness, a rebuilt table, a changed parent: the whole table again;
-- when nothing a table's checks read has changed since they last all passed (the Delta
+- when nothing a table's checks read has changed since their last evaluation (the Delta
   identity and version of the table and of every other table they read, the landing files'
-  sizes and times for the reconciliation, the reference date), the step evaluates nothing and
-  says so: no Spark job. The UI keeps the previous results; an earlier failure is always
-  evaluated again (incrementally, as above), so a blocking failure is never skipped.
+  sizes and times for the reconciliation, the reference date) and none of them failed
+  blocking, the step evaluates nothing and says so: no Spark job. The UI keeps the previous
+  results (a standing warning stays a warning); a blocking failure is always evaluated again
+  (incrementally, as above), so it is never skipped.
 
 Each result carries the number of offending rows and a small sample, never personal columns.
 """
@@ -421,9 +422,10 @@ def _multi_check(checks: list[Check]) -> AssetChecksDefinition:
         store = lakehouse.store()
         state = _state(store, lakehouse, selected)
         previous = _previous(context, [c.key() for c in selected])
-        if (len(previous) == len(selected) and all(p.passed and p.state == state for p in previous.values())):
-            context.log.info("%s: the checks passed on exactly this data (%s); not evaluated again",
-                             spec.qualified_name, json.dumps(state, sort_keys=True))
+        if len(previous) == len(selected) and all(
+                previous[c.key()].state == state and (previous[c.key()].passed or not c.is_blocking) for c in selected):
+            context.log.info("%s: the checks were evaluated on exactly this data (%s), none failed blocking; "
+                             "not evaluated again", spec.qualified_name, json.dumps(state, sort_keys=True))
             return
         scopes = {c.name: scope_of(c, previous.get(c.key()), state) for c in selected}
         with store.codegen.step():
