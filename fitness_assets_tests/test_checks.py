@@ -1,6 +1,8 @@
 """Checks run as one step per table: nothing is evaluated again on unchanged data (no Spark
-job at all for an asset and its checks when nothing changed upstream), row rules look at the
-rows written since the last passing evaluation, and an earlier failure is always re-evaluated."""
+job at all for an asset and its checks when nothing changed upstream, a standing warning
+included), row rules look at the rows written since their own last evaluation (a failure's
+count carried over, following the change feed), and a blocking failure is always evaluated
+again."""
 
 from dagster import AssetKey
 
