@@ -201,20 +201,24 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def merged_metadata(commits: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The per-file maps under ``key`` of a table's commit metadata (``commit_metadata``,
+    oldest first) merged, a later commit's entry for a file winning: ``files`` (lines or
+    records per file or Kafka partition), ``landing`` (each file as ingested)."""
+    merged: dict[str, Any] = {}
+    for meta in commits:
+        merged.update(meta.get(key, {}))
+    return merged
+
+
 def ingested_files(store: TableStore, bronze: TableSpec) -> set[str]:
     """Every landing file already committed to ``bronze``, from its commits' own metadata."""
-    done: set[str] = set()
-    for meta in store.commit_metadata(bronze):
-        done.update(meta.get("files", {}))
-    return done
+    return set(merged_metadata(store.commit_metadata(bronze), "files"))
 
 
 def ingested_landing(store: TableStore, bronze: TableSpec) -> dict[str, dict[str, Any]]:
     """Size, mtime and SHA-256 (or why it was refused) of every landing file as ingested."""
-    state: dict[str, dict[str, Any]] = {}
-    for meta in store.commit_metadata(bronze):
-        state.update(meta.get("landing", {}))
-    return state
+    return merged_metadata(store.commit_metadata(bronze), "landing")
 
 
 def group_count(table: pa.Table, column: str) -> dict[str, int]:

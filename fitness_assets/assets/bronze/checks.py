@@ -14,9 +14,8 @@ from fitness_assets.pipelines.bronze import (
     CHANGED_LINE,
     FILE_LINE,
     UnreadableFile,
-    ingested_files,
-    ingested_landing,
     landing_text_bytes,
+    merged_metadata,
     read_landing_bytes,
     sha256,
 )
@@ -37,10 +36,7 @@ KAFKA_PREFIX = "kafka://"  # Kafka partitions: no landing file, the recorded cou
 
 
 def _lines_by_file(store: TableStore, bronze: TableSpec) -> dict[str, int]:
-    lines: dict[str, int] = {}
-    for meta in store.commit_metadata(bronze):
-        lines.update(meta.get("files", {}))
-    return lines
+    return merged_metadata(store.commit_metadata(bronze), "files")
 
 
 def _counts(store: TableStore, spec: TableSpec, files: list[str] | None = None) -> dict[str, int]:
@@ -66,13 +62,13 @@ def _quarantine_by_file(store: TableStore, quarantine: TableSpec, files: list[st
     return {r["source_file"]: r.asDict() for r in rows}
 
 
-def _files_since(store: TableStore, spec: TableSpec, after: int) -> set[str] | None:
-    """The files named by the commits of ``spec`` after version ``after`` (from the log), or
-    None when a commit since then does not say which files it wrote."""
+def _files_since(commits: list[dict], after: int, up_to: int) -> set[str] | None:
+    """The files named by ``commits`` (a table's commit metadata) in versions ``(after,
+    up_to]``, or None when a commit among them does not say which files it wrote."""
     named: set[str] = set()
-    commits = {meta.get("_version"): meta for meta in store.commit_metadata(spec)}
-    for version in range(after + 1, store.version(spec) + 1):
-        meta = commits.get(version, {})
+    by_version = {meta.get("_version"): meta for meta in commits}
+    for version in range(after + 1, up_to + 1):
+        meta = by_version.get(version, {})
         files = meta.get("files", meta.get("changed_files"))  # ingestion commits / change notices
         if files is None:
             return None
@@ -92,24 +88,26 @@ def _changed_on_disk(landing_root: str, name: str, seen: dict | None) -> bool:
 
 
 def touched_since(store: TableStore, landing_root: str, bronze: TableSpec, quarantine: TableSpec,
-                  since: dict[str, int], recorded: dict[str, int], seen: dict[str, dict]) -> set[str] | None:
+                  since: dict[str, int], commits: list[dict]) -> set[str] | None:
     """The files whose verdict may differ from the last passing reconciliation (at the versions
     ``since``): named by a bronze or quarantine commit since then, named by a bronze row
     appended since (a row of a file no commit recorded fails the check), or changed on disk
     since their ingestion. None when the log cannot tell (a commit without its files, rows
     removed from bronze)."""
-    after = since[bronze.qualified_name]
-    written = _files_since(store, bronze, after)
-    rejected = _files_since(store, quarantine, since[quarantine.qualified_name])
+    after, version = since[bronze.qualified_name], store.version(bronze)
+    written = _files_since(commits, after, version)
+    rejected = _files_since(store.commit_metadata(quarantine), since[quarantine.qualified_name],
+                            store.version(quarantine))
     if written is None or rejected is None:
         return None
     try:
-        appended = store.read_appended(bronze, after, store.version(bronze))
+        appended = store.read_appended(bronze, after, version)
     except RuntimeError:
         return None
     in_rows = {r["source_file"] for r in appended.select("source_file").distinct().collect()}
-    return (written | rejected | in_rows
-            | {name for name in recorded if _changed_on_disk(landing_root, name, seen.get(name))})
+    seen = merged_metadata(commits, "landing")
+    return (written | rejected | in_rows | {name for name in merged_metadata(commits, "files")
+                                            if _changed_on_disk(landing_root, name, seen.get(name))})
 
 
 def count_landing_lines(text: bytes) -> tuple[int, int | None]:
@@ -164,9 +162,9 @@ def reconcile(store: TableStore, landing_root: str, source: str, bronze: TableSp
     the files whose verdict may have changed are verified again (``touched_since``): every
     other file passed then and nothing it is judged by has changed."""
     fmt = LANDING_FORMATS[source]
-    recorded = _lines_by_file(store, bronze)
-    seen = ingested_landing(store, bronze)
-    touched = None if since is None else touched_since(store, landing_root, bronze, quarantine, since, recorded, seen)
+    commits = store.commit_metadata(bronze)  # the log read once
+    recorded, seen = merged_metadata(commits, "files"), merged_metadata(commits, "landing")
+    touched = None if since is None else touched_since(store, landing_root, bronze, quarantine, since, commits)
     files = None if touched is None else sorted(touched)
     written, rejected = _counts(store, bronze, files), _quarantine_by_file(store, quarantine, files)
     off: dict[str, dict] = {}
@@ -220,8 +218,8 @@ def reconciliation_check(source: str, bronze: TableSpec, quarantine: TableSpec) 
 
 def quarantine_volume_check(bronze: TableSpec, quarantine: TableSpec) -> Check:
     def evaluate(store: TableStore, lakehouse: LakehouseResource) -> AssetCheckResult:
-        files = ingested_files(store, bronze)
-        lines = sum(_lines_by_file(store, bronze).values())
+        by_file = _lines_by_file(store, bronze)
+        files, lines = set(by_file), sum(by_file.values())
         q = store.read(quarantine).where(F.col("source_file").isin(sorted(files)) if files else F.lit(False))
         reasons = {r["reason"]: r["n"] for r in q.groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()}
         rejected = sum(reasons.values())
