@@ -54,6 +54,19 @@ def test_gym_logins_by_header_order_and_empty_logout(spark):
     assert rows[5]["reason"] == "missing_field:login"
 
 
+def test_csv_headers_and_mac_addresses_are_read_in_any_case(spark):
+    """Headers match their columns and MAC addresses are stored in any letter case (lowered
+    as ASCII: the header names and a valid MAC address hold nothing else)."""
+    rows = _by_line(bronze.parse_gym_logins(_lines(spark, [
+        '"MAC_Address",GYM,Login,LOGOUT',
+        "AA:BB:CC:DD:EE:0F,3,1678100000,1678103600",
+        "aa:bb:cc:dd:ee:ÄF,3,1678100000,1678103600",
+    ])))
+    assert rows[2]["reason"] is None
+    assert (rows[2]["mac_address"], rows[2]["gym"]) == ("aa:bb:cc:dd:ee:0f", 3)
+    assert rows[3]["reason"] == "invalid_value:mac_address"
+
+
 def _kafka(topic, value, ts=1678100100000, partition=0, offset=1):
     import json
 

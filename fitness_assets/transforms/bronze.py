@@ -64,7 +64,7 @@ def _csv_fields(lines: DataFrame, header: tuple[str, ...]) -> DataFrame:
     are data and malformed (quarantined, never silently lost)."""
     first = lines.groupBy("source_file").agg(F.min("line").alias("_header_line"))
     with_first = lines.join(first, on="source_file", how="inner")
-    clean = F.transform(F.split(F.lower(F.col("raw")), ","), lambda h: F.trim(F.regexp_replace(h, '"', "")))
+    clean = F.transform(F.split(P.ascii_lower(F.col("raw")), ","), lambda h: F.trim(F.regexp_replace(h, '"', "")))
     headers = with_first.where(F.col("line") == F.col("_header_line")).select(
         "source_file", clean.alias("_header"),
         F.exists(clean, lambda h: h.isin(*header)).alias("_has_header"))
@@ -98,7 +98,7 @@ def parse_registered_users(lines: DataFrame) -> DataFrame:
         P.out_of_range(ts, P.epoch_seconds_to_timestamp(ts), "registration_timestamp"),
     )
     return d.select(
-        user_id.alias("user_id"), device_id.alias("device_id"), F.lower(mac).alias("mac_address"),
+        user_id.alias("user_id"), device_id.alias("device_id"), P.ascii_lower(mac).alias("mac_address"),
         reg.alias("registration_timestamp"), "source_file", "line", "raw", reason.alias(REASON),
     )
 
@@ -118,7 +118,7 @@ def parse_gym_logins(lines: DataFrame) -> DataFrame:
         P.out_of_range(logout_raw, P.epoch_seconds_to_timestamp(logout_raw), "logout"),
     )
     return d.select(
-        F.lower(mac).alias("mac_address"), gym.alias("gym"), login.alias("login"), logout.alias("logout"),
+        P.ascii_lower(mac).alias("mac_address"), gym.alias("gym"), login.alias("login"), logout.alias("logout"),
         "source_file", "line", "raw", reason.alias(REASON),
     )
 

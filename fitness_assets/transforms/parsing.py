@@ -25,6 +25,20 @@ MAX_EPOCH_SECONDS = 253_402_300_799
 MAX_ABS_HEARTRATE = 10**12
 
 
+_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def ascii_lower(value: Column) -> Column:
+    """``value`` with A-Z lowered and every other character kept.
+
+    What these callers need (headers and MAC addresses are ASCII; a non-ASCII letter lowered
+    would not match them either), without Spark's ``lower``: its first use in a JVM runs the
+    static set-up of Spark's collation-aware string functions (ICU case mappings), measured
+    at 4-5 s on these machines, which every run on a fresh local JVM would pay in its first
+    step."""
+    return F.translate(value, _UPPER, _UPPER.lower())
+
+
 def blank_to_null(value: Column) -> Column:
     trimmed = F.trim(value)
     return F.when(trimmed == "", F.lit(None)).otherwise(trimmed)
