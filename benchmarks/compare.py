@@ -66,8 +66,8 @@ def figures(summary: Result, name: str, size: str) -> Iterator[Figure]:
     elif name == "graph":
         entry = summary.get("whole_graph", {}).get(size, {})
         yield Figure(f"{label} wall s", entry.get("wall_seconds"))
-    elif name == "micro_batch":
-        entry = summary.get("micro_batch", {}).get(size, {})
+    elif name in ("micro_batch", "micro_batch_warm"):
+        entry = summary.get(name, {}).get(size, {})
         yield Figure(f"{label} wall s", entry.get("wall_seconds"))
         yield Figure(f"{label} share of full refresh", entry.get("share_of_full_refresh"), kind="share")
     elif name == "kafka":

@@ -51,6 +51,8 @@ QUIET_SHARE = 0.15
 #: Runs reported with a warning when other processes used more than this share of the CPU.
 FOREIGN_CPU_WARNING = 0.10
 MEASURED_TASKS = ("bronze", "graph", "kafka", "live")
+#: How a scenario points its run tasks at its warm Spark Connect server (unset: local Spark).
+CONNECT_URL_ENV = "FITNESS_BENCH_SPARK_CONNECT_URL"
 #: Profile changes produced one after another in the live scenario (each timed to gold).
 LIVE_ROUNDS = 6
 #: How many times a scenario is run again when other processes disturbed one of its runs.

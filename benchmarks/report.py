@@ -88,6 +88,7 @@ def summarize(results: list[Result]) -> Result:
     bronze = _by(results, "bronze")
     graph = _by(results, "graph")
     micro = _by(results, "micro_batch")
+    warm = _by(results, "micro_batch_warm")
     summary: Result = {
         "bronze_throughput": {
             size: {
@@ -117,27 +118,11 @@ def summarize(results: list[Result]) -> Result:
             for size, r in graph.items()
         },
         "micro_batch": {},
+        "micro_batch_warm": {},
     }
-    for size, r in micro.items():
-        run = r["run"]
-        full = graph.get(size)
-        summary["micro_batch"][size] = {
-            "readings": r["data"]["readings"],
-            "batch": r["data"]["micro_batch"],
-            "batch_share_of_lines": r["data"]["micro_batch_share"],
-            "last_batch_share_of_lines": r["data"].get("last_batch_share"),
-            "table_share_before": r["data"].get("share_before_micro_batch"),  # absent in older results
-            "catch_up_wall_seconds": r["catch_up_run"]["wall_seconds"],
-            "wall_seconds": run["wall_seconds"],
-            "wall_seconds_excl_spark_start": run["wall_seconds"] - run["spark_start_seconds"],
-            "job_seconds": run["job_seconds"],
-            "share_of_full_refresh": run["wall_seconds"] / full["run"]["wall_seconds"] if full else None,
-            "python_peak_mib": run["python_peak_mib"],
-            "jvm_peak_mib": run["jvm_peak_mib"],
-            **step_split(run),
-            "slowest_steps": dict(sorted(run["steps"].items(), key=lambda item: -item[1])[:6]),
-            "first_step": next(iter(run["steps"]), None),
-        }
+    for name, scenario in (("micro_batch", micro), ("micro_batch_warm", warm)):
+        for size, r in scenario.items():
+            summary[name][size] = micro_batch_summary(r, graph.get(size))
     summary["kafka_bronze"] = {size: kafka_summary(r) for size, r in _by(results, "kafka").items()}
     summary["live_latency"] = {size: {k: v for k, v in r["run"].items() if not isinstance(v, list)}
                                | {"to_gold_seconds": r["run"]["to_gold_seconds"]}
@@ -149,6 +134,29 @@ def summarize(results: list[Result]) -> Result:
             "wall_excl_spark_start": large["wall_seconds_excl_spark_start"] / small["wall_seconds_excl_spark_start"],
         }
     return summary
+
+
+def micro_batch_summary(r: Result, full: Result | None) -> Result:
+    """A micro-batch scenario's figures; its share is of the local full refresh at its size."""
+    run = r["run"]
+    return {
+        "readings": r["data"]["readings"],
+        "batch": r["data"]["micro_batch"],
+        "batch_share_of_lines": r["data"]["micro_batch_share"],
+        "last_batch_share_of_lines": r["data"].get("last_batch_share"),
+        "table_share_before": r["data"].get("share_before_micro_batch"),  # absent in older results
+        "catch_up_wall_seconds": r["catch_up_run"]["wall_seconds"],
+        "wall_seconds": run["wall_seconds"],
+        "wall_seconds_excl_spark_start": run["wall_seconds"] - run["spark_start_seconds"],
+        "job_seconds": run["job_seconds"],
+        "share_of_full_refresh": run["wall_seconds"] / full["run"]["wall_seconds"] if full else None,
+        "python_peak_mib": run["python_peak_mib"],
+        "jvm_peak_mib": run["jvm_peak_mib"],
+        **step_split(run),
+        "slowest_steps": dict(sorted(run["steps"].items(), key=lambda item: -item[1])[:6]),
+        "first_step": next(iter(run["steps"]), None),
+        "spark": run.get("spark", "local"),
+    }
 
 
 def _pct(value: float | None, digits: int) -> str:
@@ -222,16 +230,21 @@ def render(report: Result, comparison: list[str] | None = None) -> str:
         f"k = {MICRO_BATCH} at every size: every size simulates the same period here ({MICRO_DAYS} days, the "
         f"{LARGE} simulation's), so batch k is the same slice of the clock (an afternoon) with the same kinds of "
         "events at both sizes, only with more members; the batches after it are left out (the last ones cover "
-        "the night and hold almost nothing). \"Table before\" is the share of all lines loaded before batch k.",
+        "the night and hold almost nothing). \"Table before\" is the share of all lines loaded before batch k. "
+        "Spark: \"local, fresh JVM\" is each run's own local Spark (a run of `make demo`, or of a deployment "
+        "without a Spark server); \"Connect, warm\" is both runs on one long-lived Spark Connect server (as "
+        "`make live` and `make dev` run), whose JVM peak is the server's. The share is of the local full refresh.",
         "",
-        "| size | readings | k | batch k share of lines (last batch's) | table before | catch-up run s | micro-batch wall s | excl. Spark start s "
-        "| job s | share of full refresh | Python peak MiB | JVM peak MiB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| size | Spark | readings | k | batch k share of lines (last batch's) | table before | catch-up run s | micro-batch wall s "
+        "| excl. Spark start s | job s | share of full refresh | Python peak MiB | JVM peak MiB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for size, mb in s["micro_batch"].items():
+    micro_batches = [(size, "local, fresh JVM", mb) for size, mb in s["micro_batch"].items()]
+    micro_batches += [(size, "Connect, warm", mb) for size, mb in s.get("micro_batch_warm", {}).items()]
+    for size, spark, mb in micro_batches:
         share = mb["share_of_full_refresh"]
         lines.append(
-            f"| {size} | {mb['readings']:,} | {mb['batch']} | {mb['batch_share_of_lines']:.2%} "
+            f"| {size} | {spark} | {mb['readings']:,} | {mb['batch']} | {mb['batch_share_of_lines']:.2%} "
             f"({_pct(mb['last_batch_share_of_lines'], 2)}) | {_pct(mb['table_share_before'], 0)} | "
             f"{_fmt(mb['catch_up_wall_seconds'])} | "
             f"{_fmt(mb['wall_seconds'])} | {_fmt(mb['wall_seconds_excl_spark_start'])} | {_fmt(mb['job_seconds'])} | "
@@ -246,9 +259,9 @@ def render(report: Result, comparison: list[str] | None = None) -> str:
                      f"{ratio['wall_excl_spark_start']:.2f} (excluding Spark start-up); the goal is about 1.")
     else:
         lines.append(f"Micro-batch cost {LARGE} / {SMALL}: n/a (needs both sizes; `--quick` runs {SMALL} only).")
-    for size, mb in s["micro_batch"].items():
+    for size, spark, mb in micro_batches:
         steps = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in mb["slowest_steps"].items())
-        lines.append(f"\nMicro-batch at {size}: {mb['steps']} steps, {mb['asset_steps_seconds']:.0f} s in asset steps "
+        lines.append(f"\nMicro-batch at {size} ({spark}): {mb['steps']} steps, {mb['asset_steps_seconds']:.0f} s in asset steps "
                      f"and {mb['check_steps_seconds']:.0f} s in asset-check steps; first step run: "
                      f"{mb['first_step']}; slowest: {steps}.")
     done = [r for r in report["scenarios"] if "error" not in r]

@@ -18,7 +18,9 @@ from pathlib import Path
 
 from benchmarks.config import (
     BRONZE_SOURCES,
+    CONNECT_URL_ENV,
     CONTENTION_RETRIES,
+    DRIVER_MEMORY,
     FOREIGN_CPU_WARNING,
     KAFKA_LARGE,
     KAFKA_SMALL,
@@ -29,7 +31,7 @@ from benchmarks.config import (
     Result,
 )
 from benchmarks.contention import contention, cpu_seconds, wait_for_quiet
-from benchmarks.tasks import release_batches
+from benchmarks.tasks import process_cpu_seconds, release_batches
 
 
 class TaskFailed(RuntimeError):
@@ -61,20 +63,32 @@ def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def run_task(task: str, size: str, workdir: Path, options: TaskOptions) -> Result:
+@dataclass(frozen=True)
+class WarmSpark:
+    """A scenario's Spark Connect server: where its runs connect, and its JVM (whose CPU is
+    the benchmark's own, not another process's)."""
+
+    url: str
+    pid: int
+
+
+def run_task(task: str, size: str, workdir: Path, options: TaskOptions, warm: WarmSpark | None = None) -> Result:
     """Run ``task`` in a fresh interpreter and return what it measured."""
     out = workdir / f"{task}.json"
     log = workdir / f"{task}.log"
     command = [sys.executable, "-m", "benchmarks", "--task", task, "--size", size,
                "--workdir", str(workdir), "--out", str(out)]
+    env = os.environ | ({CONNECT_URL_ENV: warm.url} if warm else {})
     waited = wait_for_quiet(options.quiet_wait) if task in MEASURED_TASKS and options.quiet_wait > 0 else 0.0
+    server_before = process_cpu_seconds(warm.pid) if warm else 0.0
     busy_before, own_before = cpu_seconds()
     started = time.perf_counter()
     with open(log, "w", encoding="utf-8") as handle:
-        proc = subprocess.run(command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT,
+        proc = subprocess.run(command, cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, env=env,
                               timeout=options.timeout, check=False)
     elapsed = time.perf_counter() - started
     busy_after, own_after = cpu_seconds()
+    own_after += process_cpu_seconds(warm.pid) - server_before if warm else 0.0
     foreign = max(0.0, (busy_after - busy_before) - (own_after - own_before))
     if proc.returncode != 0 or not out.exists():
         tail = "".join(log.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)[-40:])
@@ -133,6 +147,34 @@ def scenario_micro_batch(scenario: Scenario, workdir: Path, options: TaskOptions
     return {"data": data, "catch_up_run": catch_up, "run": micro}
 
 
+def scenario_micro_batch_warm(scenario: Scenario, workdir: Path, options: TaskOptions) -> Result:
+    """The micro-batch scenario on a warm Spark: both runs connect to one long-lived Spark
+    Connect server, as the runs of `make live` and `make dev` do, so the micro-batch starts no
+    JVM and runs on code the catch-up already loaded and compiled. The server's peak memory is
+    the JVM's."""
+    from fitness_assets.lakehouse.connect_server import SparkConnectServer, free_port
+
+    data = run_task("stage", scenario.size, workdir, options)
+    with SparkConnectServer(port=free_port(), driver_memory=DRIVER_MEMORY,
+                            log_path=workdir / "spark-connect.log") as server:
+        assert server.pid is not None
+        warm = WarmSpark(server.url, server.pid)
+        catch_up = run_task("graph", scenario.size, workdir, options, warm)
+        micro = data["micro_batch"]
+        release_batches(workdir / "staging", workdir / "landing", range(micro, micro + 1))
+        micro = run_task("graph", scenario.size, workdir, options, warm)
+        micro["jvm_peak_mib"] = peak_rss_mib(server.pid)
+    return {"data": data, "catch_up_run": catch_up, "run": micro}
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    """A live process's peak resident memory (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
 def scenario_kafka(scenario: Scenario, workdir: Path, options: TaskOptions) -> Result:
     """Simulate, then produce the multiplex to a mock broker and read it back with a plain
     consume-and-decode loop and with the Kafka -> bronze ingestion (one process, one broker)."""
@@ -148,7 +190,7 @@ def scenario_live(scenario: Scenario, workdir: Path, options: TaskOptions) -> Re
     return {"run": run_task("live", scenario.size, workdir, options)}
 
 
-FAMILIES = ("bronze", "graph", "micro_batch", "kafka", "live")
+FAMILIES = ("bronze", "graph", "micro_batch", "micro_batch_warm", "kafka", "live")
 
 
 def scenarios(quick: bool, only: list[str] | None = None) -> list[Scenario]:
@@ -167,6 +209,7 @@ def scenarios(quick: bool, only: list[str] | None = None) -> list[Scenario]:
             Scenario("bronze", LARGE, scenario_bronze),
             Scenario("graph", LARGE, scenario_graph),
             Scenario("micro_batch", LARGE, scenario_micro_batch),
+            Scenario("micro_batch_warm", LARGE, scenario_micro_batch_warm),
         ]
     return [s for s in chosen if not only or s.name in only]
 

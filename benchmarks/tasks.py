@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchmarks.config import (
     BRONZE_SELECTION,
+    CONNECT_URL_ENV,
     DRIVER_MEMORY,
     KAFKA_BASELINE_RUNS,
     KAFKA_GOAL_RATIO,
@@ -192,8 +193,11 @@ def task_run(selection: list[str] | None, workdir: Path) -> Result:
     home = workdir / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
     with instance_for_test(temp_dir=str(home)) as instance:
-        # Local Spark at the benchmark's driver memory; the code generation threshold as configured.
-        spark_env = SparkEnv(driver_memory=DRIVER_MEMORY, compile_from_rows=SparkEnv.from_env().compile_from_rows)
+        # Local Spark at the benchmark's driver memory, the code generation threshold as configured;
+        # or the scenario's warm Spark Connect server.
+        url = os.environ.get(CONNECT_URL_ENV)
+        spark_env = (SparkEnv(mode="connect", connect_url=url, driver_memory=DRIVER_MEMORY) if url else
+                     SparkEnv(driver_memory=DRIVER_MEMORY, compile_from_rows=SparkEnv.from_env().compile_from_rows))
         report = run_graph(selection, settings, spark_env, instance=instance)
         steps, job_seconds = _step_seconds(instance)
     _stop_spark_and_reap_jvm()
@@ -207,7 +211,9 @@ def task_run(selection: list[str] | None, workdir: Path) -> Result:
         "tables": report.tables,
         "steps": steps,
         "python_peak_mib": _peak_mib(resource.RUSAGE_SELF),
-        "jvm_peak_mib": _peak_mib(resource.RUSAGE_CHILDREN),
+        # On Spark Connect the JVM is the server's, measured by the scenario.
+        "jvm_peak_mib": None if url else _peak_mib(resource.RUSAGE_CHILDREN),
+        "spark": "connect" if url else "local",
     }
 
 
@@ -259,7 +265,7 @@ def timed_calls(targets: list[tuple[StageClock, object, str, str]]) -> Iterator[
             step()
 
 
-def _process_cpu_seconds(pid: int) -> float:
+def process_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a live process, from /proc (the JVM is not reaped yet)."""
     fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -359,14 +365,14 @@ def kafka_platform(bootstrap_servers: str, size: str, workdir: Path, produced: i
             (stages, store, "latest_commit_metadata", "delta_log_reads"),
         ]
         jvm = _jvm_pid()
-        jvm_cpu, python_cpu = _process_cpu_seconds(jvm) if jvm else 0.0, _self_cpu_seconds()
+        jvm_cpu, python_cpu = process_cpu_seconds(jvm) if jvm else 0.0, _self_cpu_seconds()
         with timed_calls(targets):
             started = time.perf_counter()
             report = bronze_kafka.ingest_kafka(store, spark, reader, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR,
                                                max_records_per_batch=per_batch,
                                                max_batches=produced // per_batch + 2)
             seconds = time.perf_counter() - started
-        jvm_cpu = _process_cpu_seconds(jvm) - jvm_cpu if jvm else None
+        jvm_cpu = process_cpu_seconds(jvm) - jvm_cpu if jvm else None
         python_cpu = _self_cpu_seconds() - python_cpu
     in_batch = sum(stages.seconds.get(s, 0.0) for s in ("quarantine_commit", "bronze_commit"))
     breakdown = dict(stages.seconds)

@@ -36,6 +36,10 @@ class TableSpec:
     properties: dict[str, str] = field(default_factory=dict)
     # Columns holding personal data: never copied into check samples or logs.
     personal: tuple[str, ...] = ()
+    # Rows are written sorted by this column, in small row groups, so that a read of a range of
+    # it (``TableStore.read(within=...)``) skips the files and row groups outside the range: the
+    # tables that grow with time, read by time in a micro-batch.
+    cluster_by: str | None = None
 
     @property
     def schema(self) -> pa.Schema:
@@ -221,6 +225,7 @@ HEART_RATE = TableSpec(
     "when the heart rate is present and positive.",
     keys=("device_id", "time"),
     not_null=("device_id", "time", "valid"),
+    cluster_by="time",
 )
 
 USER_BINS = TableSpec(
@@ -253,6 +258,7 @@ WORKOUT_BPM = TableSpec(
     description="Valid heart-rate readings of a member's device taken during a completed workout.",
     keys=("user_id", "workout_id", "session_id", "time"),
     not_null=("user_id", "workout_id", "session_id", "start_time", "end_time", "time"),
+    cluster_by="start_time",
 )
 
 WORKOUT_BPM_SUMMARY = TableSpec(

@@ -11,6 +11,7 @@ environment): one process can hold one Spark session only.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -80,6 +81,13 @@ def pytest_report_header(config):
             f"{seconds or 0:.0f} s, log {_CONNECT_SERVER.log_path}")
 
 
+_SESSION_PASSED = pytest.StashKey[bool]()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    session.config.stash[_SESSION_PASSED] = exitstatus == 0
+
+
 def pytest_unconfigure(config):
     global _PREVIOUS_SIGTERM
     if _CONNECT_SERVER is None:
@@ -93,6 +101,9 @@ def pytest_unconfigure(config):
         if _PREVIOUS_SIGTERM is not None:
             signal.signal(signal.SIGTERM, _PREVIOUS_SIGTERM)
             _PREVIOUS_SIGTERM = None
+        # The server's log is kept to read after a failure; a passing session leaves nothing.
+        if config.stash.get(_SESSION_PASSED, False) and _CONNECT_SERVER.log_path is not None:
+            shutil.rmtree(_CONNECT_SERVER.log_path.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -52,3 +52,44 @@ def test_a_retried_first_fill_writes_nothing_twice(store, spark):
     retried = _sync(store, spark, ROWS, _increment(-1, 3))  # the same progress again: already applied
     assert retried.skipped
     assert store.version(USER_BINS) == version and _table(store) == sorted(set(ROWS))
+
+
+def test_a_workout_removed_upstream_loses_its_readings_whatever_the_range_of_the_others(store):
+    """``workout_bpm`` diffs only its rows whose start lies in the range of the workouts in
+    scope; a workout removed from ``completed_workouts`` (here: an earlier start made it longer
+    than three hours) is in scope from the change feed only, with its old start, and its rows
+    must still go, while another workout far later in time gets a new reading."""
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from fitness_assets.lakehouse.store import Clause, Merge
+    from fitness_assets.pipelines.silver import workout_bpm
+    from fitness_assets.tables import COMPLETED_WORKOUTS, HEART_RATE, USERS, WORKOUT_BPM
+
+    def at(hour: int, minute: int = 0) -> dt.datetime:
+        return dt.datetime(2024, 3, 1, hour, minute, tzinfo=dt.UTC)
+
+    def readings(*rows):
+        return pa.Table.from_pylist([{"device_id": d, "time": t, "heartrate": 100.0, "valid": True} for d, t in rows],
+                                    schema=HEART_RATE.schema)
+
+    store.append(USERS, pa.Table.from_pylist(
+        [{"user_id": u, "device_id": 10 * u, "mac_address": f"aa:aa:aa:aa:aa:0{u}", "registration_timestamp": at(0)}
+         for u in (1, 2)], schema=USERS.schema))
+    store.append(COMPLETED_WORKOUTS, pa.Table.from_pylist(
+        [{"user_id": 1, "workout_id": 1, "session_id": 1, "start_time": at(10), "end_time": at(10, 30)},
+         {"user_id": 2, "workout_id": 1, "session_id": 1, "start_time": at(20), "end_time": at(20, 30)}],
+        schema=COMPLETED_WORKOUTS.schema))
+    store.append(HEART_RATE, readings((10, at(10, 10)), (10, at(10, 20)), (20, at(20, 10))))
+    workout_bpm(store)
+    assert len(store.read(WORKOUT_BPM).collect()) == 3
+
+    key = "t.user_id = s.user_id AND t.workout_id = s.workout_id AND t.session_id = s.session_id"
+    store.merge(COMPLETED_WORKOUTS, pa.Table.from_pylist(
+        [{"user_id": 1, "workout_id": 1, "session_id": 1, "start_time": at(10), "end_time": at(10, 30)}],
+        schema=COMPLETED_WORKOUTS.schema), Merge(key, (Clause("delete"),)))
+    store.append(HEART_RATE, readings((20, at(20, 20))))
+    workout_bpm(store)
+    assert sorted((r["user_id"], r["time"].hour, r["time"].minute) for r in store.read(WORKOUT_BPM).collect()) == [
+        (2, 20, 10), (2, 20, 20)]

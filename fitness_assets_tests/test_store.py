@@ -3,6 +3,7 @@ delta-rs always; Spark's native Delta (SparkDeltaTableStore) where delta-spark i
 and Delta's jars are on the test session's classpath with its SQL extension on (otherwise
 those runs skip and say which of the two is missing)."""
 
+import datetime as dt
 import importlib.util
 
 import pyarrow as pa
@@ -10,7 +11,7 @@ import pytest
 from deltalake import DeltaTable
 
 from fitness_assets.lakehouse.store import Clause, DeltaRsTableStore, Merge, SparkDeltaTableStore, Txn
-from fitness_assets.tables import LONG, STRING, TableSpec
+from fitness_assets.tables import LONG, STRING, TIMESTAMP, TableSpec
 
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 
@@ -212,3 +213,60 @@ def test_small_and_large_reads_give_the_same_rows(settings, spark, monkeypatch):
     # version 0 creates the table, versions 1..3 are the appends: (1, 3] holds batches 1 and 2
     appended = both(lambda: store.read_appended(spec, 1, 3))
     assert sorted(int(r[1]) for r in appended) == [3, 4, 5, 6, 7, 8]
+
+
+TIMED = TableSpec(layer="test", name="timed", columns=(("k", LONG), ("at", TIMESTAMP), ("part", STRING)),
+                  description="a clustered, partitioned test table", keys=("k",), not_null=("k", "at"),
+                  partition_by=("part",), cluster_by="at")
+
+
+def _timed(*rows):
+    return pa.table({"k": pa.array([r[0] for r in rows], pa.int64()), "at": pa.array([r[1] for r in rows], TIMESTAMP),
+                     "part": [r[2] for r in rows]})
+
+
+def test_a_clustered_table_is_written_sorted_in_small_row_groups(store, monkeypatch):
+    """Rows land sorted by ``cluster_by``, in row groups of ``CLUSTERED_ROW_GROUP_ROWS`` rows,
+    so each row group covers its own stretch of time."""
+    _delta_rs_only(store, "the Parquet layout is delta-rs's writer's")
+    import pyarrow.parquet as pq
+
+    from fitness_assets.lakehouse import store as store_module
+
+    monkeypatch.setattr(store_module, "CLUSTERED_ROW_GROUP_ROWS", 4)
+    start = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    shuffled = [(k, start + dt.timedelta(minutes=(k * 7) % 20), "a") for k in range(20)]
+    store.append(TIMED, _timed(*shuffled))
+    (uri,) = DeltaTable(store.location(TIMED)).file_uris()
+    meta = pq.ParquetFile(uri).metadata
+    assert meta.num_row_groups == 5
+    spans = [(meta.row_group(g).column(1).statistics.min, meta.row_group(g).column(1).statistics.max)
+             for g in range(meta.num_row_groups)]
+    assert all(lo <= hi < next_lo for (lo, hi), (next_lo, _) in zip(spans, spans[1:], strict=False))
+
+
+def test_a_read_within_a_range_gives_exactly_its_rows_and_opens_only_files_that_may_hold_them(store, monkeypatch):
+    """A ``Within`` read equals the filter of the whole table, and on delta-rs Spark scans only
+    the files whose log statistics (timestamps kept in milliseconds there) or partition value
+    overlap the range."""
+    from fitness_assets.lakehouse import store as store_module
+    from fitness_assets.lakehouse.store import Within
+
+    monkeypatch.setattr(store_module, "SMALL_READ_ROWS", 0)  # Parquet scans, whose files Spark lists
+
+    day = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    # One file per day; day 2 ends 0.9 ms after a whole millisecond, which the log truncates.
+    end_of_day2 = day + dt.timedelta(days=1, hours=23, microseconds=900)
+    batches = [[(1, day, "a"), (2, day + dt.timedelta(hours=5), "b")],
+               [(3, day + dt.timedelta(days=1), "a"), (4, end_of_day2, "a")],
+               [(5, day + dt.timedelta(days=2), "b"), (6, day + dt.timedelta(days=2, hours=3), "a")]]
+    for rows in batches:
+        store.append(TIMED, _timed(*rows))
+    cases = [(Within("at", end_of_day2, day + dt.timedelta(days=2, hours=1)), {4, 5}, 2),
+             (Within("at", day + dt.timedelta(hours=6), day + dt.timedelta(days=1)), {3}, 1),
+             (Within("part", "b", "b"), {2, 5}, 2)]
+    for within, keys, files in cases:
+        frame = store.read(TIMED, within=within)
+        assert {r["k"] for r in frame.collect()} == keys, within
+        if isinstance(store, DeltaRsTableStore):
+            assert len(frame.inputFiles()) == files, (within, frame.inputFiles())

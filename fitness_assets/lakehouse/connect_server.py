@@ -53,6 +53,11 @@ class SparkConnectServer:
     def url(self) -> str:
         return f"sc://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The server JVM's process id while it runs (spark-submit execs the JVM in place)."""
+        return self._process.pid if self._process is not None and self._process.poll() is None else None
+
     def start(self) -> SparkConnectServer:
         if port_open(self.port):
             raise OSError(f"port {self.port} is in use: stop what listens there or choose another port")

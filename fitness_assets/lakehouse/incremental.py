@@ -9,16 +9,18 @@ it finds nothing left to do.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from fitness_assets.lakehouse.store import OP_COLUMN, Clause, CommitResult, Merge, TableStore, Txn
+from fitness_assets.lakehouse.store import OP_COLUMN, Clause, CommitResult, Merge, TableStore, Txn, Within
 from fitness_assets.tables import TableSpec
 
 UPSERT, DELETE = "upsert", "delete"
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def progress_app_id(target: TableSpec, upstream: TableSpec) -> str:
@@ -74,10 +76,17 @@ def changed(store: TableStore, inc: Increment, upstream: TableSpec) -> DataFrame
     return store.read_changes(upstream, inc.after[name], inc.up_to[name])
 
 
-def snapshot(store: TableStore, inc: Increment, upstream: TableSpec) -> DataFrame:
-    """The upstream as of the version this increment reads up to."""
+def snapshot(store: TableStore, inc: Increment, upstream: TableSpec, within: Within | None = None) -> DataFrame:
+    """The upstream as of the version this increment reads up to (only its rows ``within`` a
+    range, when given)."""
     version = inc.up_to[upstream.qualified_name]
-    return store.read(upstream, version if version >= 0 else None)
+    return store.read(upstream, version if version >= 0 else None, within=within)
+
+
+def utc(micros: int) -> dt.datetime:
+    """A timestamp collected as epoch microseconds (``F.unix_micros``; Spark would hand a naive
+    datetime in the process's zone) as an aware UTC datetime, for a ``Within`` bound."""
+    return EPOCH + dt.timedelta(microseconds=micros)
 
 
 def union_distinct(frames: Sequence[DataFrame]) -> DataFrame:
@@ -108,10 +117,12 @@ SYNC_CLAUSES = (
 
 
 def sync_scope(store: TableStore, target: TableSpec, rows: DataFrame, scope: DataFrame, inc: Increment,
-               metadata: dict | None = None) -> CommitResult | None:
+               metadata: dict | None = None, within: Within | None = None) -> CommitResult | None:
     """Make the target's rows inside ``scope`` (distinct values of some key columns) equal to
     ``rows``: new and changed rows are upserted, rows no longer produced are deleted, unchanged
     rows are left alone (so the change feed shows only real changes). One atomic commit.
+    ``within``, when given, is a range that holds every target row of the scope: only the
+    target's rows in it are read for the comparison.
 
     Into an empty target (a first fill, a full rebuild) there is nothing to compare with: the
     distinct rows are appended, one Spark job instead of a diff against the table and a MERGE
@@ -122,7 +133,7 @@ def sync_scope(store: TableStore, target: TableSpec, rows: DataFrame, scope: Dat
         return store.append(target, rows.select(*target.column_names).distinct(), txns=progress,
                             metadata=(metadata or {}) | {"increment": inc.describe()})
     scope = scope.distinct()
-    existing = (store.read(target).join(F.broadcast(scope), on=scope.columns, how="left_semi")
+    existing = (store.read(target, within=within).join(F.broadcast(scope), on=scope.columns, how="left_semi")
                 .select(*target.column_names))  # a USING join puts key columns first; subtract is positional
     rows = rows.select(*target.column_names)
     upserts = rows.subtract(existing).withColumn(OP_COLUMN, F.lit(UPSERT))

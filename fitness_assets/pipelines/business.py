@@ -18,7 +18,7 @@ import datetime as dt
 from pyspark.sql import functions as F
 
 from fitness_assets.lakehouse import incremental as inc
-from fitness_assets.lakehouse.store import TableStore
+from fitness_assets.lakehouse.store import TableStore, Within
 from fitness_assets.pipelines import Refresh
 from fitness_assets.tables import (
     COMPLETED_WORKOUTS,
@@ -101,26 +101,35 @@ def refresh_member_engagement(store: TableStore, reference: dt.date,
 
 def refresh_workout_performance(store: TableStore) -> Refresh:
     """Recompute every member-week with a new or changed completed workout or reading, and
-    every week of a member whose current profile changed."""
+    every week of a member whose date of birth changed (the zones depend on it; no other
+    profile field counts here), or who got or lost a current profile."""
     i = inc.plan(store, WORKOUT_PERFORMANCE, [COMPLETED_WORKOUTS, WORKOUT_BPM, USER_PROFILE])
     if i.is_empty:
         return Refresh(i)
     weeks = B.workout_weeks(inc.snapshot(store, i, COMPLETED_WORKOUTS))
     scopes = []
     if i.advanced(COMPLETED_WORKOUTS):
-        scopes.append(B.workout_weeks(inc.changed(store, i, COMPLETED_WORKOUTS)).select(*B.WEEK_KEY))
+        scopes.append(B.workout_weeks(inc.changed(store, i, COMPLETED_WORKOUTS)).select(*B.WEEK_KEY, "week_start"))
     if i.advanced(WORKOUT_BPM):
-        scopes.append(B.workout_weeks(inc.changed(store, i, WORKOUT_BPM)).select(*B.WEEK_KEY))
+        scopes.append(B.workout_weeks(inc.changed(store, i, WORKOUT_BPM)).select(*B.WEEK_KEY, "week_start"))
     if i.advanced(USER_PROFILE):
-        changed = inc.changed(store, i, USER_PROFILE).select("user_id").distinct()
-        scopes.append(weeks.join(F.broadcast(changed), on="user_id", how="left_semi").select(*B.WEEK_KEY))
-    scope = inc.union_distinct(scopes)
-    completed = (weeks.join(F.broadcast(scope), on=B.WEEK_KEY, how="left_semi")
-                 .select("user_id", "workout_id", "session_id", "start_time", "end_time"))
-    # The readings of a week's workouts carry the workout's start: select them by week too.
-    readings = B.workout_weeks(inc.snapshot(store, i, WORKOUT_BPM)).join(
-        F.broadcast(scope), on=B.WEEK_KEY, how="left_semi").select(*WORKOUT_BPM.column_names)
-    members = scope.select("user_id").distinct()
-    profiles = inc.snapshot(store, i, USER_PROFILE).join(F.broadcast(members), on="user_id", how="left_semi")
-    rows = B.workout_performance(completed, readings, profiles)
-    return Refresh(i, inc.sync_scope(store, WORKOUT_PERFORMANCE, rows, scope, i))
+        born = B.birth_date_changed(inc.changed(store, i, USER_PROFILE))
+        scopes.append(weeks.join(F.broadcast(born), on="user_id", how="left_semi").select(*B.WEEK_KEY, "week_start"))
+    scope = inc.union_distinct(scopes).cache()
+    try:
+        completed = (weeks.join(F.broadcast(scope.drop("week_start")), on=B.WEEK_KEY, how="left_semi")
+                     .select("user_id", "workout_id", "session_id", "start_time", "end_time"))
+        # The readings of a week's workouts carry the workout's start: select them by week too,
+        # reading only the weeks' stretch of workout_bpm (clustered by start).
+        first, last = scope.agg(F.min("week_start"), F.max("week_start")).first()
+        within = None if first is None else Within(
+            "start_time", dt.datetime.combine(first, dt.time(), dt.UTC),
+            dt.datetime.combine(last + dt.timedelta(days=7), dt.time(), dt.UTC))
+        readings = B.workout_weeks(inc.snapshot(store, i, WORKOUT_BPM, within)).join(
+            F.broadcast(scope.drop("week_start")), on=B.WEEK_KEY, how="left_semi").select(*WORKOUT_BPM.column_names)
+        members = scope.select("user_id").distinct()
+        profiles = inc.snapshot(store, i, USER_PROFILE).join(F.broadcast(members), on="user_id", how="left_semi")
+        rows = B.workout_performance(completed, readings, profiles)
+        return Refresh(i, inc.sync_scope(store, WORKOUT_PERFORMANCE, rows, scope.drop("week_start"), i))
+    finally:
+        scope.unpersist()

@@ -6,7 +6,7 @@ from pyspark.sql import functions as F
 
 from fitness_assets.lakehouse import incremental as inc
 from fitness_assets.lakehouse.incremental import Increment
-from fitness_assets.lakehouse.store import CommitResult, TableStore
+from fitness_assets.lakehouse.store import CommitResult, TableStore, Within
 from fitness_assets.pipelines import refresh, same_columns
 from fitness_assets.tables import (
     COMPLETED_WORKOUTS,
@@ -28,17 +28,33 @@ VISIT_SCOPE = ["mac_address", "gym", "date"]
          | {"min_bpm": [(WORKOUT_BPM, "heartrate")], "avg_bpm": [(WORKOUT_BPM, "heartrate")],
             "max_bpm": [(WORKOUT_BPM, "heartrate")], "num_recordings": [(WORKOUT_BPM, "time")]})
 def workout_bpm_summary(store: TableStore, i: Increment) -> CommitResult | None:
-    """Re-aggregate every workout with new readings or whose member's bins changed."""
-    readings = inc.snapshot(store, i, WORKOUT_BPM)
-    scopes = []
+    """Re-aggregate every workout with new or changed readings; give the other workouts of a
+    member whose bins changed their new bins (their readings did not change, so neither did
+    their figures: no reading is read for them)."""
+    bins = inc.snapshot(store, i, USER_BINS)
+    scopes, parts = [], []
+    workouts = None
     if i.advanced(WORKOUT_BPM):
-        scopes.append(inc.changed(store, i, WORKOUT_BPM).select(*WORKOUT_KEY))
+        changed = inc.changed(store, i, WORKOUT_BPM)
+        workouts = changed.select(*WORKOUT_KEY).distinct()
+        scopes.append(workouts)
+        # workout_bpm is clustered by start: only the changed workouts' stretch is read.
+        first, last = changed.agg(F.min(F.unix_micros("start_time")), F.max(F.unix_micros("start_time"))).first()
+        if first is not None:
+            readings = inc.snapshot(store, i, WORKOUT_BPM, Within("start_time", inc.utc(first), inc.utc(last)))
+            parts.append(G.workout_bpm_summary(readings.join(F.broadcast(workouts), on=WORKOUT_KEY, how="left_semi"),
+                                               bins))
     if i.advanced(USER_BINS):
         members = inc.changed(store, i, USER_BINS).select("user_id").distinct()
-        scopes.append(readings.join(F.broadcast(members), on="user_id", how="left_semi").select(*WORKOUT_KEY))
+        stored = store.read(WORKOUT_BPM_SUMMARY).join(F.broadcast(members), on="user_id", how="left_semi")
+        if workouts is not None:
+            stored = stored.join(F.broadcast(workouts), on=WORKOUT_KEY, how="left_anti")
+        parts.append(G.rebinned_summaries(stored, bins))
+        scopes.append(stored.select(*WORKOUT_KEY))
     scope = inc.union_distinct(scopes)
-    rows = G.workout_bpm_summary(readings.join(F.broadcast(scope), on=WORKOUT_KEY, how="left_semi"),
-                                 inc.snapshot(store, i, USER_BINS))
+    rows = parts[0] if parts else store.empty_frame(WORKOUT_BPM_SUMMARY)
+    for part in parts[1:]:
+        rows = rows.unionByName(part)
     return inc.sync_scope(store, WORKOUT_BPM_SUMMARY, rows, scope, i)
 
 

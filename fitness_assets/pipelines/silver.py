@@ -21,7 +21,7 @@ from pyspark.sql import functions as F
 
 from fitness_assets.lakehouse import incremental as inc
 from fitness_assets.lakehouse.incremental import Increment
-from fitness_assets.lakehouse.store import Clause, CommitResult, Merge, TableStore
+from fitness_assets.lakehouse.store import Clause, CommitResult, Merge, TableStore, Within
 from fitness_assets.pipelines import Lineage, TableRefresh, refresh, same_columns
 from fitness_assets.tables import (
     COMPLETED_WORKOUTS,
@@ -92,7 +92,9 @@ def user_profile_history(store: TableStore, i: Increment) -> CommitResult | None
     """Recompute the whole history of every member named in new profile changes."""
     new = T.profile_changes(_topic(inc.appended(store, i, KAFKA_MULTIPLEX_BZ), "user_info"))
     scope = new.select("user_id").distinct()
-    every = T.profile_changes(_topic(inc.snapshot(store, i, KAFKA_MULTIPLEX_BZ), "user_info"))
+    # Only the topic's partition is listed and read (its size, not the table's, picks the codegen).
+    topic = Within("topic", "user_info", "user_info")
+    every = T.profile_changes(_topic(inc.snapshot(store, i, KAFKA_MULTIPLEX_BZ, topic), "user_info"))
     # Read twice (the deletes to erase, then the history): decoded and deduplicated once.
     in_scope = every.join(F.broadcast(scope), on="user_id", how="left_semi").cache()
     try:
@@ -153,10 +155,10 @@ def workout_bpm(store: TableStore, i: Increment) -> CommitResult | None:
     reading, or a (late) registration of its member."""
     completed = inc.snapshot(store, i, COMPLETED_WORKOUTS)
     members = inc.snapshot(store, i, USERS)
-    readings = inc.snapshot(store, i, HEART_RATE)
     scopes = []
-    if i.advanced(COMPLETED_WORKOUTS):
-        scopes.append(inc.changed(store, i, COMPLETED_WORKOUTS).select(*WORKOUT_KEY))
+    changed_workouts = inc.changed(store, i, COMPLETED_WORKOUTS) if i.advanced(COMPLETED_WORKOUTS) else None
+    if changed_workouts is not None:
+        scopes.append(changed_workouts.select(*WORKOUT_KEY))
     if i.advanced(USERS):
         users = inc.changed(store, i, USERS).select("user_id").distinct()
         scopes.append(completed.join(F.broadcast(users), on="user_id", how="left_semi").select(*WORKOUT_KEY))
@@ -173,17 +175,26 @@ def workout_bpm(store: TableStore, i: Increment) -> CommitResult | None:
     try:
         devices = in_scope.join(members.select("user_id", "device_id"),
                                 on="user_id", how="inner").select("device_id").distinct()
-        # Literal time bounds let Parquet skip the row groups of readings outside every
-        # workout in scope, so a micro-batch does not scan the whole heart_rate table.
-        first, last = in_scope.agg(F.min(F.unix_micros("start_time")), F.max(F.unix_micros("end_time"))).first()
+        # Literal time bounds: heart_rate and workout_bpm are clustered by time, so only the
+        # files and row groups of the workouts in scope are read, not the whole tables. The
+        # readings are those of the workouts in scope as they are now; the stored rows to
+        # compare with carry each workout's start as workout_bpm last took it in, which is
+        # its start now or one in the change feed (a changed or removed workout).
+        spans = in_scope.select(F.lit(True).alias("now"), "start_time", "end_time")
+        if changed_workouts is not None:
+            spans = spans.unionByName(changed_workouts.select(F.lit(False).alias("now"), "start_time", "end_time"))
+        start, end = F.unix_micros("start_time"), F.unix_micros("end_time")
+        first, last, first_start, last_start = spans.agg(
+            F.min(F.when(F.col("now"), start)), F.max(F.when(F.col("now"), end)), F.min(start), F.max(start)).first()
         if first is None:
-            relevant = readings.limit(0)
+            relevant = store.empty_frame(HEART_RATE)
         else:
-            relevant = readings.where((F.col("time") > F.timestamp_micros(F.lit(first)))
-                                      & (F.col("time") <= F.timestamp_micros(F.lit(last))))
+            relevant = (inc.snapshot(store, i, HEART_RATE, Within("time", inc.utc(first), inc.utc(last)))
+                        .where(F.col("time") > F.timestamp_micros(F.lit(first))))
+        stored = None if first_start is None else Within("start_time", inc.utc(first_start), inc.utc(last_start))
         relevant = relevant.join(F.broadcast(devices), on="device_id", how="left_semi")
         rows = T.workout_bpm(in_scope, members, relevant)
-        return inc.sync_scope(store, WORKOUT_BPM, rows, scope, i)
+        return inc.sync_scope(store, WORKOUT_BPM, rows, scope, i, within=stored)
     finally:
         scope.unpersist()
         in_scope.unpersist()

@@ -165,6 +165,19 @@ def workout_weeks(completed: DataFrame) -> DataFrame:
     return completed.select("*", *[c.alias(n) for n, c in week.items()])
 
 
+def birth_date_changed(profile_changes: DataFrame) -> DataFrame:
+    """``user_id`` of the members whose date of birth a `user_profile` change feed changes:
+    a profile inserted or deleted, or an update whose pre- and post-image differ in ``dob``
+    (an update of other fields only leaves them out)."""
+    kind = F.col("_change_type")
+    dob = F.coalesce(F.col("dob").cast("string"), F.lit("<none>"))
+    return (profile_changes.groupBy("user_id")
+            .agg(F.max(kind.isin("insert", "delete").cast("int")).alias("_added_or_removed"),
+                 F.count_distinct(dob).alias("_dobs"))
+            .where((F.col("_added_or_removed") == 1) | (F.col("_dobs") > 1))
+            .select("user_id"))
+
+
 def age_at(dob: Column, date: Column) -> Column:
     """Whole years from ``dob`` to ``date``."""
     before_birthday = (F.month(date) < F.month(dob)) | ((F.month(date) == F.month(dob))

@@ -19,9 +19,22 @@ def workout_bpm_summary(readings: DataFrame, bins: DataFrame) -> DataFrame:
         F.avg(F.col("heartrate").cast(EXACT_BPM)).cast("double").alias("avg_bpm"),
         F.max("heartrate").alias("max_bpm"), F.count(F.lit(1)).alias("num_recordings"),
     )
-    joined = stats.join(bins, on="user_id", how="left")
-    return joined.select("workout_id", "session_id", "user_id", "age", "gender", "city", "state",
+    return _with_bins(stats, bins)
+
+
+BIN_COLUMNS = ["age", "gender", "city", "state"]
+
+
+def _with_bins(stats: DataFrame, bins: DataFrame) -> DataFrame:
+    joined = stats.join(bins.select("user_id", *BIN_COLUMNS), on="user_id", how="left")
+    return joined.select("workout_id", "session_id", "user_id", *BIN_COLUMNS,
                          "min_bpm", "avg_bpm", "max_bpm", "num_recordings")
+
+
+def rebinned_summaries(summaries: DataFrame, bins: DataFrame) -> DataFrame:
+    """Stored `workout_bpm_summary` rows with their member's current bins instead of the ones
+    they were written with (NULL bins for a member with no current profile)."""
+    return _with_bins(summaries.drop(*BIN_COLUMNS), bins)
 
 
 def gym_summary(visits: DataFrame, members: DataFrame, completed: DataFrame) -> DataFrame:
