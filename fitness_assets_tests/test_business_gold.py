@@ -182,6 +182,39 @@ def test_incremental_refresh_equals_a_full_recompute(store, tmp_path):
     assert {spec.name: table_rows(store, spec) for spec in BUSINESS} == incremental
 
 
+def test_a_profile_change_reaches_performance_through_the_date_of_birth_and_summaries_through_the_bins(store):
+    """A new city changes the bins of member 1's workout summaries (re-binned from the stored
+    summaries) and none of their weekly performance; a new date of birth changes the zones,
+    and every table equals a recompute from scratch."""
+    from fitness_assets.tables import WORKOUT_BPM_SUMMARY
+
+    build_example(store)
+    refresh_all(store)
+    before = _by_key(store, WORKOUT_PERFORMANCE)
+    by_member = Merge("t.user_id = s.user_id", (Clause("update_all"),))
+    profile = {c: None for c in USER_PROFILE.column_names} | {"user_id": 1, "gender": "F"}
+
+    def change(dob: dt.date, city: str, updated: str) -> None:
+        store.merge(USER_PROFILE, pa.Table.from_pylist([profile | {"dob": dob, "city": city, "updated": t(updated)}],
+                                                       schema=USER_PROFILE.schema), by_member)
+        store.merge(USER_BINS, pa.Table.from_pylist(
+            [{"user_id": 1, "age": "35-45", "gender": "F", "city": city, "state": None}], schema=USER_BINS.schema),
+            by_member)
+        refresh_all(store)
+
+    change(dt.date(1984, 1, 15), "Bergen", "2023-12-02T00:00:00")
+    assert _by_key(store, WORKOUT_PERFORMANCE) == before
+    assert {r["city"] for r in _by_key(store, WORKOUT_BPM_SUMMARY).values() if r["user_id"] == 1} == {"Bergen"}
+    change(dt.date(1950, 1, 15), "Bergen", "2023-12-03T00:00:00")
+    assert _by_key(store, WORKOUT_PERFORMANCE) != before
+    derived = (*BUSINESS, WORKOUT_BPM_SUMMARY)
+    incremental = {spec.name: table_rows(store, spec) for spec in derived}
+    for spec in derived:
+        shutil.rmtree(store.location(spec))
+    refresh_all(store)
+    assert {spec.name: table_rows(store, spec) for spec in derived} == incremental
+
+
 CORRUPTIONS = {
     # check (name@table where the name is not unique): the table, rows kept, column -> new value (SQL)
     "counts_consistent@gym_occupancy": (GYM_OCCUPANCY, None, {"unclosed_visits": "IF(hour = 8, arrivals + 1, "
