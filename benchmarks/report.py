@@ -233,7 +233,8 @@ def render(report: Result, comparison: list[str] | None = None) -> str:
         "the night and hold almost nothing). \"Table before\" is the share of all lines loaded before batch k. "
         "Spark: \"local, fresh JVM\" is each run's own local Spark (a run of `make demo`, or of a deployment "
         "without a Spark server); \"Connect, warm\" is both runs on one long-lived Spark Connect server (as "
-        "`make live` and `make dev` run), whose JVM peak is the server's. The share is of the local full refresh.",
+        "`make live` and `make dev` run) that ran batch k-1 just before (its catch-up over the batches before that "
+        "ran on local Spark); its JVM peak is the server's. The share is of the local full refresh.",
         "",
         "| size | Spark | readings | k | batch k share of lines (last batch's) | table before | catch-up run s | micro-batch wall s "
         "| excl. Spark start s | job s | share of full refresh | Python peak MiB | JVM peak MiB |",

@@ -42,7 +42,7 @@ class SparkResource(PySparkResource):
     shuffle_partitions: int = Field(default=DEFAULT_SHUFFLE_PARTITIONS, description="spark.sql.shuffle.partitions")
     compile_from_rows: int = Field(
         default=DEFAULT_COMPILE_FROM_ROWS,
-        description="local mode: a step runs its queries interpreted (no code generation) until the rows it has "
+        description="local and Spark Connect modes: a step runs its queries interpreted (no code generation) until the rows it has "
                     "read reach this many; 0 = always compiled")
 
     @classmethod
@@ -65,9 +65,10 @@ class SparkResource(PySparkResource):
         return self.session()
 
     def codegen(self) -> CodegenBySize:
-        """Code generation by the size of a step's reads: the local driver only (a Spark
-        Connect server or a Databricks cluster keeps its compiled code between runs)."""
-        return CodegenBySize(self.session, self.compile_from_rows if self.mode == "local" else 0)
+        """Code generation by the size of a step's reads, on the local driver and on a Spark
+        Connect server (measured there too: a warm server's 5M micro-batch took 47.1 s always
+        compiled, 34.9 s by size); a Databricks cluster is left as configured (not measured)."""
+        return CodegenBySize(self.session, self.compile_from_rows if self.mode in ("local", "connect") else 0)
 
 
 class LakehouseResource(ConfigurableResource):

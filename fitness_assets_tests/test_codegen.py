@@ -60,10 +60,10 @@ def test_threshold_zero_and_a_remote_spark_always_compile(spark, settings):
     store.overwrite(DATE_LOOKUP, reference.date_lookup(spark, dt.date(2024, 1, 1), dt.date(2024, 1, 3)))
     with codegen.step():
         assert _ran_compiled(store.read(DATE_LOOKUP).groupBy("year").count())
-    # A Spark Connect server or a Databricks cluster keeps its generated code between runs.
-    for mode in ("connect", "databricks"):
-        assert SparkResource(mode=mode, compile_from_rows=10).codegen().compile_from_rows == 0
-    assert SparkResource(mode="local", compile_from_rows=10).codegen().compile_from_rows == 10
+    # Local and Spark Connect choose by size (measured on both); a Databricks cluster is left as is.
+    assert SparkResource(mode="databricks", compile_from_rows=10).codegen().compile_from_rows == 0
+    for mode in ("local", "connect"):
+        assert SparkResource(mode=mode, compile_from_rows=10).codegen().compile_from_rows == 10
 
 
 @pytest.mark.slow

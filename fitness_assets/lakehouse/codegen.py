@@ -14,8 +14,11 @@ only stays interpreted. After a step the session's own settings are put back; ou
 and when the threshold is 0, they hold.
 
 It is a choice of execution strategy only: both give the same rows (tested on the whole
-graph). It applies to the local driver, whose compiled-code cache dies with each run; a
-long-lived Spark Connect server or a Databricks cluster keeps its cache warm and is left as is.
+graph). It applies to the local driver, whose compiled-code cache dies with each run, and to
+a Spark Connect server: a long-lived one keeps generated classes between runs, but each new
+plan still costs its compilation, and measured on a warm server that had run the micro-batch
+before, the 5M micro-batch took 47.1 s always compiled against 34.9 s by size. A Databricks
+cluster is left as configured (not measured).
 """
 
 from __future__ import annotations
