@@ -116,8 +116,9 @@ def refresh_workout_performance(store: TableStore) -> Refresh:
         born = B.birth_date_changed(inc.changed(store, i, USER_PROFILE))
         scopes.append(weeks.join(F.broadcast(born), on="user_id", how="left_semi").select(*B.WEEK_KEY, "week_start"))
     scope = inc.union_distinct(scopes).cache()
+    member_weeks = scope.drop("week_start")
     try:
-        completed = (weeks.join(F.broadcast(scope.drop("week_start")), on=B.WEEK_KEY, how="left_semi")
+        completed = (weeks.join(F.broadcast(member_weeks), on=B.WEEK_KEY, how="left_semi")
                      .select("user_id", "workout_id", "session_id", "start_time", "end_time"))
         # The readings of a week's workouts carry the workout's start: select them by week too,
         # reading only the weeks' stretch of workout_bpm (clustered by start).
@@ -126,10 +127,10 @@ def refresh_workout_performance(store: TableStore) -> Refresh:
             "start_time", dt.datetime.combine(first, dt.time(), dt.UTC),
             dt.datetime.combine(last + dt.timedelta(days=7), dt.time(), dt.UTC))
         readings = B.workout_weeks(inc.snapshot(store, i, WORKOUT_BPM, within)).join(
-            F.broadcast(scope.drop("week_start")), on=B.WEEK_KEY, how="left_semi").select(*WORKOUT_BPM.column_names)
+            F.broadcast(member_weeks), on=B.WEEK_KEY, how="left_semi").select(*WORKOUT_BPM.column_names)
         members = scope.select("user_id").distinct()
         profiles = inc.snapshot(store, i, USER_PROFILE).join(F.broadcast(members), on="user_id", how="left_semi")
         rows = B.workout_performance(completed, readings, profiles)
-        return Refresh(i, inc.sync_scope(store, WORKOUT_PERFORMANCE, rows, scope.drop("week_start"), i))
+        return Refresh(i, inc.sync_scope(store, WORKOUT_PERFORMANCE, rows, member_weeks, i))
     finally:
         scope.unpersist()

@@ -88,11 +88,13 @@ def _changed_on_disk(landing_root: str, name: str, seen: dict | None) -> bool:
 
 
 def touched_since(store: TableStore, landing_root: str, bronze: TableSpec, quarantine: TableSpec,
-                  since: dict[str, int], commits: list[dict]) -> set[str] | None:
+                  since: dict[str, int], commits: list[dict], recorded: dict[str, int],
+                  seen: dict[str, dict]) -> set[str] | None:
     """The files whose verdict may differ from the last passing reconciliation (at the versions
     ``since``): named by a bronze or quarantine commit since then, named by a bronze row
     appended since (a row of a file no commit recorded fails the check), or changed on disk
-    since their ingestion. None when the log cannot tell (a commit without its files, rows
+    since their ingestion (``recorded`` and ``seen``: the files and their ingestion as merged
+    from ``commits``, the bronze log). None when the log cannot tell (a commit without its files, rows
     removed from bronze)."""
     after, version = since[bronze.qualified_name], store.version(bronze)
     written = _files_since(commits, after, version)
@@ -105,9 +107,8 @@ def touched_since(store: TableStore, landing_root: str, bronze: TableSpec, quara
     except RuntimeError:
         return None
     in_rows = {r["source_file"] for r in appended.select("source_file").distinct().collect()}
-    seen = merged_metadata(commits, "landing")
-    return (written | rejected | in_rows | {name for name in merged_metadata(commits, "files")
-                                            if _changed_on_disk(landing_root, name, seen.get(name))})
+    return (written | rejected | in_rows
+            | {name for name in recorded if _changed_on_disk(landing_root, name, seen.get(name))})
 
 
 def count_landing_lines(text: bytes) -> tuple[int, int | None]:
@@ -164,7 +165,8 @@ def reconcile(store: TableStore, landing_root: str, source: str, bronze: TableSp
     fmt = LANDING_FORMATS[source]
     commits = store.commit_metadata(bronze)  # the log read once
     recorded, seen = merged_metadata(commits, "files"), merged_metadata(commits, "landing")
-    touched = None if since is None else touched_since(store, landing_root, bronze, quarantine, since, commits)
+    touched = None if since is None else touched_since(store, landing_root, bronze, quarantine, since, commits,
+                                                           recorded, seen)
     files = None if touched is None else sorted(touched)
     written, rejected = _counts(store, bronze, files), _quarantine_by_file(store, quarantine, files)
     off: dict[str, dict] = {}
