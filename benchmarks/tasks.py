@@ -197,7 +197,8 @@ def task_run(selection: list[str] | None, workdir: Path) -> Result:
         # or the scenario's warm Spark Connect server.
         url = os.environ.get(CONNECT_URL_ENV)
         spark_env = (SparkEnv(mode="connect", connect_url=url, driver_memory=DRIVER_MEMORY) if url else
-                     SparkEnv(driver_memory=DRIVER_MEMORY, compile_from_rows=SparkEnv.from_env().compile_from_rows))
+                     SparkEnv(driver_memory=DRIVER_MEMORY, compile_from_rows=SparkEnv.from_env().compile_from_rows,
+                              jit=SparkEnv.from_env().jit))
         report = run_graph(selection, settings, spark_env, instance=instance)
         steps, job_seconds = _step_seconds(instance)
     _stop_spark_and_reap_jvm()

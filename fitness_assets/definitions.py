@@ -49,7 +49,8 @@ def build_resources(settings: Settings | None = None, spark_env: SparkEnv | None
     spark_env = spark_env or SparkEnv.from_env()
     kafka = kafka or KafkaSettings.from_env()
     spark = SparkResource(mode=spark_env.mode, master=spark_env.master, connect_url=spark_env.connect_url,
-                          driver_memory=spark_env.driver_memory, compile_from_rows=spark_env.compile_from_rows)
+                          driver_memory=spark_env.driver_memory, compile_from_rows=spark_env.compile_from_rows,
+                          jit=spark_env.jit, data_roots=[settings.lakehouse_root, settings.landing_root])
     return {
         "spark": spark,
         "lakehouse": LakehouseResource(

@@ -15,6 +15,7 @@ from fitness_assets.lakehouse.spark import (
     DEFAULT_MASTER,
     DEFAULT_MODE,
     DEFAULT_SHUFFLE_PARTITIONS,
+    JIT_MODES,
     SparkSettings,
     get_session,
 )
@@ -44,6 +45,12 @@ class SparkResource(PySparkResource):
         default=DEFAULT_COMPILE_FROM_ROWS,
         description="local and Spark Connect modes: a step runs its queries interpreted (no code generation) until the rows it has "
                     "read reach this many; 0 = always compiled")
+    jit: str = Field(
+        default="auto", description=f"local mode, when the driver starts: {' | '.join(JIT_MODES)}; tiered = Java's "
+                                    "C1 then C2, quick = C1 only (faster over little data), auto = quick while "
+                                    "the data_roots hold under 16 MiB")
+    data_roots: list[str] = Field(default_factory=list,
+                                  description="the folders of the data the runs work on (what jit=auto measures)")
 
     @classmethod
     def _is_dagster_maintained(cls) -> bool:
@@ -55,7 +62,7 @@ class SparkResource(PySparkResource):
     def settings(self) -> SparkSettings:
         return SparkSettings(mode=self.mode, master=self.master, connect_url=self.connect_url,
                              driver_memory=self.driver_memory, shuffle_partitions=self.shuffle_partitions,
-                             extra_conf=dict(self.spark_config))
+                             extra_conf=dict(self.spark_config), jit=self.jit, data_roots=tuple(self.data_roots))
 
     def session(self) -> SparkSession:
         return get_session(self.settings())

@@ -5,8 +5,20 @@ import pytest
 
 from fitness_assets.definitions import build_resources
 from fitness_assets.lakehouse.codegen import DEFAULT_COMPILE_FROM_ROWS
-from fitness_assets.lakehouse.spark import DEFAULT_MASTER, SparkSettings, get_session
+from fitness_assets.lakehouse.spark import (
+    DEFAULT_MASTER,
+    DRIVER_GC,
+    QUICK_JIT,
+    QUICK_JIT_BELOW_BYTES,
+    SparkSettings,
+    _driver_java_options,
+    data_bytes,
+    get_session,
+    jit_of,
+    running_description,
+)
 from fitness_assets.settings import Settings, SparkEnv
+from fitness_assets_tests.conftest import skip_on_connect
 
 
 def test_a_second_different_session_in_one_process_is_an_error(spark):
@@ -75,3 +87,47 @@ def test_the_codegen_threshold_comes_from_the_environment_and_a_bad_one_says_wha
     assert resources["lakehouse"].store().codegen.compile_from_rows == 0
     with pytest.raises(ValueError, match="FITNESS_SPARK_COMPILE_FROM_ROWS must be a whole number"):
         SparkEnv.from_env({"FITNESS_SPARK_COMPILE_FROM_ROWS": "1e5"})
+
+
+def test_the_driver_jit_follows_the_size_of_the_data_and_a_bad_one_says_what_to_fix(tmp_path):
+    lakehouse, landing = tmp_path / "lakehouse", tmp_path / "landing"
+    (landing / "bpm").mkdir(parents=True)
+    (landing / "bpm" / "a.json").write_bytes(b"x" * 1000)
+    small = SparkSettings(jit="auto", data_roots=(str(lakehouse), str(landing)))  # lakehouse not made yet
+    assert data_bytes(small.data_roots, QUICK_JIT_BELOW_BYTES) == 1000
+    assert jit_of(small) == "quick"
+    (lakehouse / "silver" / "heart_rate").mkdir(parents=True)  # nested, and counted with the landing zone
+    with open(lakehouse / "silver" / "heart_rate" / "part-0.parquet", "wb") as f:
+        f.truncate(QUICK_JIT_BELOW_BYTES - 1000)
+    assert jit_of(small) == "tiered"
+    assert jit_of(SparkSettings(jit="auto", data_roots=("s3://bucket/lakehouse",))) == "tiered"  # not measured
+    assert jit_of(SparkSettings(jit="quick", data_roots=(str(lakehouse),))) == "quick"
+    assert jit_of(SparkSettings()) == "tiered"
+    with pytest.raises(ValueError, match="unknown JIT 'fast'"):
+        jit_of(SparkSettings(jit="fast"))
+
+    env = SparkEnv.from_env({"FITNESS_SPARK_JIT": "tiered"})
+    resources = build_resources(Settings.from_env({"FITNESS_LAKEHOUSE_ROOT": str(lakehouse),
+                                                   "FITNESS_LANDING_ROOT": str(landing)}), env)
+    assert resources["spark"].settings().jit == "tiered"
+    assert resources["spark"].settings().data_roots == (str(lakehouse), str(landing))
+    assert SparkEnv.from_env({}).jit == "auto"
+    with pytest.raises(ValueError, match="FITNESS_SPARK_JIT must be one of auto, quick, tiered, not 'fast'"):
+        SparkEnv.from_env({"FITNESS_SPARK_JIT": "fast"})
+
+
+def test_the_driver_gets_the_parallel_collector_unless_its_own_options_name_one():
+    options = _driver_java_options(SparkSettings(jit="quick"), archive=False).split()
+    assert DRIVER_GC in options and QUICK_JIT in options
+    assert QUICK_JIT not in _driver_java_options(SparkSettings(jit="tiered"), archive=False).split()
+    own = SparkSettings(extra_conf={"spark.driver.extraJavaOptions": "-XX:+UseG1GC -Xss4m"})
+    options = _driver_java_options(own, archive=False).split()
+    assert DRIVER_GC not in options and options[-2:] == ["-XX:+UseG1GC", "-Xss4m"]
+
+
+@skip_on_connect
+def test_the_running_driver_has_the_parallel_collector_and_the_jit_it_was_given(spark):
+    management = spark._jvm.java.lang.management.ManagementFactory
+    assert {gc.getName() for gc in management.getGarbageCollectorMXBeans()} == {"PS Scavenge", "PS MarkSweep"}
+    quick = QUICK_JIT in list(management.getRuntimeMXBean().getInputArguments())
+    assert running_description().endswith("(quick JIT)" if quick else "(tiered JIT)")
