@@ -114,6 +114,7 @@ def summarize(results: list[Result]) -> Result:
                 **step_split(r["run"]),
                 "python_peak_mib": r["run"]["python_peak_mib"],
                 "jvm_peak_mib": r["run"]["jvm_peak_mib"],
+                "runs_wall_seconds": r.get("runs_wall_seconds"),
             }
             for size, r in graph.items()
         },
@@ -222,6 +223,10 @@ def render(report: Result, comparison: list[str] | None = None) -> str:
             f"{_fmt(g['spark_start_seconds'])} | {g['spark_start_share']:.0%} | "
             f"{g['asset_steps_seconds']:.0f} / {g['check_steps_seconds']:.0f} | {_fmt(g['python_peak_mib'], 0)} | "
             f"{_fmt(g['jvm_peak_mib'], 0)} |")
+    for size, g in s["whole_graph"].items():
+        if g.get("runs_wall_seconds"):
+            lines += ["", f"{size}: the run of median wall time of {len(g['runs_wall_seconds'])}, each on a fresh "
+                      f"lakehouse (walls {', '.join(_fmt(w) for w in g['runs_wall_seconds'])} s)."]
     lines += [
         "",
         f"## ~1 % micro-batch ({MICRO_BATCHES} time-split batches: a run on the batches before batch k, then "

@@ -125,12 +125,23 @@ def scenario_bronze(scenario: Scenario, workdir: Path, options: TaskOptions) -> 
     }
 
 
+MAIN_JOB_RUNS = 3  # the main job is judged against 30 s, and single runs vary by +-3 s here
+
+
 def scenario_graph(scenario: Scenario, workdir: Path, options: TaskOptions) -> Result:
-    """Simulate, then materialize the whole graph on a fresh lakehouse."""
-    return {
-        "data": run_task("simulate", scenario.size, workdir, options),
-        "run": run_task("graph", scenario.size, workdir, options),
-    }
+    """Simulate, then materialize the whole graph on a fresh lakehouse. The main job (tiny)
+    runs MAIN_JOB_RUNS times, each on a fresh copy of the same landing zone with its own
+    lakehouse and Dagster instance; its figures are the run of median wall time."""
+    data = run_task("simulate", scenario.size, workdir, options)
+    if scenario.size != "tiny":
+        return {"data": data, "run": run_task("graph", scenario.size, workdir, options)}
+    runs = []
+    for i in range(MAIN_JOB_RUNS):
+        copy = workdir / f"run-{i}"
+        shutil.copytree(workdir / "landing", copy / "landing")
+        runs.append(run_task("graph", scenario.size, copy, options))
+    runs.sort(key=lambda r: r["wall_seconds"])
+    return {"data": data, "run": runs[len(runs) // 2], "runs_wall_seconds": [r["wall_seconds"] for r in runs]}
 
 
 def scenario_micro_batch(scenario: Scenario, workdir: Path, options: TaskOptions) -> Result:

@@ -158,6 +158,7 @@ def _report(result, store, resources, spark_seconds: float):
     checks and headlines)."""
     from fitness_assets import report as rpt
     from fitness_assets.headlines import headlines
+    from fitness_assets.lakehouse.spark import running_description
 
     report = rpt.RunReport(
         success=result.success,
@@ -169,6 +170,7 @@ def _report(result, store, resources, spark_seconds: float):
                 for e in result.get_asset_check_evaluations()],
         headlines=headlines(store, resources["spark"].session()),
         failed_steps=[e.step_key for e in result.all_events if e.is_step_failure],
+        spark=running_description(),
     )
     page = rpt.write_overview(store, rpt.report_dir(resources["lakehouse"].root), report.headlines)
     return report, page

@@ -32,10 +32,11 @@ class RunReport:
     headlines: dict[str, Any] = field(default_factory=dict)
     failed_steps: list[str] = field(default_factory=list)
     overview: str | None = None  # where the picture overview was written
+    spark: str = ""  # the Spark the run used (mode, memory, JIT)
 
     def render(self) -> str:
         lines = [f"Run {'succeeded' if self.success else 'FAILED'} in {self.wall_seconds:.1f} s "
-                 f"(Spark start-up {self.spark_start_seconds:.1f} s)"]
+                 f"(Spark start-up {self.spark_start_seconds:.1f} s{': ' + self.spark if self.spark else ''})"]
         if self.failed_steps:
             lines.append("Failed steps: " + ", ".join(self.failed_steps))
         lines.append("")

@@ -12,10 +12,12 @@ from pyspark.sql import SparkSession
 from fitness_assets.lakehouse.codegen import DEFAULT_COMPILE_FROM_ROWS, CodegenBySize
 from fitness_assets.lakehouse.spark import (
     DEFAULT_DRIVER_MEMORY,
+    DEFAULT_JIT,
     DEFAULT_MASTER,
     DEFAULT_MODE,
     DEFAULT_SHUFFLE_PARTITIONS,
     JIT_MODES,
+    QUICK_JIT_BELOW_BYTES,
     SparkSettings,
     get_session,
 )
@@ -46,9 +48,9 @@ class SparkResource(PySparkResource):
         description="local and Spark Connect modes: a step runs its queries interpreted (no code generation) until the rows it has "
                     "read reach this many; 0 = always compiled")
     jit: str = Field(
-        default="auto", description=f"local mode, when the driver starts: {' | '.join(JIT_MODES)}; tiered = Java's "
-                                    "C1 then C2, quick = C1 only (faster over little data), auto = quick while "
-                                    "the data_roots hold under 16 MiB")
+        default=DEFAULT_JIT, description=f"local mode, when the driver starts: {' | '.join(JIT_MODES)}; tiered = "
+                                         "Java's C1 then C2, quick = C1 only (faster over little data), auto = quick "
+                                         f"while the data_roots hold under {QUICK_JIT_BELOW_BYTES // 2**20} MiB")
     data_roots: list[str] = Field(default_factory=list,
                                   description="the folders of the data the runs work on (what jit=auto measures)")
 

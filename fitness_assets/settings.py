@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fitness_assets.lakehouse.codegen import DEFAULT_COMPILE_FROM_ROWS
-from fitness_assets.lakehouse.spark import DEFAULT_DRIVER_MEMORY, DEFAULT_MASTER, DEFAULT_MODE, JIT_MODES
+from fitness_assets.lakehouse.spark import (
+    DEFAULT_DRIVER_MEMORY,
+    DEFAULT_JIT,
+    DEFAULT_MASTER,
+    DEFAULT_MODE,
+    JIT_MODES,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_ROOT = PROJECT_ROOT / ".data"
@@ -79,7 +85,7 @@ class SparkEnv:
     connect_url: str | None = None
     driver_memory: str = DEFAULT_DRIVER_MEMORY
     compile_from_rows: int = DEFAULT_COMPILE_FROM_ROWS
-    jit: str = "auto"
+    jit: str = DEFAULT_JIT
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> SparkEnv:
@@ -88,7 +94,7 @@ class SparkEnv:
         if not compile_from.isdecimal():
             raise ValueError(f"FITNESS_SPARK_COMPILE_FROM_ROWS must be a whole number of rows (0: always compile), "
                              f"not {compile_from!r}")
-        jit = env.get("FITNESS_SPARK_JIT") or "auto"
+        jit = env.get("FITNESS_SPARK_JIT") or DEFAULT_JIT
         if jit not in JIT_MODES:
             raise ValueError(f"FITNESS_SPARK_JIT must be one of {', '.join(JIT_MODES)}, not {jit!r}")
         return cls(

@@ -102,7 +102,7 @@ def test_the_driver_jit_follows_the_size_of_the_data_and_a_bad_one_says_what_to_
     assert jit_of(small) == "tiered"
     assert jit_of(SparkSettings(jit="auto", data_roots=("s3://bucket/lakehouse",))) == "tiered"  # not measured
     assert jit_of(SparkSettings(jit="quick", data_roots=(str(lakehouse),))) == "quick"
-    assert jit_of(SparkSettings()) == "tiered"
+    assert jit_of(SparkSettings()) == "tiered"  # auto, no data to measure
     with pytest.raises(ValueError, match="unknown JIT 'fast'"):
         jit_of(SparkSettings(jit="fast"))
 

@@ -353,6 +353,9 @@ def test_the_demo_prints_a_line_per_step_and_neither_spark_nor_dagster_chatter(u
     assert {"silver__users", "gold__workout_bpm_summary", "silver__users__checks"} <= asset_steps | check_steps
     assert asset_steps | check_steps <= steps, f"no progress line for {sorted(asset_steps | check_steps - steps)}"
     assert "Run succeeded" in out
+    # The demo's data is a few hundred kB: its driver ran the quick compiler alone (FITNESS_SPARK_JIT=auto).
+    assert re.search(r"^Run succeeded in [\d.]+ s \(Spark start-up [\d.]+ s: local Spark .+ \(quick JIT\)\)$",
+                     out, re.MULTILINE), out[-3000:]
     for chatter in ("Setting default log level", "WARNING: Using incubator modules", " - DEBUG - ", "STEP_START"):
         assert chatter not in out, f"the demo printed {chatter!r}"
     spark_log = ui.lakehouse.parent / "report" / "spark-driver.log"

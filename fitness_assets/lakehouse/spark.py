@@ -43,9 +43,11 @@ DRIVER_GC = "-XX:+UseParallelGC"
 # full refresh: 168 s tiered, 222 s quick). "quick" stops at C1: in a run over little data,
 # C2's compilations of Spark's own code cost more CPU than they save (the demo's graph:
 # ~4 s less of ~34). "auto" is quick when the data the run works on (the local folders of
-# ``data_roots``) is smaller than QUICK_JIT_BELOW_BYTES, tiered otherwise: the demo's data
-# is 0.2 MB, the 0.5M-reading benchmark's 82 MB, where tiered was 8 s faster.
+# ``data_roots``) is smaller than QUICK_JIT_BELOW_BYTES, tiered otherwise or when it cannot
+# tell: the demo's data is 0.2 MB, the 0.5M-reading benchmark's 82 MB, where tiered was 8 s
+# faster.
 JIT_MODES = ("auto", "quick", "tiered")
+DEFAULT_JIT = "auto"
 QUICK_JIT_BELOW_BYTES = 16 * 2**20
 QUICK_JIT = "-XX:TieredStopAtLevel=1"
 # Settings a running session can change; everything else is fixed when the session starts.
@@ -62,7 +64,7 @@ class SparkSettings:
     driver_memory: str = DEFAULT_DRIVER_MEMORY
     shuffle_partitions: int = DEFAULT_SHUFFLE_PARTITIONS
     extra_conf: dict[str, str] = field(default_factory=dict)
-    jit: str = "tiered"  # local mode, when the JVM starts: see JIT_MODES
+    jit: str = DEFAULT_JIT  # local mode, when the JVM starts: see JIT_MODES
     data_roots: tuple[str, ...] = ()  # what "auto" measures
 
     def key(self) -> tuple:
@@ -115,10 +117,10 @@ def data_bytes(roots: tuple[str, ...], limit: int) -> int | None:
 def jit_of(settings: SparkSettings) -> str:
     """The compilers a local driver starting now gets: "quick" or "tiered" (see JIT_MODES)."""
     if settings.jit not in JIT_MODES:
-        raise ValueError(f"unknown JIT {settings.jit!r}: set FITNESS_SPARK_JIT to auto, quick or tiered")
+        raise ValueError(f"unknown JIT {settings.jit!r}: set FITNESS_SPARK_JIT to one of {', '.join(JIT_MODES)}")
     if settings.jit != "auto":
         return settings.jit
-    size = data_bytes(settings.data_roots, QUICK_JIT_BELOW_BYTES)
+    size = data_bytes(settings.data_roots, QUICK_JIT_BELOW_BYTES) if settings.data_roots else None
     return "quick" if size is not None and size < QUICK_JIT_BELOW_BYTES else "tiered"
 
 
