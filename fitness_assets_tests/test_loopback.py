@@ -9,11 +9,13 @@ import socket
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from fitness_assets.devstack import start_dagster, stop_process
 from fitness_assets.lakehouse.connect_server import SparkConnectServer, free_port, port_open
+from fitness_assets.lakehouse.spark import DRIVER_GC
 from fitness_assets.streaming.broker import MockKafkaBroker
 
 pytestmark = pytest.mark.slow
@@ -61,3 +63,5 @@ def test_spark_connect_and_the_broker_listen_on_loopback_only(tmp_path):
         _assert_loopback_only(broker.port)
     with SparkConnectServer(port=free_port(), driver_memory="1g", log_path=tmp_path / "connect.log") as spark:
         _assert_loopback_only(spark.port)
+        # The server's JVM runs the local driver's collector.
+        assert DRIVER_GC in Path(f"/proc/{spark.pid}/cmdline").read_bytes().decode().split("\0")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pyspark
 
 from fitness_assets.lakehouse import class_archive
-from fitness_assets.lakehouse.spark import DEFAULT_DRIVER_MEMORY, DEFAULT_MASTER
+from fitness_assets.lakehouse.spark import DEFAULT_DRIVER_MEMORY, DEFAULT_MASTER, DRIVER_GC
 
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 DEFAULT_PORT = 15002
@@ -64,7 +64,8 @@ class SparkConnectServer:
         home = spark_home()
         command = [
             str(home / "bin" / "spark-submit"), "--master", self.master, "--driver-memory", self.driver_memory,
-            *(["--driver-java-options", " ".join(options)] if (options := class_archive.java_options()) else []),
+            # The same collector as a local driver (see spark.DRIVER_GC).
+            "--driver-java-options", " ".join([*class_archive.java_options(), DRIVER_GC]),
             # Loopback only: the server would otherwise listen on every interface.
             "--conf", "spark.connect.grpc.binding.address=127.0.0.1",
             "--conf", f"spark.connect.grpc.binding.port={self.port}",

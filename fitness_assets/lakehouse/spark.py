@@ -32,11 +32,13 @@ DEFAULT_MASTER = "local[2]"
 DEFAULT_DRIVER_MEMORY = "3g"
 DEFAULT_SHUFFLE_PARTITIONS = 4
 MODES = ("local", "connect", "databricks")
-# The local driver's garbage collector. Against Java's default (G1) on this project's runs
-# (2 cores, 3g heap, 2026-12-05): the 5M full refresh 181.3 -> 168.1 s with a JVM peak of
-# 3.8 -> 3.0 GiB, the 5M micro-batch 53.3 -> 48.8 s. G1's concurrent threads compete with the
-# queries for two cores; the parallel collector pauses instead. A collector named in the
-# caller's own spark.driver.extraJavaOptions replaces it (the JVM refuses two).
+# The garbage collector of the local driver and of the Spark Connect server this project
+# starts. Against Java's default (G1) on this project's runs (2 cores, 3g heap, 2026-12-05):
+# the 5M full refresh 181.3 -> 168.1 s with a JVM peak of 3.8 -> 3.0 GiB, the 5M micro-batch
+# 53.3 -> 48.8 s (on a warm Connect server 37.6 -> 33.8 s, its peak 3.6 -> 3.1 GiB). G1's
+# concurrent threads compete with the queries for two cores; the parallel collector pauses
+# instead. A collector named in the caller's own spark.driver.extraJavaOptions replaces it
+# on the local driver (the JVM refuses two).
 DRIVER_GC = "-XX:+UseParallelGC"
 # The local driver's just-in-time compilers. "tiered" is Java's default: the quick compiler
 # (C1), then the optimizing one (C2) for hot code, which pays over millions of rows (the 5M
