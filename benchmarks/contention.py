@@ -11,7 +11,7 @@ import time
 
 from benchmarks.config import DRIVER_MEMORY, QUIET_SHARE, ROOT, Result
 from fitness_assets.lakehouse import class_archive
-from fitness_assets.lakehouse.spark import DEFAULT_MASTER
+from fitness_assets.lakehouse.spark import DEFAULT_MASTER, DRIVER_GC
 from fitness_assets.settings import SparkEnv
 
 
@@ -75,4 +75,6 @@ def machine_facts() -> Result:
         "driver_memory": DRIVER_MEMORY,
         "class_archive": bool(class_archive.java_options()),
         "compile_from_rows": SparkEnv.from_env().compile_from_rows,
+        "jit": SparkEnv.from_env().jit,
+        "gc": DRIVER_GC,
     }

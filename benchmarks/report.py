@@ -169,7 +169,9 @@ def _codegen(machine: dict) -> str:
     rows = machine.get("compile_from_rows")
     if rows is None:
         return ""
-    return ", every query compiled" if rows == 0 else f", a step compiled from {rows:,} rows read"
+    compiled = ", every query compiled" if rows == 0 else f", a step compiled from {rows:,} rows read"
+    jvm = f", JIT {machine['jit']}, `{machine['gc']}`" if "jit" in machine else ""
+    return compiled + jvm
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:

@@ -193,12 +193,12 @@ def task_run(selection: list[str] | None, workdir: Path) -> Result:
     home = workdir / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
     with instance_for_test(temp_dir=str(home)) as instance:
-        # Local Spark at the benchmark's driver memory, the code generation threshold as configured;
+        # Local Spark at the benchmark's driver memory, the code generation threshold and JIT as configured;
         # or the scenario's warm Spark Connect server.
-        url = os.environ.get(CONNECT_URL_ENV)
+        url, configured = os.environ.get(CONNECT_URL_ENV), SparkEnv.from_env()
         spark_env = (SparkEnv(mode="connect", connect_url=url, driver_memory=DRIVER_MEMORY) if url else
-                     SparkEnv(driver_memory=DRIVER_MEMORY, compile_from_rows=SparkEnv.from_env().compile_from_rows,
-                              jit=SparkEnv.from_env().jit))
+                     SparkEnv(driver_memory=DRIVER_MEMORY, compile_from_rows=configured.compile_from_rows,
+                              jit=configured.jit))
         report = run_graph(selection, settings, spark_env, instance=instance)
         steps, job_seconds = _step_seconds(instance)
     _stop_spark_and_reap_jvm()
