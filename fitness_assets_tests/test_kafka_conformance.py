@@ -11,6 +11,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -303,8 +304,57 @@ RAW_LINES = [
     '"partition": 1, "offset": 11, "timestamp": 1678095123000, "extra": [1, {"a": 2}]}',
     '{"key": "k", "value": "{\\"device_id\\": 1, \\"time\\": 1678095123, \\"heartrate\\": 60}", "topic": "bpm", '
     '"partition": -0, "offset": 12, "timestamp": 1678095123000}',
+    # No partition or no offset (never so in a Kafka record), with other problems before them.
+    '{"key": "k", "value": "{}", "topic": "nope", "offset": 1, "timestamp": 1678095123000}',
+    '{"key": "k", "value": null, "topic": "bpm", "partition": 1, "timestamp": 1678095123000}',
+    '{"value": "{}", "partition": null, "offset": null}',
+    '{"key": "k", "value": "{}", "topic": "bpm", "offset": 1, "timestamp": "x"}',
+    '{"key": "k", "value": "{}", "topic": "bpm", "partition": 1, "timestamp": 1678095123000}',
     "[1, 2]", "12", '"text"', "null", "{}", "{", "[" * 2000 + "]" * 2000, "{\"a\":" * 1200 + "1" + "}" * 1200,
     '{"value": "' + "9" * 1500 + '", "topic": "bpm", "partition": ' + "1" * 1100 + ', "offset": 1, "timestamp": 1}',
+]
+
+
+
+
+def _compact(key: str = '"11"', device: str = "11", time: str = str(T0 + 60), heartrate: str = "99.5",
+             partition: str = "1", offset: str = "7", timestamp: str = str(T0 * 1000)) -> str:
+    """A heart-rate record in the producer's compact form, each part given as its JSON text."""
+    value = f'{{\\"device_id\\":{device},\\"time\\":{time},\\"heartrate\\":{heartrate}}}'
+    return f'{{"key":{key},"value":"{value}","topic":"bpm","partition":{partition},"offset":{offset},"timestamp":{timestamp}}}'
+
+
+def _iso(text: str) -> str:
+    return '\\"' + text + '\\"'
+
+
+#: Compact lines at every edge of the Arrow fast path (kafka_arrow.COMPACT_BPM): those it may
+#: take and those it must leave to the general path, accepted or not.
+COMPACT_VARIANTS = [
+    *[_compact(key=k) for k in ("null", '""', '"a-b_C9"', '"k\\u0041"', '"k\\"x"', '"' + "x" * 64 + '"',
+                                '"' + "x" * 65 + '"', "1", "true")],
+    *[_compact(device=d) for d in ("0", "01", "-1", "9" * 18, "9223372036854775807", "9223372036854775808", "1.0",
+                                   "1e2", '\\"11\\"', "null")],
+    *[_compact(time=t) for t in (
+        "0", "00", "-1", "9" * 11, "253402300799", "253402300800", f"{T0}.123456789012", f"{T0}.1234567890123",
+        f"{T0}.", f"{T0}e0", "1e9", "null", _iso("2023-03-06T10:15:02Z"), _iso("2023-03-06T10:15:02.123456789Z"),
+        _iso("2023-03-06T10:15:02.1234567891Z"), _iso("2023-02-28T23:59:59Z"), _iso("2023-02-29T00:00:00Z"),
+        _iso("2024-02-29T00:00:00Z"), _iso("2023-04-30T00:00:00Z"), _iso("2023-04-31T00:00:00Z"),
+        _iso("2023-03-31T00:00:00Z"), _iso("1899-12-31T23:59:59Z"), _iso("1899-12-28T23:59:59Z"), _iso("1900-01-01T00:00:00Z"),
+        _iso("2999-12-28T23:59:59Z"), _iso("3000-01-01T00:00:00Z"), _iso("2023-00-01T00:00:00Z"),
+        _iso("2023-13-01T00:00:00Z"), _iso("2023-03-00T00:00:00Z"), _iso("2023-03-06T24:00:00Z"),
+        _iso("2023-03-06T10:60:00Z"), _iso("2023-03-06T10:15:60Z"), _iso("2023-03-06 10:15:02Z"),
+        _iso("2023-03-06T10:15:02"), _iso("2023-03-06T10:15:02+01:00"), _iso("2023-03-06T10:15:02.Z"))],
+    *[_compact(heartrate=h) for h in ("null", "0", "-0", "-99.5", "9" * 9, "9" * 9 + "." + "9" * 12, "1" + "0" * 9,
+                                      "9" * 12, "-" + "9" * 12 + ".9", "1e3", "99.", ".5", "-", "NaN",
+                                      '\\"99\\"', "true")],
+    *[_compact(partition=p) for p in ("0", "01", "9" * 9, "2147483647", "2147483648", "-1", "1.0")],
+    *[_compact(offset=o) for o in ("0", "9" * 18, "9223372036854775807", "9223372036854775808", "-0")],
+    *[_compact(timestamp=t) for t in ("0", "9" * 11, "1" + "0" * 11, "253402300799999", "253402300800000",
+                                      "9" * 18, "253402300799", str(T0), "-1", "1" + "0" * 18)],
+    " " + _compact(), _compact() + " ", _compact().replace('"topic":"bpm"', '"topic": "bpm"'),
+    _compact().replace('"topic":"bpm"', '"topic":"workout"'), _compact().replace("}", "} ", 1),
+    _compact().replace('"value":"{', '"value":"{\\"extra\\":1,'),
 ]
 
 
@@ -317,7 +367,7 @@ def _landing_lines(tmp_path: Path) -> list[str]:
         else:
             record[name] = value
         lines.append(json.dumps(record))
-    lines += RAW_LINES
+    lines += RAW_LINES + COMPACT_VARIANTS
     batch = _records()
     for topic, partition, offset, timestamp, key, value in zip(batch.topics, batch.partitions, batch.offsets,
                                                                batch.timestamps, batch.keys, batch.values, strict=True):
@@ -337,24 +387,29 @@ def _landing_lines(tmp_path: Path) -> list[str]:
 def test_plain_lines_are_decided_without_spark_exactly_as_spark_decides_them(spark, calendar, tmp_path):
     """The multiplex landing path with the Python pre-pass (`plain_lines`, then Spark for the
     rest) and without it (Spark for every line) give the same rows, column for column."""
-    from fitness_assets.pipelines.bronze import _Batch, _parse_lines
+    from fitness_assets.pipelines.bronze import LINES_SCHEMA, _Batch, _parse_lines
     from fitness_assets.tables import KAFKA_MULTIPLEX_BZ
 
     lines = _landing_lines(tmp_path)
-    read = _Batch(lines=[(f"kafka_multiplex/part-{n % 3}.json", n + 1, line) for n, line in enumerate(lines)])
+    read = _Batch(lines=[pa.table({"source_file": [f"kafka_multiplex/part-{n % 3}.json" for n in range(len(lines))],
+                                   "line": list(range(1, len(lines) + 1)), "raw": lines}, schema=LINES_SCHEMA)])
     table = calendar.toArrow()
     taken_by_plain: list[int] = []
+    refused_by_plain: list[int] = []
 
     def plain(raws):
-        taken, rows = kafka_arrow.plain_lines(raws, table)
-        taken_by_plain.extend(taken)
-        return taken, rows
+        decided = kafka_arrow.plain_lines(raws, table)
+        taken_by_plain.extend(decided.taken)
+        refused_by_plain.extend(decided.refused)
+        return decided
 
     def parse(frame):
         return parsers.parse_kafka_multiplex(frame, calendar)
 
     def rows(data: pa.Table) -> Counter:
-        return Counter(tuple(r.values()) for r in data.to_pylist())
+        """Usable lines whole; refused lines by what their quarantine row keeps."""
+        kept = ("source_file", "line", "raw", "reason")
+        return Counter(tuple(v for k, v in r.items() if r["reason"] is None or k in kept) for r in data.to_pylist())
 
     both = _parse_lines(spark, KAFKA_MULTIPLEX_BZ, parse, read, plain)
     spark_only = _parse_lines(spark, KAFKA_MULTIPLEX_BZ, parse, read, None)
@@ -363,8 +418,37 @@ def test_plain_lines_are_decided_without_spark_exactly_as_spark_decides_them(spa
     only_plain, only_spark = rows(both) - rows(spark_only), rows(spark_only) - rows(both)
     assert not only_plain and not only_spark, (
         f"with the pre-pass only: {list(only_plain)[:4]}; Spark alone only: {list(only_spark)[:4]}")
-    # Many lines are plain (the simulated chain), and Spark still decides and accepts others.
+    # Many lines are plain (the simulated chain): usable, or refused for several reasons; and
+    # Spark still decides the other lines, accepting some and refusing others.
     reasons = both.column("reason").to_pylist()
-    assert len(taken_by_plain) > 1000 and reasons.count(None) > len(taken_by_plain)
-    assert all(reasons[i] is None for i in range(len(taken_by_plain)))
-    assert len({r.split(":")[0] for r in reasons if r}) >= 4
+    n_taken, n_refused = len(taken_by_plain), len(refused_by_plain)
+    assert n_taken > 1000 and n_refused > 20
+    assert reasons[:n_taken] == [None] * n_taken and all(reasons[n_taken:n_taken + n_refused])
+    assert len({r.split(":")[0] for r in reasons[n_taken:n_taken + n_refused]}) >= 3
+    by_spark = reasons[n_taken + n_refused:]
+    assert by_spark.count(None) > 0 and len({r.split(":")[0] for r in by_spark if r}) >= 3
+
+
+def test_compact_lines_are_decided_by_arrow_as_python_decides_them_one_by_one(calendar, tmp_path):
+    """The Arrow fast path for compact heart-rate lines changes nothing: `plain_lines` takes and
+    refuses the same lines, with the same bronze columns and reasons, as the one-by-one Python
+    decision, however the lines are chunked; it decides most simulated lines, and leaves each edge it cannot be sure
+    of to the general path."""
+    lines = _landing_lines(tmp_path)
+    table = calendar.toArrow()
+    expected_taken, expected_rows, expected_refused, expected_reasons = kafka_arrow._plain_python(lines, table)
+    for chunks in (1, 3, 17):
+        size = -(-len(lines) // chunks)
+        chunked = pa.chunked_array([pa.array(lines[i:i + size], pa.string()) for i in range(0, len(lines), size)])
+        decided = kafka_arrow.plain_lines(chunked, table)
+        order = np.argsort(decided.taken)
+        assert decided.taken[order].tolist() == expected_taken
+        assert decided.rows.schema == expected_rows.schema
+        assert decided.rows.take(pa.array(order)).to_pylist() == expected_rows.to_pylist()
+        assert decided.refused.tolist() == expected_refused and decided.reasons.to_pylist() == expected_reasons
+    compact, _ = kafka_arrow.compact_bpm_lines(pa.chunked_array([pa.array(lines, pa.string())]), table)
+    assert compact.sum() > 500 and set(np.flatnonzero(compact).tolist()) <= set(expected_taken)
+    by_line = dict(zip(lines, compact.tolist(), strict=False))
+    assert by_line[_compact(time=_iso("2023-02-28T23:59:59Z"))] and by_line[_compact(key="null")]
+    assert not any(by_line[_compact(time=_iso(day))] for day in ("2024-02-29T00:00:00Z", "2023-03-31T00:00:00Z"))
+    assert _compact(time=_iso("2024-02-29T00:00:00Z")) in {lines[i] for i in expected_taken}

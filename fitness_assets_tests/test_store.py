@@ -270,3 +270,15 @@ def test_a_read_within_a_range_gives_exactly_its_rows_and_opens_only_files_that_
         assert {r["k"] for r in frame.collect()} == keys, within
         if isinstance(store, DeltaRsTableStore):
             assert len(frame.inputFiles()) == files, (within, frame.inputFiles())
+
+
+def test_arrow_rows_reach_spark_whole_even_after_an_empty_chunk(spark):
+    """A table concatenated from parts, one of them empty (a landing file with no lines, an
+    empty change-feed batch), reaches Spark with every row, in order. Classic PySpark's own
+    ``createDataFrame`` stops at the first empty record batch."""
+    from fitness_assets.lakehouse.spark import arrow_frame
+
+    parts = [pa.table({"n": [1, 2]}), pa.table({"n": pa.array([], pa.int64())}), pa.table({"n": [3, 4]})]
+    table = pa.concat_tables(parts)
+    assert [r["n"] for r in arrow_frame(spark, table).collect()] == [1, 2, 3, 4]
+    assert arrow_frame(spark, pa.concat_tables(parts[1:2] * 2)).count() == 0

@@ -14,8 +14,10 @@ import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import pyarrow as pa
 from pyspark.errors import PySparkRuntimeError
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StructType
 
 from fitness_assets.lakehouse import class_archive
 
@@ -234,3 +236,15 @@ def stop_session() -> None:
             _SESSION.stop()
         _SESSION = None
         _SESSION_KEY = None
+
+
+def arrow_frame(spark: SparkSession, table: pa.Table, schema: StructType | None = None) -> DataFrame:
+    """``spark.createDataFrame(table)`` without losing rows: classic PySpark streams the table's
+    record batches to the JVM, which stops at the first empty one, so every row after an empty
+    chunk (a file with no lines, an empty Delta file) was silently dropped. Empty batches are
+    left out here; the rows are not copied."""
+    batches = table.to_batches()
+    kept = [batch for batch in batches if batch.num_rows]
+    if kept and len(kept) != len(batches):
+        table = pa.Table.from_batches(kept, schema=table.schema)
+    return spark.createDataFrame(table, schema) if schema is not None else spark.createDataFrame(table)

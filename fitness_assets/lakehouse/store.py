@@ -37,6 +37,7 @@ from pyspark.sql.pandas.types import from_arrow_schema
 
 from fitness_assets.lakehouse import delta_sql
 from fitness_assets.lakehouse.codegen import CodegenBySize
+from fitness_assets.lakehouse.spark import arrow_frame
 from fitness_assets.tables import TableSpec
 
 OP_COLUMN = "_op"
@@ -340,7 +341,7 @@ class DeltaRsTableStore(TableStore):
             if len(wanted) == len(files):
                 subset = pads.FileSystemDataset(wanted, dataset.schema, dataset.format, dataset.filesystem)
                 rows = self.to_arrow(spec, subset.to_table(columns=spec.column_names))
-                return self.spark.createDataFrame(rows, schema)
+                return arrow_frame(self.spark, rows, schema)
         location = self.location(spec)
         uris = [uri for uri in table.file_uris() if uri.removeprefix(location).lstrip("/") in files]
         if len(uris) != len(files):
@@ -386,7 +387,7 @@ class DeltaRsTableStore(TableStore):
             return self.empty_frame(spec, ["_change_type"])
         schema = from_arrow_schema(spec.schema).add("_change_type", "string")
         self.codegen.reading(table.num_rows)
-        return self.spark.createDataFrame(table.select([*spec.column_names, "_change_type"]), schema)
+        return arrow_frame(self.spark, table.select([*spec.column_names, "_change_type"]), schema)
 
     def check_writable(self) -> None:
         """Fail fast, in one line, when the lakehouse root cannot take writes (read-only
@@ -739,7 +740,7 @@ class SparkDeltaTableStore(TableStore):
         extra = [pa.field(OP_COLUMN, pa.string())] if with_op else []
         if isinstance(data, pa.Table):
             table = self.to_arrow(spec, data, extra)
-            return self.spark.createDataFrame(table, from_arrow_schema(table.schema))
+            return arrow_frame(self.spark, table, from_arrow_schema(table.schema))
         names = [*spec.column_names, *[f.name for f in extra]]
         return data.select(*[F.col(delta_sql.quote_identifier(n)) for n in names])
 

@@ -43,9 +43,11 @@ import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from fitness_assets.lakehouse.spark import arrow_frame
 from fitness_assets.lakehouse.store import CommitResult, TableStore, Txn
 from fitness_assets.tables import TableSpec
 from fitness_assets.transforms.bronze import LANDING_FORMATS, REASON, LandingFormat
+from fitness_assets.transforms.kafka_arrow import PlainLines
 
 FILE_LINE = 0  # `line` of a quarantine row about a whole file that could not be read
 CHANGED_LINE = -1  # `line` of a quarantine row about a file that changed after ingestion
@@ -197,6 +199,26 @@ def decoded_lines(data: bytes) -> tuple[list[tuple[int, str]], list[tuple[int, b
     return [(n, line) for n, line in enumerate(parts, start=1) if line.strip(ASCII_BLANK)], []
 
 
+_BLANK_LINE = r"\A[ \t\x0b\x0c]*\z"  # ASCII_BLANK within a line that has no line break
+
+
+def arrow_lines(data: bytes) -> tuple[pa.Array, pa.Array, list[tuple[int, bytes]]]:
+    """``decoded_lines`` in Arrow: the numbers and texts of the non-blank UTF-8 lines, and the
+    lines that are not UTF-8. A file that is valid UTF-8 with ``\\n`` line ends only (the
+    common case) is validated and split by Arrow, without a Python string per line."""
+    if b"\r" not in data and len(data) < 2**31 - 1:
+        try:
+            text = pa.array([data], pa.binary()).cast(pa.string())
+        except pa.ArrowInvalid:  # not UTF-8 somewhere: lines are decoded one by one below
+            text = None
+        if text is not None:
+            pieces = pc.split_pattern(text, "\n").flatten()
+            keep = pc.invert(pc.match_substring_regex(pieces, _BLANK_LINE))
+            return pa.array(np.arange(1, len(pieces) + 1, dtype=np.int64)).filter(keep), pieces.filter(keep), []
+    good, bad = decoded_lines(data)
+    return pa.array([n for n, _ in good], pa.int64()), pa.array([line for _, line in good], pa.string()), bad
+
+
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -252,14 +274,14 @@ def ingest(
     max_files_per_batch: int = 64,
     max_batches: int = 1000,
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-    plain: Callable[[list[str]], tuple[list[int], pa.Table]] | None = None,
+    plain: Callable[[pa.ChunkedArray], PlainLines] | None = None,
 ) -> IngestReport:
     """Ingest the landing files of ``source`` not yet in ``bronze``, in bounded batches, after
     reporting files that changed since they were ingested.
 
-    ``plain``, where given, decides the lines it can without Spark: it returns the indices of
-    the lines it accepts and their bronze columns (all but ``source_file`` and ``load_time``);
-    ``parse`` gets the rest (and every rejected line, whose quarantine row it writes)."""
+    ``plain``, where given, decides the lines it can without Spark: the lines it accepts with
+    their bronze columns (all but ``source_file`` and ``load_time``), and the lines it refuses
+    with their reasons; ``parse`` gets the rest, and writes the quarantine rows of those."""
     check_landing_root(landing_root)
     store.check_writable()
     fmt = LANDING_FORMATS[source]
@@ -330,7 +352,7 @@ def _report_changed_files(store: TableStore, quarantine: TableSpec, listed: list
 
 @dataclass
 class _Batch:
-    lines: list[tuple[str, int, str]] = field(default_factory=list)
+    lines: list[pa.Table] = field(default_factory=list)  # LINES_SCHEMA (file names dictionary-encoded), per file
     rejected: list[tuple[str, int, str | None, str]] = field(default_factory=list)
     landing: dict[str, dict[str, Any]] = field(default_factory=dict)
     read: list[LandingFile] = field(default_factory=list)
@@ -361,8 +383,9 @@ def _read_batch(batch: list[LandingFile], fmt: LandingFormat) -> _Batch:
             out.landing[f.relative]["refused"] = e.why
             out.rejected.append((f.relative, FILE_LINE, None, f"{UNREADABLE}:{e.why}"))
             continue
-        good, bad = decoded_lines(text)
-        out.lines.extend((f.relative, n, line) for n, line in good)
+        numbers, lines, bad = arrow_lines(text)
+        name = pa.DictionaryArray.from_arrays(pa.array(np.zeros(len(lines), np.int32)), pa.array([f.relative]))
+        out.lines.append(pa.table([name, numbers, lines], names=LINES_SCHEMA.names))
         out.rejected.extend((f.relative, n, line.decode("utf-8", "backslashreplace"), fmt.malformed) for n, line in bad)
     return out
 
@@ -370,7 +393,7 @@ def _read_batch(batch: list[LandingFile], fmt: LandingFormat) -> _Batch:
 def _parsed_schema(bronze: TableSpec) -> pa.Schema:
     """What a batch's parse yields: the bronze columns but ``load_time`` and ``source_file``,
     then where the line comes from (``source_file``, ``line``), the line when it was rejected
-    (``raw``), and why (``reason``)."""
+    (``raw``), and why (``reason``). Only the quarantine's columns of a rejected line are used."""
     fields = [pa.field(f.name, f.type) for f in bronze.schema if f.name not in ("load_time", "source_file")]
     return pa.schema([*fields, pa.field("source_file", pa.string()), pa.field("line", pa.int64()),
                       pa.field("raw", pa.string()), pa.field(REASON, pa.string())])
@@ -378,43 +401,73 @@ def _parsed_schema(bronze: TableSpec) -> pa.Schema:
 
 def _parse_lines(spark, bronze: TableSpec, parse, read: _Batch, plain,
                  reading: Callable[[int], None] | None = None) -> pa.Table:
-    """The parsed rows of a batch's lines: the plain ones decided by ``plain`` in Python, the
-    rest by ``parse`` in Spark (``reading`` is told how many lines Spark reads)."""
+    """The parsed rows of a batch's lines: the plain ones decided by ``plain`` without Spark
+    (usable or not), the rest by ``parse`` in Spark (``reading`` is told how many lines Spark reads)."""
     schema = _parsed_schema(bronze)
-    sources = [s for s, _, _ in read.lines]
-    numbers = [n for _, n, _ in read.lines]
-    raws = [r for _, _, r in read.lines]
+    lines = pa.concat_tables(read.lines) if read.lines else LINES_SCHEMA.empty_table()
     parts = []
-    if plain is not None and raws:
-        taken, rows = plain(raws)
-        if taken:
-            origin = {"source_file": pa.array([sources[i] for i in taken], pa.string()),
-                      "line": pa.array([numbers[i] for i in taken], pa.int64()),
-                      "raw": pa.nulls(len(taken), pa.string()), REASON: pa.nulls(len(taken), pa.string())}
-            parts.append(pa.table({f.name: rows[f.name] if f.name in rows.column_names else origin[f.name]
+    if plain is not None and lines.num_rows:
+        decided = plain(lines.column("raw"))
+        if len(decided.taken):
+            origin = _origin(read.lines).take(pa.array(decided.taken, pa.int64()))
+            nulls = pa.nulls(len(decided.taken), pa.string())
+            columns = {**{name: origin.column(name) for name in ("source_file", "line")}, "raw": nulls, REASON: nulls}
+            parts.append(pa.table({f.name: decided.rows[f.name] if f.name in decided.rows.column_names
+                                   else columns[f.name] for f in schema}).cast(schema))
+        if len(decided.refused):
+            refused = np.zeros(lines.num_rows, dtype=bool)
+            refused[decided.refused] = True  # ascending, as the reasons: a filter keeps that order
+            origin = lines.filter(pa.array(refused))
+            columns = {name: origin.column(name) for name in ("source_file", "line", "raw")} | {REASON: decided.reasons}
+            parts.append(pa.table({f.name: columns[f.name] if f.name in columns else pa.nulls(origin.num_rows, f.type)
                                    for f in schema}).cast(schema))
-            left = np.ones(len(raws), dtype=bool)
-            left[taken] = False
-            rest = np.flatnonzero(left).tolist()
-            sources, numbers, raws = [sources[i] for i in rest], [numbers[i] for i in rest], [raws[i] for i in rest]
-    if raws or not parts:
-        lines = pa.table([sources, numbers, raws], schema=LINES_SCHEMA)
+        left = np.ones(lines.num_rows, dtype=bool)
+        left[decided.taken] = False
+        left[decided.refused] = False
+        lines = lines.filter(pa.array(left))
+    if lines.num_rows or not parts:
         if reading is not None:
             reading(lines.num_rows)
-        parsed = parse(spark.createDataFrame(lines))
+        parsed = parse(arrow_frame(spark, lines.cast(LINES_SCHEMA)))
         bad_raw = F.when(F.col(REASON).isNotNull(), F.col("raw")).alias("raw")
         parts.append(parsed.select(*[bad_raw if name == "raw" else name for name in schema.names]).toArrow().cast(schema))
     return pa.concat_tables(parts)
+
+
+def _origin(lines: list[pa.Table]) -> pa.Table:
+    """``source_file`` (dictionary-encoded: an entry per file, an index per line) and ``line`` of
+    the batch's lines, each in one chunk, so that taking many rows copies no file names."""
+    table = pa.concat_tables(lines)
+    source = table.column("source_file")
+    if not pa.types.is_dictionary(source.type):
+        source = source.dictionary_encode()
+    return pa.table({"source_file": source.unify_dictionaries().combine_chunks(),
+                     "line": table.column("line").combine_chunks()})
+
+
+def _split_by_reason(data: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """The usable rows (no ``reason``) and the refused ones. The parts a batch is made of are
+    often all of one kind (the plain lines taken or refused): those are not copied."""
+    good, bad = [], []
+    for batch in data.to_batches():
+        refused = batch.num_rows - batch.column(REASON).null_count
+        if refused == 0:
+            good.append(batch)
+        elif refused == batch.num_rows:
+            bad.append(batch)
+        else:
+            is_bad = pc.is_valid(batch.column(REASON))
+            good.append(batch.filter(pc.invert(is_bad)))
+            bad.append(batch.filter(is_bad))
+    return pa.Table.from_batches(good, data.schema), pa.Table.from_batches(bad, data.schema)
 
 
 def _ingest_batch(store, spark, bronze, quarantine, parse, fmt, batch, sequence, load_time, report,
                   plain=None) -> CommitResult:
     read = _read_batch(batch, fmt)
     data = _parse_lines(spark, bronze, parse, read, plain, store.codegen.reading)
-    load_col = pa.array([load_time] * data.num_rows, type=pa.timestamp("us", tz="UTC"))
-    data = data.append_column("load_time", load_col)
-    is_bad = pc.is_valid(data[REASON])
-    good, bad = data.filter(pc.invert(is_bad)), data.filter(is_bad)
+    data = data.append_column("load_time", pa.repeat(pa.scalar(load_time, pa.timestamp("us", tz="UTC")), data.num_rows))
+    good, bad = _split_by_reason(data)
     quarantine_rows = bad.select(quarantine.column_names).cast(quarantine.schema)
     if read.rejected:
         early = pa.table({

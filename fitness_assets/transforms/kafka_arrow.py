@@ -30,6 +30,8 @@ import json.scanner
 import math
 import re
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 from zoneinfo import ZoneInfo, available_timezones
 
 import numpy as np
@@ -810,19 +812,132 @@ def _decide(topics: Sequence[str | None], timestamps: Sequence[int | None], valu
 _OUTER_FIELDS = frozenset(KAFKA_FIELDS)
 
 
-def plain_lines(raw: Sequence[str], calendar: pa.Table) -> tuple[list[int], pa.Table]:
-    """The multiplex landing lines that are plain, usable records, decided without Spark: the
-    indices of those lines and their bronze columns (``source_file`` left to the caller).
+class PlainLines(NamedTuple):
+    """What :func:`plain_lines` decided, by line index."""
+
+    taken: np.ndarray  # the usable records (the compact ones first, then the others)
+    rows: pa.Table  # their bronze columns, ``source_file`` left to the caller, in the same order
+    refused: np.ndarray  # the plain records with a problem (ascending)
+    reasons: pa.Array  # the problem of each, as Spark's parser of the multiplex names it
+
+
+def plain_lines(raw: Sequence[str] | pa.Array | pa.ChunkedArray, calendar: pa.Table) -> PlainLines:
+    """The multiplex landing lines that are plain records, decided without Spark: the usable
+    ones with their bronze columns, and the others with their problem.
 
     A line is *plain* when ``json.loads`` reads it as an object with no other fields than the
-    record's, string ``topic``/``value`` (and ``key`` or none), integer ``partition``, ``offset``
-    and ``timestamp`` (never booleans, floats or quoted numbers) in the ranges Kafka gives, and
-    strings that are valid Unicode. For such a line the text Spark's reader gives each field is
-    the string itself or the integer's digits, so the line is exactly a Kafka record and is
-    decided by the rules :func:`validate_records` applies to one (the same as Spark's, tested
-    in ``test_kafka_conformance.py``). Only lines that rules accept are taken; every other
-    line (not plain, or with a problem) is left to the Spark parser, which also writes the
-    quarantine row with its exact reason and the line as it was."""
+    record's, each absent, null, or of its type: string ``key``, ``topic`` and ``value``,
+    integer ``partition``, ``offset`` and ``timestamp`` (never booleans, floats or quoted
+    numbers) in the ranges Kafka gives; and strings that are valid Unicode. For such a line the
+    text Spark's reader gives each field is NULL, the string itself or the integer's digits, so
+    a line with a partition and an offset is exactly a Kafka record and is decided by the rules
+    :func:`validate_records` applies to one (the same as Spark's, with the same reasons: tested
+    in ``test_kafka_conformance.py``), and one without is refused for the first missing field.
+    Every other line is left to the Spark parser, which writes its quarantine row with its
+    exact reason.
+
+    Lines in the producer's own compact form of a heart-rate record are decided first, all at
+    once by Arrow (:func:`compact_bpm_lines`); the others one by one in Python."""
+    lines = _string_array(raw)
+    compact, compact_rows = compact_bpm_lines(lines, calendar)
+    rest = np.flatnonzero(~compact)
+    rest_taken, rest_rows, refused, reasons = _plain_python(
+        lines.filter(pa.array(~compact)).to_pylist() if len(rest) else [], calendar)
+    return PlainLines(np.concatenate([np.flatnonzero(compact), rest[rest_taken]]),
+                      pa.concat_tables([compact_rows, rest_rows]), rest[refused], pa.array(reasons, pa.string()))
+
+
+def _string_array(raw: Sequence[str] | pa.Array | pa.ChunkedArray) -> pa.ChunkedArray:
+    if isinstance(raw, pa.Array):
+        raw = pa.chunked_array([raw])
+    elif not isinstance(raw, pa.ChunkedArray):
+        raw = pa.chunked_array([pa.array(raw, pa.string())], pa.string())
+    return raw.cast(pa.string()) if raw.type != pa.string() else raw
+
+
+# The producer's compact heart-rate record, as one landing line. Every part is fixed text or
+# digits, so for a line that matches, the JSON reading is known without parsing it: the key is
+# its text, the value its text with each \" unescaped (no other escape can occur), the topic
+# "bpm", the integers their digits (no leading zeros, which JSON refuses; at most 9 or 18
+# digits, so in range for INT and BIGINT). The payload is usable by construction: device_id an
+# in-range BIGINT, time a number below 10^11 seconds or a UTC instant of 1900-2999 on a day
+# every month has (29-31 are left to the general path), heart rate null or of magnitude below
+# 10^9. Only the record's timestamp range is left to compute.
+_INT = r"(?:0|[1-9][0-9]{0,%d})"
+_FRACTION = r"(?:\.[0-9]{1,12})?"
+_ISO_DAY = (r'\\"(?:19|2[0-9])[0-9]{2}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])'
+            r'T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{1,9})?Z\\"')
+COMPACT_BPM = (
+    r'\A\{"key":(?:null|"[0-9A-Za-z_-]{0,64}"),'
+    r'"value":"\{\\"device_id\\":' + _INT % 17
+    + r',\\"time\\":(?:' + _INT % 10 + _FRACTION + "|" + _ISO_DAY + r')'
+    + r',\\"heartrate\\":(?:null|-?' + _INT % 8 + _FRACTION + r')\}",'
+    r'"topic":"bpm","partition":' + _INT % 8 + r',"offset":' + _INT % 17 + r',"timestamp":' + _INT % 17 + r'\}\z')
+#: The fields of a line known to match COMPACT_BPM (matching is quick, extracting the strict
+#: pattern's groups is not): each group ends at the first character that cannot be in it.
+_COMPACT_FIELDS = (r'\A\{"key":(?P<key>null|"[^"]*"),"value":"(?P<value>[^"\\]*(?:\\"[^"\\]*)*)","topic":"bpm",'
+                   r'"partition":(?P<partition>[0-9]+),"offset":(?P<offset>[0-9]+),"timestamp":(?P<timestamp>[0-9]+)\}\z')
+_COMPACT_THREADS = 2
+
+
+def _compact_piece(lines: pa.Array) -> tuple[pa.BooleanArray, pa.Table]:
+    """Which lines of one piece match COMPACT_BPM, and their fields. Arrow kernels only (run
+    on worker threads: no conversion from Python or numpy, whose first use imports modules)."""
+    matched = pc.match_substring_regex(lines, COMPACT_BPM)
+    found = pc.extract_regex(pc.filter(lines, matched), _COMPACT_FIELDS)
+    return matched, pa.Table.from_arrays(
+        [found.field("key"), pc.replace_substring(found.field("value"), '\\"', '"'),
+         *(pc.cast(found.field(name), pa.int64()) for name in ("partition", "offset", "timestamp"))],
+        names=["key", "value", "partition", "offset", "timestamp"])
+
+
+def _json_key(text: pa.Array) -> pa.Array:
+    """``null`` or a quoted key without escapes, as the key's value."""
+    return pc.if_else(pc.equal(text, "null"), pa.scalar(None, pa.string()), pc.utf8_slice_codeunits(text, 1, -1))
+
+
+def compact_bpm_lines(lines: pa.ChunkedArray, calendar: pa.Table) -> tuple[np.ndarray, pa.Table]:
+    """Which ``lines`` are compact heart-rate records with an in-range timestamp (a boolean
+    mask), and the bronze columns of those, in line order. Arrow's regular expressions run
+    outside the GIL, so the lines are matched in pieces on several threads."""
+    size = max(1, -(-len(lines) // _COMPACT_THREADS))
+    pieces = [chunk.slice(start, size) for chunk in lines.chunks for start in range(0, len(chunk), size)]
+    with ThreadPoolExecutor(_COMPACT_THREADS) as pool:
+        found = list(pool.map(_compact_piece, pieces or [pa.array([], pa.string())]))
+    matched = np.concatenate([m.to_numpy(zero_copy_only=False) for m, _ in found])
+    rows = pa.concat_tables([t for _, t in found])
+    timestamps = rows.column("timestamp").to_numpy()
+    ms = np.where(timestamps < SECONDS_THRESHOLD, timestamps * 1000, timestamps)
+    in_range = (ms >= MIN_MS) & (ms <= MAX_MS)
+    matched[matched] = in_range
+    rows = rows.filter(pa.array(in_range))
+    return matched, _bronze_from_arrays(_json_key(rows.column("key")), rows.column("value"), rows.column("partition"),
+                                        rows.column("offset"), ms[in_range], calendar, topic="bpm")
+
+
+def _calendar_columns(ms: np.ndarray, calendar: pa.Table) -> tuple[pa.Array, pa.Array]:
+    """``date`` and ``week_part`` of timestamps in ms, NULL for a day outside ``calendar``."""
+    days = pa.array(np.floor_divide(ms, MS_PER_DAY).astype(np.int32), pa.int32()).cast(pa.date32())
+    dates = calendar.column("date").combine_chunks().cast(pa.date32())
+    position = pc.index_in(days, value_set=dates)
+    week_part = calendar.column("week_part").combine_chunks().take(position)
+    return pc.if_else(pc.is_valid(position), days, pa.scalar(None, pa.date32())), week_part
+
+
+def _bronze_from_arrays(keys, values, partitions, offsets, ms, calendar: pa.Table, topic: str) -> pa.Table:
+    """Bronze columns (without ``source_file``) of records of one topic."""
+    ms = pa.chunked_array([ms]) if isinstance(ms, pa.Array) else ms
+    date, week_part = _calendar_columns(ms.to_numpy() if isinstance(ms, pa.ChunkedArray) else np.asarray(ms, np.int64),
+                                        calendar)
+    return pa.table({
+        "key": keys, "value": values, "topic": pa.repeat(pa.scalar(topic, pa.string()), len(values)),
+        "partition": partitions, "offset": offsets, "timestamp": ms, "date": date, "week_part": week_part,
+    }, schema=pa.schema([f for f in BRONZE_FIELDS if f.name != "source_file"]))
+
+
+def _plain_python(raw: Sequence[str], calendar: pa.Table) -> tuple[list[int], pa.Table, list[int], list[str]]:
+    """:func:`plain_lines` for any line, one by one in Python: the usable lines and their rows,
+    the plain lines with a problem and their reasons."""
     loads = json.loads
     lines: list[int] = []
     topics: list[str] = []
@@ -830,7 +945,8 @@ def plain_lines(raw: Sequence[str], calendar: pa.Table) -> tuple[list[int], pa.T
     offsets: list[int] = []
     timestamps: list[int] = []
     keys: list[bytes | None] = []
-    values: list[bytes] = []
+    values: list[bytes | None] = []
+    early: list[tuple[int, str]] = []
     for i, line in enumerate(raw):
         try:
             record = loads(line)
@@ -840,15 +956,19 @@ def plain_lines(raw: Sequence[str], calendar: pa.Table) -> tuple[list[int], pa.T
             continue
         topic, value, key = record.get("topic"), record.get("value"), record.get("key")
         partition, offset, timestamp = record.get("partition"), record.get("offset"), record.get("timestamp")
-        if (type(topic) is not str or type(value) is not str or (key is not None and type(key) is not str)
-                or type(partition) is not int or type(offset) is not int or type(timestamp) is not int
-                or not (0 <= partition <= INT_MAX and 0 <= offset <= LONG_MAX and 0 <= timestamp <= LONG_MAX)):
+        if (any(text is not None and type(text) is not str for text in (topic, value, key))
+                or not (_plain_int(partition, INT_MAX) and _plain_int(offset, LONG_MAX)
+                        and _plain_int(timestamp, LONG_MAX))):
             continue
         try:
-            value_bytes = value.encode("utf-8")
+            value_bytes = None if value is None else value.encode("utf-8")
             key_bytes = None if key is None else key.encode("utf-8")
-            topic.encode("utf-8")
+            if topic is not None:
+                topic.encode("utf-8")
         except UnicodeEncodeError:  # a lone surrogate (an escaped half pair): Spark's text differs
+            continue
+        if partition is None or offset is None:  # never so in a Kafka record: decided here
+            early.append((i, _unplaced_problem(topic, value, partition)))
             continue
         lines.append(i)
         topics.append(topic)
@@ -857,9 +977,27 @@ def plain_lines(raw: Sequence[str], calendar: pa.Table) -> tuple[list[int], pa.T
         timestamps.append(timestamp)
         keys.append(key_bytes)
         values.append(value_bytes)
-    good, good_values, good_ms, _, _, _ = _decide(topics, timestamps, values)
+    good, good_values, good_ms, bad, _, reasons = _decide(topics, timestamps, values)
     bronze = _bronze(good, good_values, good_ms, topics, partitions, offsets, keys, calendar, "")
-    return [lines[i] for i in good], bronze.drop_columns(["source_file"])
+    refused = sorted([*early, *((lines[i], reason) for i, reason in zip(bad, reasons, strict=True))])
+    return ([lines[i] for i in good], bronze.drop_columns(["source_file"]), [i for i, _ in refused],
+            [reason for _, reason in refused])
+
+
+def _plain_int(number: object, high: int) -> bool:
+    """Absent, null, or an integer from 0 to ``high`` (never a boolean)."""
+    return number is None or (type(number) is int and 0 <= number <= high)  # type: ignore[operator]
+
+
+def _unplaced_problem(topic: str | None, value: str | None, partition: int | None) -> str:
+    """The first problem, in the Spark parser's order, of a record without partition or offset."""
+    if topic is None:
+        return "missing_field:topic"
+    if topic not in KAFKA_TOPICS:
+        return "invalid_value:topic"
+    if value is None:
+        return "missing_field:value"
+    return "missing_field:partition" if partition is None else "missing_field:offset"
 
 
 def _sources(prefix: str, topics: Sequence[str | None], partitions: Sequence[int], rows: Sequence[int]) -> pa.Array:
@@ -874,11 +1012,7 @@ def _bronze(rows: list[int], values: list[str], ms: list[int], topics, partition
             calendar: pa.Table, prefix: str) -> pa.Table:
     take = np.asarray(rows, dtype=np.int64)
     ms_array = np.asarray(ms, dtype=np.int64)
-    days = pa.array(np.floor_divide(ms_array, MS_PER_DAY).astype(np.int32), pa.int32()).cast(pa.date32())
-    dates = calendar.column("date").combine_chunks().cast(pa.date32())
-    position = pc.index_in(days, value_set=dates)
-    week_part = calendar.column("week_part").combine_chunks().take(position)
-    found = pc.is_valid(position)
+    date, week_part = _calendar_columns(ms_array, calendar)
     all_partitions = np.asarray(partitions, dtype=np.int64)
     all_offsets = np.asarray(offsets, dtype=np.int64)
     key_column = pa.array(_keys(keys), pa.string()) if rows else pa.array([], pa.string())
@@ -890,7 +1024,7 @@ def _bronze(rows: list[int], values: list[str], ms: list[int], topics, partition
         "partition": pa.array(all_partitions[take], pa.int64()),
         "offset": pa.array(all_offsets[take], pa.int64()),
         "timestamp": pa.array(ms_array, pa.int64()),
-        "date": pc.if_else(found, days, pa.scalar(None, pa.date32())),
+        "date": date,
         "week_part": week_part,
         "source_file": _sources(prefix, topics, partitions, rows),
     }, schema=BRONZE_FIELDS)
