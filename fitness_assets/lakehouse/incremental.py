@@ -43,6 +43,10 @@ class Increment:
     def advanced(self, upstream: TableSpec) -> bool:
         return self.up_to[upstream.qualified_name] > self.after[upstream.qualified_name]
 
+    def from_start(self, upstream: TableSpec) -> bool:
+        """The increment takes in the upstream's whole history (the target never took it in)."""
+        return self.after[upstream.qualified_name] < 0 <= self.up_to[upstream.qualified_name]
+
     def txns(self) -> list[Txn]:
         """Progress to commit with the target's write: only upstreams that moved, so a
         recorded version is never written again (which would read as 'already applied')."""

@@ -159,10 +159,13 @@ def workout_bpm(store: TableStore, i: Increment) -> CommitResult | None:
     changed_workouts = inc.changed(store, i, COMPLETED_WORKOUTS) if i.advanced(COMPLETED_WORKOUTS) else None
     if changed_workouts is not None:
         scopes.append(changed_workouts.select(*WORKOUT_KEY))
-    if i.advanced(USERS):
+    # Taking in every completed workout ever written (a first fill, a rebuild) already scopes
+    # them all: the workouts of changed members and readings are among them.
+    everything = i.from_start(COMPLETED_WORKOUTS)
+    if i.advanced(USERS) and not everything:
         users = inc.changed(store, i, USERS).select("user_id").distinct()
         scopes.append(completed.join(F.broadcast(users), on="user_id", how="left_semi").select(*WORKOUT_KEY))
-    if i.advanced(HEART_RATE):
+    if i.advanced(HEART_RATE) and not everything:
         new_readings = inc.changed(store, i, HEART_RATE).select("device_id", "time").distinct()
         owners = members.select("user_id", "device_id")
         touched = new_readings.join(owners, on="device_id", how="inner")
