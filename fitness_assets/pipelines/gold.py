@@ -32,6 +32,11 @@ def workout_bpm_summary(store: TableStore, i: Increment) -> CommitResult | None:
     member whose bins changed their new bins (their readings did not change, so neither did
     their figures: no reading is read for them)."""
     bins = inc.snapshot(store, i, USER_BINS)
+    if i.from_start(WORKOUT_BPM) and store.is_empty(WORKOUT_BPM_SUMMARY):
+        # A first fill: every workout as workout_bpm holds it now (its change history, read
+        # to scope an increment, adds nothing to an empty table).
+        rows = G.workout_bpm_summary(inc.snapshot(store, i, WORKOUT_BPM), bins)
+        return inc.sync_scope(store, WORKOUT_BPM_SUMMARY, rows, rows.select(*WORKOUT_KEY), i)
     scopes, parts = [], []
     workouts = None
     if i.advanced(WORKOUT_BPM):
