@@ -106,6 +106,13 @@ def refresh_workout_performance(store: TableStore) -> Refresh:
     i = inc.plan(store, WORKOUT_PERFORMANCE, [COMPLETED_WORKOUTS, WORKOUT_BPM, USER_PROFILE])
     if i.is_empty:
         return Refresh(i)
+    if i.from_start(COMPLETED_WORKOUTS) and store.is_empty(WORKOUT_PERFORMANCE):
+        # A first fill: every member-week, from the tables as they are (the change histories,
+        # read to scope an increment, add nothing to an empty table).
+        completed = inc.snapshot(store, i, COMPLETED_WORKOUTS).select(
+            "user_id", "workout_id", "session_id", "start_time", "end_time")
+        rows = B.workout_performance(completed, inc.snapshot(store, i, WORKOUT_BPM), inc.snapshot(store, i, USER_PROFILE))
+        return Refresh(i, inc.sync_scope(store, WORKOUT_PERFORMANCE, rows, rows.select(*B.WEEK_KEY), i))
     weeks = B.workout_weeks(inc.snapshot(store, i, COMPLETED_WORKOUTS))
     scopes = []
     if i.advanced(COMPLETED_WORKOUTS):
