@@ -881,8 +881,8 @@ _COMPACT_THREADS = 2
 
 
 def _compact_piece(lines: pa.Array) -> tuple[pa.BooleanArray, pa.Table]:
-    """Which lines of one piece match COMPACT_BPM, and their fields. Arrow kernels only (run
-    on worker threads: no conversion from Python or numpy, whose first use imports modules)."""
+    """Which lines of one piece match COMPACT_BPM, and their fields: Arrow kernels only, which
+    release the GIL, so that pieces run in parallel."""
     matched = pc.match_substring_regex(lines, COMPACT_BPM)
     found = pc.extract_regex(pc.filter(lines, matched), _COMPACT_FIELDS)
     return matched, pa.Table.from_arrays(
@@ -924,14 +924,13 @@ def _calendar_columns(ms: np.ndarray, calendar: pa.Table) -> tuple[pa.Array, pa.
     return pc.if_else(pc.is_valid(position), days, pa.scalar(None, pa.date32())), week_part
 
 
-def _bronze_from_arrays(keys, values, partitions, offsets, ms, calendar: pa.Table, topic: str) -> pa.Table:
+def _bronze_from_arrays(keys, values, partitions, offsets, ms: np.ndarray, calendar: pa.Table, topic: str) -> pa.Table:
     """Bronze columns (without ``source_file``) of records of one topic."""
-    ms = pa.chunked_array([ms]) if isinstance(ms, pa.Array) else ms
-    date, week_part = _calendar_columns(ms.to_numpy() if isinstance(ms, pa.ChunkedArray) else np.asarray(ms, np.int64),
-                                        calendar)
+    date, week_part = _calendar_columns(ms, calendar)
     return pa.table({
         "key": keys, "value": values, "topic": pa.repeat(pa.scalar(topic, pa.string()), len(values)),
-        "partition": partitions, "offset": offsets, "timestamp": ms, "date": date, "week_part": week_part,
+        "partition": partitions, "offset": offsets, "timestamp": pa.array(ms, pa.int64()), "date": date,
+        "week_part": week_part,
     }, schema=pa.schema([f for f in BRONZE_FIELDS if f.name != "source_file"]))
 
 
