@@ -165,3 +165,22 @@ def test_carried_counts_follow_the_change_feed_and_equal_a_whole_table_count(set
     assert relinked.metadata[SINCE_KEY].value == "whole table"
     assert relinked.metadata["offending_rows"].value == whole(HEART_RATE, unknown_device) \
         == before.metadata["offending_rows"].value
+
+
+def test_duplicates_written_later_are_found_in_a_table_clustered_by_a_key(settings, store, run, dagster_instance,
+                                                                           tmp_path):
+    """`keys_unique` on `heart_rate` (clustered by `time`, one of its keys) reads only the
+    stretch of time of the keys written since it passed: a duplicate of the earliest reading
+    and one of the latest are both found."""
+    from pyspark.sql import functions as F
+
+    stage(SimulatorConfig.tiny(seed=6, batches=1), tmp_path / "staging")
+    deliver(tmp_path / "staging", tmp_path / "landing")
+    run()
+    readings = store.read(HEART_RATE)
+    store.append(HEART_RATE, readings.orderBy("time").limit(1).unionByName(readings.orderBy(F.desc("time")).limit(1)))
+    evaluations = _evaluations(build_definitions(settings, TEST_SPARK), dagster_instance, HEART_RATE)
+    failed = evaluations["keys_unique"]
+    assert not failed.passed
+    assert failed.metadata["offending_rows"].value == 2
+    assert failed.metadata[SINCE_KEY].value.startswith("written after version")

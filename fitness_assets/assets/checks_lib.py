@@ -47,7 +47,8 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from fitness_assets.assets.common import asset_key
-from fitness_assets.lakehouse.store import TableStore
+from fitness_assets.lakehouse.incremental import utc
+from fitness_assets.lakehouse.store import TableStore, Within
 from fitness_assets.resources import LakehouseResource, SparkResource
 from fitness_assets.tables import TableSpec
 from fitness_assets.transforms import quality
@@ -293,8 +294,24 @@ def evaluate_checks(store: TableStore, lakehouse: LakehouseResource, checks: Seq
         if c.link is not None:
             return c.link.offenders(rows, parent(c.link))
         keys = list(spec.keys)  # unique: the keys of ``rows`` that occur more than once in the table
-        written = table if rows is table else table.join(F.broadcast(rows.select(*keys).distinct()), keys, "left_semi")
-        return quality.duplicate_keys(written, keys)
+        if rows is table:
+            return quality.duplicate_keys(table, keys)
+        return quality.duplicate_keys(within_keys(rows, keys).join(F.broadcast(rows.select(*keys).distinct()), keys,
+                                                                  "left_semi"), keys)
+
+    spans: dict[int, DataFrame] = {}
+
+    def within_keys(rows: DataFrame, keys: list[str]) -> DataFrame:
+        """The table, or only its stretch of the rows' key range when it is clustered by one of
+        its keys: a duplicate of a key has that key's value (read once per ``rows``)."""
+        column = spec.cluster_by
+        if column not in keys:
+            return table
+        if id(rows) not in spans:  # tables are clustered by a timestamp (TableSpec.cluster_by)
+            low, high = rows.agg(F.min(F.unix_micros(column)), F.max(F.unix_micros(column))).first()
+            spans[id(rows)] = table if low is None else store.read(
+                spec, version if version >= 0 else None, within=Within(column, utc(low), utc(high)))
+        return spans[id(rows)]
 
     counted = [c for c in checks if c.evaluate is None]
     effective: dict[str, Scope] = {}
