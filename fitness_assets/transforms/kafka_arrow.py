@@ -28,6 +28,7 @@ import datetime as dt
 import json
 import json.scanner
 import math
+import os
 import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -877,7 +878,7 @@ COMPACT_BPM = (
 #: pattern's groups is not): each group ends at the first character that cannot be in it.
 _COMPACT_FIELDS = (r'\A\{"key":(?P<key>null|"[^"]*"),"value":"(?P<value>[^"\\]*(?:\\"[^"\\]*)*)","topic":"bpm",'
                    r'"partition":(?P<partition>[0-9]+),"offset":(?P<offset>[0-9]+),"timestamp":(?P<timestamp>[0-9]+)\}\z')
-_COMPACT_THREADS = 2
+_COMPACT_THREADS = max(1, min(4, os.cpu_count() or 1))  # matching runs outside the GIL
 
 
 def _compact_piece(lines: pa.Array) -> tuple[pa.BooleanArray, pa.Table]:
