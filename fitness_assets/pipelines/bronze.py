@@ -409,7 +409,7 @@ def _parse_lines(spark, bronze: TableSpec, parse, read: _Batch, plain,
     if plain is not None and lines.num_rows:
         decided = plain(lines.column("raw"))
         if len(decided.taken):
-            origin = _origin(read.lines).take(pa.array(decided.taken, pa.int64()))
+            origin = _origin(lines).take(pa.array(decided.taken, pa.int64()))
             nulls = pa.nulls(len(decided.taken), pa.string())
             columns = {**{name: origin.column(name) for name in ("source_file", "line")}, "raw": nulls, REASON: nulls}
             parts.append(pa.table({f.name: decided.rows[f.name] if f.name in decided.rows.column_names
@@ -434,15 +434,14 @@ def _parse_lines(spark, bronze: TableSpec, parse, read: _Batch, plain,
     return pa.concat_tables(parts)
 
 
-def _origin(lines: list[pa.Table]) -> pa.Table:
+def _origin(lines: pa.Table) -> pa.Table:
     """``source_file`` (dictionary-encoded: an entry per file, an index per line) and ``line`` of
     the batch's lines, each in one chunk, so that taking many rows copies no file names."""
-    table = pa.concat_tables(lines)
-    source = table.column("source_file")
+    source = lines.column("source_file")
     if not pa.types.is_dictionary(source.type):
         source = source.dictionary_encode()
     return pa.table({"source_file": source.unify_dictionaries().combine_chunks(),
-                     "line": table.column("line").combine_chunks()})
+                     "line": lines.column("line").combine_chunks()})
 
 
 def _split_by_reason(data: pa.Table) -> tuple[pa.Table, pa.Table]:

@@ -239,18 +239,14 @@ def _validate_kafka(records: DataFrame, date_lookup: DataFrame) -> DataFrame:
     return parsed.join(F.broadcast(calendar), on="_day", how="left").drop("_day")
 
 
-#: Each topic's payload fields, and the typed columns decoded from them (``typed_payload``).
+#: Each topic's payload fields; the typed columns decoded from them (``typed_payload``) have
+#: the same names, but for ``timestamp`` (``updated``) and ``address`` (its own fields).
 TOPIC_FIELDS = {
     "user_info": ("user_id", "update_type", "timestamp", "dob", "sex", "gender", "first_name", "last_name", "address"),
     "workout": ("user_id", "workout_id", "timestamp", "action", "session_id"),
     "bpm": ("device_id", "time", "heartrate"),
 }
-TOPIC_COLUMNS = {
-    "user_info": ("user_id", "update_type", "updated", "dob", "sex", "gender", "first_name", "last_name",
-                  *ADDRESS_FIELDS),
-    "workout": ("user_id", "workout_id", "updated", "action", "session_id"),
-    "bpm": ("device_id", "time", "heartrate"),
-}
+_TYPED_FROM = {"timestamp": ("updated",), "address": ADDRESS_FIELDS}
 
 
 def decode_kafka(bronze: DataFrame, topic: str) -> DataFrame:
@@ -265,4 +261,5 @@ def decode_kafka(bronze: DataFrame, topic: str) -> DataFrame:
     if "address" in fields:
         rows = rows.withColumn("_a", F.from_json(F.col("_p")["address"], _string_schema(ADDRESS_FIELDS, corrupt=False)))
     typed = typed_payload(F.col("_p"), F.col("_a"))
-    return rows.select("partition", "offset", "timestamp", *[typed[n].alias(n) for n in TOPIC_COLUMNS[topic]])
+    columns = [name for f in fields for name in _TYPED_FROM.get(f, (f,))]
+    return rows.select("partition", "offset", "timestamp", *[typed[n].alias(n) for n in columns])

@@ -912,8 +912,9 @@ def compact_bpm_lines(lines: pa.ChunkedArray, calendar: pa.Table) -> tuple[np.nd
     in_range = (ms >= MIN_MS) & (ms <= MAX_MS)
     matched[matched] = in_range
     rows = rows.filter(pa.array(in_range))
-    return matched, _bronze_from_arrays(_json_key(rows.column("key")), rows.column("value"), rows.column("partition"),
-                                        rows.column("offset"), ms[in_range], calendar, topic="bpm")
+    return matched, _bronze_from_arrays(_json_key(rows.column("key")), rows.column("value"),
+                                        pa.repeat(pa.scalar("bpm", pa.string()), rows.num_rows),
+                                        rows.column("partition"), rows.column("offset"), ms[in_range], calendar)
 
 
 def _calendar_columns(ms: np.ndarray, calendar: pa.Table) -> tuple[pa.Array, pa.Array]:
@@ -925,13 +926,12 @@ def _calendar_columns(ms: np.ndarray, calendar: pa.Table) -> tuple[pa.Array, pa.
     return pc.if_else(pc.is_valid(position), days, pa.scalar(None, pa.date32())), week_part
 
 
-def _bronze_from_arrays(keys, values, partitions, offsets, ms: np.ndarray, calendar: pa.Table, topic: str) -> pa.Table:
-    """Bronze columns (without ``source_file``) of records of one topic."""
+def _bronze_from_arrays(keys, values, topics, partitions, offsets, ms: np.ndarray, calendar: pa.Table) -> pa.Table:
+    """Bronze columns (without ``source_file``) of records, each given as an array."""
     date, week_part = _calendar_columns(ms, calendar)
     return pa.table({
-        "key": keys, "value": values, "topic": pa.repeat(pa.scalar(topic, pa.string()), len(values)),
-        "partition": partitions, "offset": offsets, "timestamp": pa.array(ms, pa.int64()), "date": date,
-        "week_part": week_part,
+        "key": keys, "value": values, "topic": topics, "partition": partitions, "offset": offsets,
+        "timestamp": pa.array(ms, pa.int64()), "date": date, "week_part": week_part,
     }, schema=pa.schema([f for f in BRONZE_FIELDS if f.name != "source_file"]))
 
 
@@ -1010,24 +1010,12 @@ def _sources(prefix: str, topics: Sequence[str | None], partitions: Sequence[int
 
 def _bronze(rows: list[int], values: list[str], ms: list[int], topics, partitions, offsets, keys,
             calendar: pa.Table, prefix: str) -> pa.Table:
-    take = np.asarray(rows, dtype=np.int64)
-    ms_array = np.asarray(ms, dtype=np.int64)
-    date, week_part = _calendar_columns(ms_array, calendar)
-    all_partitions = np.asarray(partitions, dtype=np.int64)
-    all_offsets = np.asarray(offsets, dtype=np.int64)
-    key_column = pa.array(_keys(keys), pa.string()) if rows else pa.array([], pa.string())
-    topic_column = pa.array(topics, pa.string())
-    return pa.table({
-        "key": key_column.take(pa.array(take)) if rows else key_column,
-        "value": pa.array(values, pa.string()),
-        "topic": topic_column.take(pa.array(take)) if rows else pa.array([], pa.string()),
-        "partition": pa.array(all_partitions[take], pa.int64()),
-        "offset": pa.array(all_offsets[take], pa.int64()),
-        "timestamp": pa.array(ms_array, pa.int64()),
-        "date": date,
-        "week_part": week_part,
-        "source_file": _sources(prefix, topics, partitions, rows),
-    }, schema=BRONZE_FIELDS)
+    take = pa.array(np.asarray(rows, dtype=np.int64))
+    bronze = _bronze_from_arrays(
+        pa.array(_keys(keys), pa.string()).take(take), pa.array(values, pa.string()),
+        pa.array(topics, pa.string()).take(take), pa.array(partitions, pa.int64()).take(take),
+        pa.array(offsets, pa.int64()).take(take), np.asarray(ms, dtype=np.int64), calendar)
+    return bronze.append_column("source_file", _sources(prefix, topics, partitions, rows))
 
 
 def _quarantine(rows: list[int], texts: list[str | None], reasons: list[str], topics, partitions, offsets,
