@@ -271,6 +271,22 @@ COLUMN_DESCRIPTIONS: dict[str, dict[str, str]] = {
         "at_risk": ("True for a member who trained regularly (`workouts_before_lapse` >= 4) and has been inactive "
                     "for `at_risk_after_days` days or more (`days_inactive`)."),
     },
+    "gold.workout_zones": {
+        "user_id": "Member identifier of the workout (`silver.workout_bpm`).",
+        "workout_id": "Workout identifier, with `session_id` and `user_id` the workout's key.",
+        "session_id": "Session number of the workout.",
+        "start_time": "UTC start of the workout (`silver.workout_bpm.start_time`); its date places the workout in a week.",
+        "end_time": "UTC end of the workout (`silver.workout_bpm.end_time`).",
+        "readings": "Valid heart-rate readings of the workout (rows of `silver.workout_bpm`).",
+        "heartrate_sum": "Exact sum of those readings' heart rates (bpm, 6 decimals), for exact weekly means.",
+        "max_bpm": "Highest heart rate (bpm) of the workout's readings.",
+        "zone1_micros": ("Microseconds in zone 1 (50-60 % of max HR = 220 - age at the workout's date; each reading "
+                         "counts the time since the previous one or the start); NULL without a usable date of birth."),
+        "zone2_micros": "Microseconds in zone 2 (60-70 % of max HR), counted as for zone 1.",
+        "zone3_micros": "Microseconds in zone 3 (70-80 % of max HR), counted as for zone 1.",
+        "zone4_micros": "Microseconds in zone 4 (80-90 % of max HR), counted as for zone 1.",
+        "zone5_micros": "Microseconds in zone 5 (90 % of max HR and above), counted as for zone 1.",
+    },
     "gold.workout_performance": {
         "user_id": "Member identifier of the completed workouts (`silver.completed_workouts`).",
         "year": "Calendar year of the workouts' UTC start date.",

@@ -322,6 +322,24 @@ MEMBER_ENGAGEMENT = TableSpec(
               "workouts_before_lapse", "at_risk_after_days", "at_risk"),
 )
 
+WORKOUT_ZONES = TableSpec(
+    layer="gold",
+    name="workout_zones",
+    columns=_cols(
+        ("user_id", LONG), ("workout_id", INT), ("session_id", INT), ("start_time", TIMESTAMP), ("end_time", TIMESTAMP),
+        ("readings", LONG), ("heartrate_sum", pa.decimal128(28, 6)), ("max_bpm", DOUBLE),
+        ("zone1_micros", LONG), ("zone2_micros", LONG), ("zone3_micros", LONG), ("zone4_micros", LONG),
+        ("zone5_micros", LONG),
+    ),
+    description="Per completed workout with readings (`silver.workout_bpm`): its readings, their exact sum "
+    "(6 decimals) and peak, and the microseconds spent in each heart-rate zone (zones as in "
+    "`workout_performance`; NULL while the member has no usable date of birth). The per-workout totals "
+    "`workout_performance` adds up per week, kept so that new readings recompute only their own workouts.",
+    keys=("user_id", "workout_id", "session_id"),
+    not_null=("user_id", "workout_id", "session_id", "start_time", "end_time", "readings", "heartrate_sum",
+              "max_bpm"),
+)
+
 WORKOUT_PERFORMANCE = TableSpec(
     layer="gold",
     name="workout_performance",
@@ -347,5 +365,6 @@ SILVER_TABLES = (
     USERS, GYM_LOGS, USER_PROFILE_HISTORY, USER_PROFILE, WORKOUTS, HEART_RATE, USER_BINS,
     COMPLETED_WORKOUTS, WORKOUT_BPM,
 )
-GOLD_TABLES = (WORKOUT_BPM_SUMMARY, GYM_SUMMARY, GYM_OCCUPANCY, MEMBER_ENGAGEMENT, WORKOUT_PERFORMANCE)
+GOLD_TABLES = (WORKOUT_BPM_SUMMARY, GYM_SUMMARY, GYM_OCCUPANCY, MEMBER_ENGAGEMENT, WORKOUT_ZONES,
+               WORKOUT_PERFORMANCE)
 ALL_TABLES = (DATE_LOOKUP, *BRONZE_TABLES, *QUARANTINE_TABLES, *SILVER_TABLES, *GOLD_TABLES)

@@ -124,7 +124,8 @@ def expected_gold(root: str, reference: dt.date, at_risk_days: int = 14) -> dict
             current_dob[uid] = dt.datetime.strptime(p["dob"], "%m/%d/%Y").date()
     return {"workout_bpm_summary": summary, "gym_summary": gym, "gym_occupancy": _occupancy(visits),
             "member_engagement": _engagement(users, visits, completed, reference, at_risk_days),
-            "workout_performance": _performance(users, completed, by_device, current_dob)}
+            "workout_performance": _performance(users, completed, by_device, current_dob),
+            "workout_zones": _zones(users, completed, by_device, current_dob)}
 
 
 HOUR = 3600 * 10**6
@@ -191,6 +192,36 @@ def _engagement(users: dict, visits: dict, completed: dict, reference: dt.date, 
             "days_inactive": inactive, "workouts_before_lapse": before, "at_risk_after_days": at_risk_days,
             "at_risk": inactive is not None and inactive >= at_risk_days and before >= 4,
         })
+    return out
+
+
+def _max_hr(dob: dt.date | None, day: dt.date) -> int | None:
+    if dob is None:
+        return None
+    age = day.year - dob.year - ((day.month, day.day) < (dob.month, dob.day))
+    return 220 - age if 0 <= age <= 120 else None
+
+
+def _zones(users: dict, completed: dict, by_device: dict, dob: dict) -> list[dict]:
+    """Per completed workout with readings: readings, their sum and peak, microseconds per zone."""
+    out = []
+    for (uid, wid, sid), (start, end) in completed.items():
+        readings = sorted((t, hr) for t, hr in by_device[users[uid]["device_id"]]
+                          if start < t <= end) if uid in users else []
+        if not readings:
+            continue
+        row = {"user_id": uid, "workout_id": wid, "session_id": sid, "start_time": _ts(start), "end_time": _ts(end),
+               "readings": len(readings), "heartrate_sum": sum(hr for _, hr in readings),
+               "max_bpm": max(hr for _, hr in readings)}
+        max_hr = _max_hr(dob.get(uid), _ts(start).date())
+        zones, previous = [None] * 6, start
+        if max_hr is not None:
+            zones = [0] * 6
+            for t, hr in readings:
+                zones[max([0] + [k for k, tenths in enumerate((5, 6, 7, 8, 9), 1) if hr * 10 >= tenths * max_hr])] += (
+                    t - previous)
+                previous = t
+        out.append(row | {f"zone{k}_micros": zones[k] for k in range(1, 6)})
     return out
 
 

@@ -32,11 +32,12 @@ from fitness_assets.tables import (
     USERS,
     WORKOUT_BPM,
     WORKOUT_PERFORMANCE,
+    WORKOUT_ZONES,
 )
 from fitness_assets_tests.helpers import deliver, stage, table_rows
 from fitness_assets_tests.reference_impl import expected_gold
 
-BUSINESS = (GYM_OCCUPANCY, MEMBER_ENGAGEMENT, WORKOUT_PERFORMANCE)
+BUSINESS = (GYM_OCCUPANCY, MEMBER_ENGAGEMENT, WORKOUT_ZONES, WORKOUT_PERFORMANCE)
 REF = dt.date(2024, 1, 10)
 MAC1, MAC2, STRANGER = "aa:00:00:00:00:01", "aa:00:00:00:00:02", "aa:00:00:00:00:99"
 
@@ -96,7 +97,8 @@ def refresh_all(store, reference=REF, days=14):
     G.gym_summary(store)
     P.refresh_gym_occupancy(store)
     P.refresh_member_engagement(store, reference, days)
-    P.refresh_workout_performance(store)
+    P.workout_zones(store)
+    P.workout_performance(store)
 
 
 def _by_key(store, spec):
@@ -238,6 +240,9 @@ CORRUPTIONS = {
     "zones_within_exercise": (WORKOUT_PERFORMANCE, None, {"zone2_minutes": "zone2_minutes + 90"}),
     "matches_workout_bpm_summary": (WORKOUT_PERFORMANCE, None, {"readings": "IF(user_id = 1, readings + 1, readings)"}),
     "matches_completed_workouts": (WORKOUT_PERFORMANCE, None, {"workouts": "IF(user_id = 3, workouts + 1, workouts)"}),
+    "zones_within_workout": (WORKOUT_ZONES, None, {"zone4_micros": "IF(user_id = 1, zone4_micros + 1200000000, "
+                                                                   "zone4_micros)"}),
+    "matches_summary_per_workout": (WORKOUT_ZONES, None, {"max_bpm": "IF(workout_id = 5, max_bpm + 1, max_bpm)"}),
 }
 
 
@@ -348,6 +353,6 @@ def _compare(store, expected, specs):
                 actual = got[key][column]
                 if isinstance(value, float) and actual is not None:
                     # Spark rounds minutes to 2 decimals and averages at 6; the reference is exact.
-                    assert abs(actual - value) <= 0.005, (spec.name, key, column, actual, value)
+                    assert abs(float(actual) - value) <= 0.005, (spec.name, key, column, actual, value)
                 else:
                     assert actual == _naive(value), (spec.name, key, column, json.dumps(str(got[key])))

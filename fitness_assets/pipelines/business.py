@@ -7,8 +7,11 @@
   of their badge, completed workouts); when the reference date or the at-risk threshold
   differs from the ones the table was computed with (recorded in every commit's metadata and
   in the rows' ``reference_date`` and ``at_risk_after_days``), every member is recomputed.
+- ``workout_zones``: the workouts with changed readings, and every workout of a member whose
+  profile (date of birth) changed;
 - ``workout_performance``: the (member, week) pairs of changed completed workouts and
-  readings, and every week of a member whose profile (date of birth) changed.
+  workout totals (``workout_zones``): a week is the sum of its workouts' totals, so new
+  readings cost their own workouts, not a re-read of the week's readings.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ import datetime as dt
 from pyspark.sql import functions as F
 
 from fitness_assets.lakehouse import incremental as inc
-from fitness_assets.lakehouse.store import TableStore, Within
-from fitness_assets.pipelines import Refresh
+from fitness_assets.lakehouse.incremental import Increment
+from fitness_assets.lakehouse.store import CommitResult, TableStore, Within
+from fitness_assets.pipelines import Refresh, refresh, same_columns
 from fitness_assets.tables import (
     COMPLETED_WORKOUTS,
     GYM_LOGS,
@@ -29,6 +33,7 @@ from fitness_assets.tables import (
     USERS,
     WORKOUT_BPM,
     WORKOUT_PERFORMANCE,
+    WORKOUT_ZONES,
 )
 from fitness_assets.transforms import business as B
 
@@ -99,45 +104,72 @@ def refresh_member_engagement(store: TableStore, reference: dt.date,
         RULES_KEY: rules, "recomputed": "every member" if everyone else "members touched by the increment"}))
 
 
-def refresh_workout_performance(store: TableStore) -> Refresh:
-    """Recompute every member-week with a new or changed completed workout or reading, and
-    every week of a member whose date of birth changed (the zones depend on it; no other
-    profile field counts here), or who got or lost a current profile."""
-    i = inc.plan(store, WORKOUT_PERFORMANCE, [COMPLETED_WORKOUTS, WORKOUT_BPM, USER_PROFILE])
-    if i.is_empty:
-        return Refresh(i)
-    if i.from_start(COMPLETED_WORKOUTS) and store.is_empty(WORKOUT_PERFORMANCE):
-        # A first fill: every member-week, from the tables as they are (the change histories,
-        # read to scope an increment, add nothing to an empty table).
-        completed = inc.snapshot(store, i, COMPLETED_WORKOUTS).select(
-            "user_id", "workout_id", "session_id", "start_time", "end_time")
-        rows = B.workout_performance(completed, inc.snapshot(store, i, WORKOUT_BPM), inc.snapshot(store, i, USER_PROFILE))
-        return Refresh(i, inc.sync_scope(store, WORKOUT_PERFORMANCE, rows, rows.select(*B.WEEK_KEY), i))
-    weeks = B.workout_weeks(inc.snapshot(store, i, COMPLETED_WORKOUTS))
-    scopes = []
-    if i.advanced(COMPLETED_WORKOUTS):
-        scopes.append(B.workout_weeks(inc.changed(store, i, COMPLETED_WORKOUTS)).select(*B.WEEK_KEY, "week_start"))
+@refresh(WORKOUT_ZONES, [WORKOUT_BPM, USER_PROFILE],
+         same_columns(WORKOUT_BPM, *B.WORKOUT_KEY, "start_time", "end_time")
+         | {"readings": [(WORKOUT_BPM, "time")], "heartrate_sum": [(WORKOUT_BPM, "heartrate")],
+            "max_bpm": [(WORKOUT_BPM, "heartrate")]}
+         | {z: [(WORKOUT_BPM, "heartrate"), (WORKOUT_BPM, "time"), (WORKOUT_BPM, "start_time"), (USER_PROFILE, "dob")]
+            for z in B.ZONE_MICROS})
+def workout_zones(store: TableStore, i: Increment) -> CommitResult | None:
+    """Recompute every workout with new or changed readings, and every workout of a member
+    whose date of birth changed (the zones depend on it; no other profile field counts
+    here), or who got or lost a current profile."""
+    profiles = inc.snapshot(store, i, USER_PROFILE)
+    if i.from_start(WORKOUT_BPM) and store.is_empty(WORKOUT_ZONES):
+        # A first fill: every workout as workout_bpm holds it now.
+        rows = B.workout_zones(inc.snapshot(store, i, WORKOUT_BPM), profiles)
+        return inc.sync_scope(store, WORKOUT_ZONES, rows, rows.select(*B.WORKOUT_KEY), i)
+    spans = []
     if i.advanced(WORKOUT_BPM):
-        scopes.append(B.workout_weeks(inc.changed(store, i, WORKOUT_BPM)).select(*B.WEEK_KEY, "week_start"))
+        spans.append(inc.changed(store, i, WORKOUT_BPM).select(*B.WORKOUT_KEY, "start_time"))
     if i.advanced(USER_PROFILE):
+        # The member's workouts with readings are the stored ones, plus those with new readings
+        # (in the change feed above): the readings table is not scanned for them.
         born = B.birth_date_changed(inc.changed(store, i, USER_PROFILE))
-        scopes.append(weeks.join(F.broadcast(born), on="user_id", how="left_semi").select(*B.WEEK_KEY, "week_start"))
-    scope = inc.union_distinct(scopes).cache()
-    member_weeks = scope.drop("week_start")
+        spans.append(store.read(WORKOUT_ZONES).join(F.broadcast(born), on="user_id", how="left_semi")
+                     .select(*B.WORKOUT_KEY, "start_time"))
+    spans = inc.union_distinct(spans).cache()
     try:
-        completed = (weeks.join(F.broadcast(member_weeks), on=B.WEEK_KEY, how="left_semi")
-                     .select("user_id", "workout_id", "session_id", "start_time", "end_time"))
-        # The readings of a week's workouts carry the workout's start: select them by week too,
-        # reading only the weeks' stretch of workout_bpm (clustered by start).
-        first, last = scope.agg(F.min("week_start"), F.max("week_start")).first()
-        within = None if first is None else Within(
-            "start_time", dt.datetime.combine(first, dt.time(), dt.UTC),
-            dt.datetime.combine(last + dt.timedelta(days=7), dt.time(), dt.UTC))
-        readings = B.workout_weeks(inc.snapshot(store, i, WORKOUT_BPM, within)).join(
-            F.broadcast(member_weeks), on=B.WEEK_KEY, how="left_semi").select(*WORKOUT_BPM.column_names)
-        members = scope.select("user_id").distinct()
-        profiles = inc.snapshot(store, i, USER_PROFILE).join(F.broadcast(members), on="user_id", how="left_semi")
-        rows = B.workout_performance(completed, readings, profiles)
-        return Refresh(i, inc.sync_scope(store, WORKOUT_PERFORMANCE, rows, member_weeks, i))
+        scope = spans.select(*B.WORKOUT_KEY).distinct()
+        # workout_bpm is clustered by start: only the stretch of the workouts in scope is read
+        # (a changed workout's rows in the feed carry its old start and its new one).
+        first, last = spans.agg(F.min(F.unix_micros("start_time")), F.max(F.unix_micros("start_time"))).first()
+        if first is None:
+            readings = store.empty_frame(WORKOUT_BPM)
+        else:
+            readings = inc.snapshot(store, i, WORKOUT_BPM, Within("start_time", inc.utc(first), inc.utc(last))).join(
+                F.broadcast(scope), on=B.WORKOUT_KEY, how="left_semi")
+        members = profiles.join(F.broadcast(scope.select("user_id").distinct()), on="user_id", how="left_semi")
+        return inc.sync_scope(store, WORKOUT_ZONES, B.workout_zones(readings, members), scope, i)
     finally:
-        scope.unpersist()
+        spans.unpersist()
+
+
+@refresh(WORKOUT_PERFORMANCE, [COMPLETED_WORKOUTS, WORKOUT_ZONES],
+         {"user_id": [(COMPLETED_WORKOUTS, "user_id")],
+          **{c: [(COMPLETED_WORKOUTS, "start_time")] for c in ("year", "week", "week_part", "week_start")},
+          "workouts": [(COMPLETED_WORKOUTS, "workout_id"), (COMPLETED_WORKOUTS, "session_id")],
+          "minutes_exercising": [(COMPLETED_WORKOUTS, "start_time"), (COMPLETED_WORKOUTS, "end_time")],
+          "workouts_with_readings": [(WORKOUT_ZONES, "workout_id"), (WORKOUT_ZONES, "session_id")],
+          "readings": [(WORKOUT_ZONES, "readings")], "avg_bpm": [(WORKOUT_ZONES, "heartrate_sum"),
+                                                                (WORKOUT_ZONES, "readings")],
+          "max_bpm": [(WORKOUT_ZONES, "max_bpm")],
+          **{f"zone{k}_minutes": [(WORKOUT_ZONES, z)] for k, z in enumerate(B.ZONE_MICROS, 1)}})
+def workout_performance(store: TableStore, i: Increment) -> CommitResult | None:
+    """Recompute every member-week with a new or changed completed workout or workout total
+    (`workout_zones`): from those two tables only, so a micro-batch reads no readings here."""
+    if i.from_start(COMPLETED_WORKOUTS) and store.is_empty(WORKOUT_PERFORMANCE):
+        rows = B.workout_performance(inc.snapshot(store, i, COMPLETED_WORKOUTS), inc.snapshot(store, i, WORKOUT_ZONES))
+        return inc.sync_scope(store, WORKOUT_PERFORMANCE, rows, rows.select(*B.WEEK_KEY), i)
+    scopes = [B.workout_weeks(inc.changed(store, i, spec)).select(*B.WEEK_KEY)
+              for spec in (COMPLETED_WORKOUTS, WORKOUT_ZONES) if i.advanced(spec)]
+    member_weeks = inc.union_distinct(scopes)
+    completed = (B.workout_weeks(inc.snapshot(store, i, COMPLETED_WORKOUTS))
+                 .join(F.broadcast(member_weeks), on=B.WEEK_KEY, how="left_semi")
+                 .select("user_id", "workout_id", "session_id", "start_time", "end_time"))
+    zones = inc.snapshot(store, i, WORKOUT_ZONES).join(completed.select(*B.WORKOUT_KEY), on=B.WORKOUT_KEY,
+                                                        how="left_semi")
+    return inc.sync_scope(store, WORKOUT_PERFORMANCE, B.workout_performance(completed, zones), member_weeks, i)
+
+
+REFRESHES = [workout_zones, workout_performance]

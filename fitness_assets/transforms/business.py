@@ -193,30 +193,37 @@ def heart_rate_zone(heartrate: Column, max_hr: Column) -> Column:
     return expr.otherwise(F.lit(0))
 
 
-def workout_performance(completed: DataFrame, readings: DataFrame, profiles: DataFrame) -> DataFrame:
-    """Per member and week: workouts, minutes exercising, readings, average and peak heart
-    rate, and minutes per heart-rate zone. ``completed``: completed workouts; ``readings``:
-    `workout_bpm` rows of those workouts; ``profiles``: user_id, dob (current profiles).
+ZONE_MICROS = [f"zone{k}_micros" for k in range(1, len(ZONE_TENTHS) + 1)]
 
-    Readings are summed per workout first (one shuffle of the readings, shared by the window
-    that spaces them), then per week: no distinct aggregate over readings."""
-    weeks = workout_weeks(completed)
+
+def workout_zones(readings: DataFrame, profiles: DataFrame) -> DataFrame:
+    """Per workout of ``readings`` (`workout_bpm` rows, every reading of each workout): its
+    readings, their exact sum and peak, and the microseconds in each heart-rate zone.
+    ``profiles``: user_id, dob (current profiles; a member without one gets NULL zones).
+
+    One shuffle of the readings, shared by the window that spaces them and the sums."""
     age = age_at(F.col("dob"), F.to_date(F.col("start_time")))
-    usable = (age >= 0) & (age <= MAX_AGE_FOR_ZONES)
-    per_workout = weeks.join(profiles.select("user_id", "dob"), on="user_id", how="left").select(
-        *WORKOUT_KEY, F.when(usable, F.lit(MAX_HR_BASE) - age).alias("_max_hr"))
+    max_hr = F.when((age >= 0) & (age <= MAX_AGE_FOR_ZONES), F.lit(MAX_HR_BASE) - age)
     by_workout = Window.partitionBy(*WORKOUT_KEY).orderBy("time")
     time_us = F.unix_micros(F.col("time"))
     spacing = time_us - F.coalesce(F.lag(time_us).over(by_workout), F.unix_micros(F.col("start_time")))
-    timed = readings.join(F.broadcast(per_workout), on=WORKOUT_KEY, how="inner").select(
-        *WORKOUT_KEY, "heartrate", spacing.alias("_spacing"),
-        heart_rate_zone(F.col("heartrate"), F.col("_max_hr")).alias("_zone"))
-    zones = [f"_zone{k}" for k in range(1, len(ZONE_TENTHS) + 1)]
-    heart = timed.groupBy(*WORKOUT_KEY).agg(
-        F.count(F.lit(1)).alias("_readings"), F.sum(F.col("heartrate").cast(EXACT_BPM)).alias("_bpm_sum"),
-        F.max("heartrate").alias("_max_bpm"),
+    timed = readings.join(profiles.select("user_id", "dob"), on="user_id", how="left").select(
+        *WORKOUT_KEY, "start_time", "end_time", "heartrate", spacing.alias("_spacing"),
+        heart_rate_zone(F.col("heartrate"), max_hr).alias("_zone"))
+    return timed.groupBy(*WORKOUT_KEY, "start_time", "end_time").agg(
+        F.count(F.lit(1)).alias("readings"), F.sum(F.col("heartrate").cast(EXACT_BPM)).alias("heartrate_sum"),
+        F.max("heartrate").alias("max_bpm"),
         *[F.sum(F.when(F.col("_zone").isNotNull(), F.when(F.col("_zone") == k, F.col("_spacing"))
-                       .otherwise(F.lit(0)))).alias(z) for k, z in enumerate(zones, 1)])
+                       .otherwise(F.lit(0)))).alias(z) for k, z in enumerate(ZONE_MICROS, 1)])
+
+
+def workout_performance(completed: DataFrame, zones: DataFrame) -> DataFrame:
+    """Per member and week: workouts, minutes exercising, readings, average and peak heart
+    rate, and minutes per heart-rate zone. ``completed``: completed workouts; ``zones``:
+    `workout_zones` rows of those workouts (the per-workout totals, see ``workout_zones``)."""
+    weeks = workout_weeks(completed)
+    heart = zones.select(*WORKOUT_KEY, F.col("readings").alias("_readings"),
+                         F.col("heartrate_sum").alias("_bpm_sum"), F.col("max_bpm").alias("_max_bpm"), *ZONE_MICROS)
     workouts = weeks.join(heart, on=WORKOUT_KEY, how="left")
     out = workouts.groupBy(*WEEK_KEY, "week_part", "week_start").agg(
         F.count(F.lit(1)).alias("workouts"),
@@ -227,7 +234,7 @@ def workout_performance(completed: DataFrame, readings: DataFrame, profiles: Dat
         # An exact decimal mean (sum of exact readings / count), as workout_bpm_summary's avg_bpm.
         (F.sum("_bpm_sum") / F.sum("_readings")).cast("double").alias("avg_bpm"),
         F.max("_max_bpm").alias("max_bpm"),
-        *[_minutes(F.sum(z)).alias(f"zone{k}_minutes") for k, z in enumerate(zones, 1)],
+        *[_minutes(F.sum(z)).alias(f"zone{k}_minutes") for k, z in enumerate(ZONE_MICROS, 1)],
     )
     return out.select(*WEEK_KEY, "week_part", "week_start", "workouts", "minutes_exercising",
                       "workouts_with_readings", "readings", "avg_bpm", "max_bpm",

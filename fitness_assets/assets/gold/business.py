@@ -1,4 +1,4 @@
-"""Business gold assets (gym occupancy, member engagement, workout performance) and their
+"""Business gold assets (gym occupancy, member engagement, workout zones and performance) and their
 checks. Thin wrappers of pipelines.business; the key checks (not NULL, unique) of these tables
 come with every other gold table's in assets/gold/checks.py (they are in GOLD_TABLES), and
 `hour` in 0-23 is a Delta CHECK constraint of the table (tables.GYM_OCCUPANCY)."""
@@ -19,11 +19,10 @@ from fitness_assets.tables import (
     GYM_OCCUPANCY,
     GYM_SUMMARY,
     MEMBER_ENGAGEMENT,
-    USER_PROFILE,
     USERS,
-    WORKOUT_BPM,
     WORKOUT_BPM_SUMMARY,
     WORKOUT_PERFORMANCE,
+    WORKOUT_ZONES,
 )
 from fitness_assets.transforms import business as B
 
@@ -69,19 +68,10 @@ member_engagement = refresh_asset(
      "at_risk": [(GYM_LOGS, "login"), (COMPLETED_WORKOUTS, "start_time")]},
     needs_reference_date=True)
 
-workout_performance = refresh_asset(
-    WORKOUT_PERFORMANCE, [COMPLETED_WORKOUTS, WORKOUT_BPM, USER_PROFILE], refresh.refresh_workout_performance,
-    {"user_id": [(COMPLETED_WORKOUTS, "user_id")],
-     **{c: [(COMPLETED_WORKOUTS, "start_time")] for c in ("year", "week", "week_part", "week_start")},
-     "workouts": [(COMPLETED_WORKOUTS, "workout_id"), (COMPLETED_WORKOUTS, "session_id")],
-     "minutes_exercising": [(COMPLETED_WORKOUTS, "start_time"), (COMPLETED_WORKOUTS, "end_time")],
-     "workouts_with_readings": [(WORKOUT_BPM, "workout_id"), (WORKOUT_BPM, "session_id")],
-     "readings": [(WORKOUT_BPM, "time")], "avg_bpm": [(WORKOUT_BPM, "heartrate")],
-     "max_bpm": [(WORKOUT_BPM, "heartrate")],
-     **{z: [(WORKOUT_BPM, "heartrate"), (WORKOUT_BPM, "time"), (WORKOUT_BPM, "start_time"), (USER_PROFILE, "dob")]
-        for z in ZONES}})
+workout_zones = refresh_asset(refresh.workout_zones)
+workout_performance = refresh_asset(refresh.workout_performance)
 
-business_assets = [gym_occupancy, member_engagement, workout_performance]
+business_assets = [gym_occupancy, member_engagement, workout_zones, workout_performance]
 
 
 # ------------------------------------------------------------------------------- checks
@@ -190,6 +180,22 @@ def _performance_against_completed(store: TableStore) -> DataFrame:
 
 
 zone_sum = " + ".join(f"coalesce({z}, 0)" for z in ZONES)
+zone_micros_sum = " + ".join(f"coalesce({z}, 0)" for z in B.ZONE_MICROS)
+
+
+def _zones_against_summary(store: TableStore) -> DataFrame:
+    """Workouts whose readings, peak or mean heart rate differ from gold.workout_bpm_summary's
+    (mean within its 6-decimal rounding), or that only one of the two tables has."""
+    keys = list(B.WORKOUT_KEY)
+    zones = store.read(WORKOUT_ZONES).select(*keys, "readings", "max_bpm", "heartrate_sum")
+    summary = store.read(WORKOUT_BPM_SUMMARY).select(*keys, "num_recordings", F.col("max_bpm").alias("summary_max"),
+                                                     "avg_bpm")
+    both = zones.join(summary, on=keys, how="full_outer")
+    mean = F.col("heartrate_sum").cast("double") / F.col("readings")
+    return both.where(~F.col("readings").eqNullSafe(F.col("num_recordings"))
+                      | ~F.col("max_bpm").eqNullSafe(F.col("summary_max"))
+                      | (F.abs(mean - F.col("avg_bpm")) > F.lit(1e-5)))
+
 
 business_checks = [
     rule_check(GYM_OCCUPANCY, "counts_consistent",
@@ -231,6 +237,13 @@ business_checks = [
     table_check(MEMBER_ENGAGEMENT, "covers_workout_bpm_summary",
                 "Every member of gold.workout_bpm_summary has an engagement row.", _summary_members_missing,
                 reads=(WORKOUT_BPM_SUMMARY,)),
+    rule_check(WORKOUT_ZONES, "zones_within_workout",
+               " OR ".join(f"{z} < 0" for z in B.ZONE_MICROS)
+               + f" OR {zone_micros_sum} > unix_micros(end_time) - unix_micros(start_time) OR readings < 1",
+               "At least one reading; zone times are not negative and add up to at most the workout's length."),
+    table_check(WORKOUT_ZONES, "matches_summary_per_workout",
+                "Every workout has the readings, peak and mean heart rate of gold.workout_bpm_summary, and the "
+                "same workouts are in both.", _zones_against_summary, reads=(WORKOUT_BPM_SUMMARY,)),
     rule_check(WORKOUT_PERFORMANCE, "counts_consistent",
                "workouts < 1 OR workouts_with_readings > workouts OR workouts_with_readings > readings "
                "OR minutes_exercising < 0 OR (readings = 0) <> (avg_bpm IS NULL)",
