@@ -356,3 +356,28 @@ def _compare(store, expected, specs):
                     assert abs(float(actual) - value) <= 0.005, (spec.name, key, column, actual, value)
                 else:
                     assert actual == _naive(value), (spec.name, key, column, json.dumps(str(got[key])))
+
+
+def test_recordings_match_workout_bpm_fails_on_a_lost_summary_or_a_wrong_count(store, settings):
+    """The summary's readings and workouts against workout_bpm (row counts from the Delta log):
+    passes on the example, fails when a workout's summary is lost or its count is wrong."""
+    from fitness_assets.assets.gold.checks import gold_checks
+    from fitness_assets.tables import WORKOUT_BPM_SUMMARY
+
+    build_example(store)
+    refresh_all(store)
+    lakehouse = LakehouseResource(spark=SparkResource(), root=settings.lakehouse_root, landing_root=settings.landing_root,
+                                  reference_date=REF.isoformat())
+    check = next(c for c in gold_checks if c.name == "recordings_match_workout_bpm")
+    result = evaluate_checks(store, lakehouse, [check])[check.name]
+    assert result.passed and result.metadata["workout_bpm_rows"].value == 5
+    good = store.to_arrow(WORKOUT_BPM_SUMMARY, store.read(WORKOUT_BPM_SUMMARY))
+    summary = store.read(WORKOUT_BPM_SUMMARY)
+    phantom = summary.where("workout_id = 5").withColumn("workout_id", F.lit(99)).withColumn("num_recordings", F.lit(0))
+    for corrupted in (summary.where("workout_id <> 5"),  # a workout not summarised
+                      summary.withColumn("num_recordings",  # a wrong count
+                                         F.expr("IF(workout_id = 18, num_recordings + 1, num_recordings)")),
+                      summary.unionByName(phantom)):  # a summary without readings (the sum unchanged)
+        store.overwrite(WORKOUT_BPM_SUMMARY, store.to_arrow(WORKOUT_BPM_SUMMARY, corrupted))
+        assert not evaluate_checks(store, lakehouse, [check])[check.name].passed
+        store.overwrite(WORKOUT_BPM_SUMMARY, good)
