@@ -119,16 +119,16 @@ def workout_zones(store: TableStore, i: Increment) -> CommitResult | None:
         # A first fill: every workout as workout_bpm holds it now.
         rows = B.workout_zones(inc.snapshot(store, i, WORKOUT_BPM), profiles)
         return inc.sync_scope(store, WORKOUT_ZONES, rows, rows.select(*B.WORKOUT_KEY), i)
-    spans = []
+    parts = []  # (workout key, start) of the workouts to recompute
     if i.advanced(WORKOUT_BPM):
-        spans.append(inc.changed(store, i, WORKOUT_BPM).select(*B.WORKOUT_KEY, "start_time"))
+        parts.append(inc.changed(store, i, WORKOUT_BPM).select(*B.WORKOUT_KEY, "start_time"))
     if i.advanced(USER_PROFILE):
         # The member's workouts with readings are the stored ones, plus those with new readings
         # (in the change feed above): the readings table is not scanned for them.
         born = B.birth_date_changed(inc.changed(store, i, USER_PROFILE))
-        spans.append(store.read(WORKOUT_ZONES).join(F.broadcast(born), on="user_id", how="left_semi")
+        parts.append(store.read(WORKOUT_ZONES).join(F.broadcast(born), on="user_id", how="left_semi")
                      .select(*B.WORKOUT_KEY, "start_time"))
-    spans = inc.union_distinct(spans).cache()
+    spans = inc.union_distinct(parts).cache()
     try:
         scope = spans.select(*B.WORKOUT_KEY).distinct()
         # workout_bpm is clustered by start: only the stretch of the workouts in scope is read
