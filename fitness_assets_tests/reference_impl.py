@@ -196,32 +196,43 @@ def _engagement(users: dict, visits: dict, completed: dict, reference: dt.date, 
 
 
 def _max_hr(dob: dt.date | None, day: dt.date) -> int | None:
+    """220 - age in whole years at ``day``; None without a date of birth or an age outside 0-120."""
     if dob is None:
         return None
     age = day.year - dob.year - ((day.month, day.day) < (dob.month, dob.day))
     return 220 - age if 0 <= age <= 120 else None
 
 
+def _workout_readings(users: dict, by_device: dict, uid: int, start: int, end: int) -> list[tuple[int, float]]:
+    """The (time, heart rate) readings of the member's device inside (start, end], in time order."""
+    if uid not in users:
+        return []
+    return sorted((t, hr) for t, hr in by_device[users[uid]["device_id"]] if start < t <= end)
+
+
+def _zone_micros(readings: list[tuple[int, float]], start: int, max_hr: int) -> list[int]:
+    """Microseconds per zone 0-5 (zone k from (40 + 10k) % of max HR), each reading standing for
+    the time since the previous one (the start for the first)."""
+    zones, previous = [0] * 6, start
+    for t, hr in readings:
+        zones[max([0] + [k for k, tenths in enumerate((5, 6, 7, 8, 9), 1) if hr * 10 >= tenths * max_hr])] += (
+            t - previous)
+        previous = t
+    return zones
+
+
 def _zones(users: dict, completed: dict, by_device: dict, dob: dict) -> list[dict]:
     """Per completed workout with readings: readings, their sum and peak, microseconds per zone."""
     out = []
     for (uid, wid, sid), (start, end) in completed.items():
-        readings = sorted((t, hr) for t, hr in by_device[users[uid]["device_id"]]
-                          if start < t <= end) if uid in users else []
+        readings = _workout_readings(users, by_device, uid, start, end)
         if not readings:
             continue
-        row = {"user_id": uid, "workout_id": wid, "session_id": sid, "start_time": _ts(start), "end_time": _ts(end),
-               "readings": len(readings), "heartrate_sum": sum(hr for _, hr in readings),
-               "max_bpm": max(hr for _, hr in readings)}
         max_hr = _max_hr(dob.get(uid), _ts(start).date())
-        zones, previous = [None] * 6, start
-        if max_hr is not None:
-            zones = [0] * 6
-            for t, hr in readings:
-                zones[max([0] + [k for k, tenths in enumerate((5, 6, 7, 8, 9), 1) if hr * 10 >= tenths * max_hr])] += (
-                    t - previous)
-                previous = t
-        out.append(row | {f"zone{k}_micros": zones[k] for k in range(1, 6)})
+        zones = [None] * 6 if max_hr is None else _zone_micros(readings, start, max_hr)
+        out.append({"user_id": uid, "workout_id": wid, "session_id": sid, "start_time": _ts(start),
+                    "end_time": _ts(end), "readings": len(readings), "heartrate_sum": sum(hr for _, hr in readings),
+                    "max_bpm": max(hr for _, hr in readings)} | {f"zone{k}_micros": zones[k] for k in range(1, 6)})
     return out
 
 
@@ -237,25 +248,16 @@ def _performance(users: dict, completed: dict, by_device: dict, dob: dict) -> li
                                                    dt.date(day.year, 1, 1))})
         week["workouts"] += 1
         week["micros"] += end - start
-        readings = sorted((t, hr) for t, hr in by_device[users[uid]["device_id"]]
-                          if start < t <= end) if uid in users else []
+        readings = _workout_readings(users, by_device, uid, start, end)
         if not readings:
             continue
         week["with"] += 1
         week["hrs"] += [hr for _, hr in readings]
-        max_hr = None
-        if uid in dob:
-            born = dob[uid]
-            age = day.year - born.year - ((day.month, day.day) < (born.month, born.day))
-            max_hr = 220 - age if 0 <= age <= 120 else None
+        max_hr = _max_hr(dob.get(uid), day)
         if max_hr is None:
             continue
-        zones = week["zones"] = week["zones"] or [0] * 6
-        previous = start
-        for t, hr in readings:
-            zone = max([0] + [k for k, tenths in enumerate((5, 6, 7, 8, 9), 1) if hr * 10 >= tenths * max_hr])
-            zones[zone] += t - previous
-            previous = t
+        week["zones"] = [a + b for a, b in zip(week["zones"] or [0] * 6, _zone_micros(readings, start, max_hr),
+                                               strict=True)]
     out = []
     for (uid, year, week_no), w in weeks.items():
         hrs = w["hrs"]
