@@ -13,6 +13,7 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import pyarrow as pa
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -101,7 +102,7 @@ def union_distinct(frames: Sequence[DataFrame]) -> DataFrame:
     return out.distinct()
 
 
-def _first_fill(store: TableStore, target: TableSpec, rows: DataFrame, inc: Increment,
+def _first_fill(store: TableStore, target: TableSpec, rows: DataFrame | pa.Table, inc: Increment,
                 metadata: dict | None) -> CommitResult | None:
     """``rows`` appended with the increment's progress when the target is empty; None (nothing
     written) when it is not, or when there is no progress to record (the general path then
@@ -109,7 +110,7 @@ def _first_fill(store: TableStore, target: TableSpec, rows: DataFrame, inc: Incr
     progress = inc.txns()
     if not progress or not store.is_empty(target):
         return None
-    return store.append(target, rows.select(*target.column_names), txns=progress,
+    return store.append(target, rows.select(list(target.column_names)), txns=progress,
                         metadata=(metadata or {}) | {"increment": inc.describe()})
 
 
@@ -117,7 +118,7 @@ def key_predicate(keys: Sequence[str]) -> str:
     return " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
 
 
-def merge_rows(store: TableStore, target: TableSpec, rows: DataFrame, inc: Increment, clauses: Sequence[Clause],
+def merge_rows(store: TableStore, target: TableSpec, rows: DataFrame | pa.Table, inc: Increment, clauses: Sequence[Clause],
                extra_predicate: str | None = None, metadata: dict | None = None) -> CommitResult | None:
     """MERGE ``rows`` on the target's key with ``clauses``, recording the increment's progress.
 

@@ -90,6 +90,10 @@ class Within:
     def condition(self) -> Column:
         return F.col(self.column).between(F.lit(self.low), F.lit(self.high))
 
+    def expression(self) -> pads.Expression:
+        """The same rows as an Arrow dataset filter."""
+        return (pads.field(self.column) >= self.low) & (pads.field(self.column) <= self.high)
+
 
 @dataclass(frozen=True)
 class Merge:
@@ -149,6 +153,13 @@ class TableStore(ABC):
     @abstractmethod
     def read_appended(self, spec: TableSpec, after_version: int, up_to_version: int) -> DataFrame:
         """Rows added by the appends in versions ``(after_version, up_to_version]``."""
+
+    def read_appended_arrow(self, spec: TableSpec, after_version: int, up_to_version: int, columns: Sequence[str],
+                            within: Within | None = None) -> pa.Table | None:
+        """``columns`` of the rows ``read_appended`` gives (only those ``within`` a range, when
+        given) as Arrow read by the store itself, without Spark; None when this store reads
+        through Spark only (the caller then uses ``read_appended``)."""
+        return None
 
     @abstractmethod
     def read_changes(self, spec: TableSpec, after_version: int, up_to_version: int) -> DataFrame:
@@ -364,9 +375,10 @@ class DeltaRsTableStore(TableStore):
             return spec.schema.empty_table()
         return self.to_arrow(spec, self._table(spec, version).to_pyarrow_table(columns=spec.column_names))
 
-    def read_appended(self, spec: TableSpec, after_version: int, up_to_version: int) -> DataFrame:
-        if up_to_version <= after_version:
-            return self._read_files(spec, None, {})
+    def _appended_files(self, spec: TableSpec, after_version: int, up_to_version: int,
+                        within: Within | None = None) -> tuple[DeltaTable, dict[str, int | None]]:
+        """The snapshot at ``up_to_version`` and the files added after ``after_version`` (only
+        those that may hold rows ``within`` a range, when given)."""
         table = self._table(spec, up_to_version)
         new = self._files(table)
         old = set(self._files(self._table(spec, after_version))) if after_version >= 0 else set()
@@ -375,7 +387,27 @@ class DeltaRsTableStore(TableStore):
                 f"{spec.qualified_name} is not append-only between versions {after_version} and "
                 f"{up_to_version} (files were removed); rebuild its consumers with a full refresh"
             )
-        return self._read_files(spec, table, {f: n for f, n in new.items() if f not in old})
+        kept = self._files(table, within) if within is not None else new
+        return table, {f: n for f, n in kept.items() if f not in old}
+
+    def read_appended(self, spec: TableSpec, after_version: int, up_to_version: int) -> DataFrame:
+        if up_to_version <= after_version:
+            return self._read_files(spec, None, {})
+        return self._read_files(spec, *self._appended_files(spec, after_version, up_to_version))
+
+    def read_appended_arrow(self, spec, after_version, up_to_version, columns, within=None):
+        if up_to_version <= after_version:
+            return spec.schema.empty_table().select(list(columns))
+        table, files = self._appended_files(spec, after_version, up_to_version, within)
+        dataset = table.to_pyarrow_dataset()
+        wanted = [f for f in dataset.get_fragments() if f.path in files]
+        if len(wanted) != len(files):
+            raise RuntimeError(f"{spec.qualified_name}: {len(files) - len(wanted)} data file(s) of version "
+                               f"{up_to_version} are not in its dataset")
+        subset = pads.FileSystemDataset(wanted, dataset.schema, dataset.format, dataset.filesystem)
+        rows = subset.to_table(columns=list(columns), filter=None if within is None else within.expression())
+        schema = pa.schema([spec.schema.field(c) for c in columns])
+        return rows.cast(schema)
 
     def read_changes(self, spec: TableSpec, after_version: int, up_to_version: int) -> DataFrame:
         if up_to_version <= after_version:

@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 
 from fitness_assets.tables import ERASED_ON_DELETE, KAFKA_FIELDS
 from fitness_assets.transforms import parsing as P
-from fitness_assets.transforms.bronze import PAYLOAD_FIELDS, _from_json, decode_kafka
+from fitness_assets.transforms.bronze import PAYLOAD_FIELDS, _from_json, decode_kafka, decode_payloads
 
 MAX_WORKOUT_HOURS = 3
 AGE_BINS = ((18, "under 18"), (25, "18-25"), (35, "25-35"), (45, "35-45"), (55, "45-55"), (65, "55-65"),
@@ -65,13 +65,21 @@ def workouts(kafka: DataFrame) -> DataFrame:
 
 
 def heart_rate(kafka: DataFrame) -> DataFrame:
-    """Readings, one per (device, instant): the highest heart rate reported for it."""
+    """Readings, one per (device, instant): the highest heart rate reported for it. (On
+    delta-rs the pipeline decodes most payloads with Arrow, ``transforms.readings_arrow``, and
+    applies the same rule there; this is the rule on Spark.)"""
     readings = decode_kafka(kafka, "bpm")
     per_instant = readings.groupBy("device_id", "time").agg(F.max("heartrate").alias("heartrate"))
     return per_instant.select(
         "device_id", "time", "heartrate",
         is_valid_heartrate(F.col("heartrate")).alias("valid"),
     )
+
+
+def bpm_readings(payloads: DataFrame) -> DataFrame:
+    """The readings of `bpm` payloads (a ``value`` column), one per payload, not yet reduced
+    to one per instant."""
+    return decode_payloads(payloads, "bpm").select("device_id", "time", "heartrate")
 
 
 def is_valid_heartrate(heartrate: Column) -> Column:
