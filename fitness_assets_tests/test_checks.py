@@ -4,12 +4,13 @@ included), row rules look at the rows written since their own last evaluation (a
 count carried over, following the change feed), and a blocking failure is always evaluated
 again."""
 
+import pytest
 from dagster import AssetKey
 
-from fitness_assets.assets.checks_lib import CARRIED_KEY, SINCE_KEY
+from fitness_assets.assets.checks_lib import CARRIED_KEY, SINCE_KEY, key_checks
 from fitness_assets.definitions import ALL_ASSETS_JOB, build_definitions
 from fitness_assets.simulator import SimulatorConfig
-from fitness_assets.tables import COMPLETED_WORKOUTS, HEART_RATE, USERS
+from fitness_assets.tables import COMPLETED_WORKOUTS, HEART_RATE, LONG, USERS, TableSpec
 from fitness_assets_tests.conftest import TEST_SPARK, skip_on_connect
 from fitness_assets_tests.helpers import deliver, stage
 
@@ -31,7 +32,7 @@ def test_unchanged_upstream_costs_no_spark_job_and_checks_are_not_reevaluated(se
     stage(SimulatorConfig.tiny(seed=5, batches=1), tmp_path / "staging")
     deliver(tmp_path / "staging", tmp_path / "landing")
     first = run()
-    assert {c.check for c in first.checks if c.asset == "silver/users"} >= {"keys_unique", "keys_not_null"}
+    assert {c.check for c in first.checks if c.asset == "silver/users"} >= {"keys_unique"}
     defs = build_definitions(settings, TEST_SPARK)
     version = store.version(USERS)
 
@@ -184,3 +185,14 @@ def test_duplicates_written_later_are_found_in_a_table_clustered_by_a_key(settin
     assert not failed.passed
     assert failed.metadata["offending_rows"].value == 2
     assert failed.metadata[SINCE_KEY].value.startswith("written after version")
+
+
+def test_a_key_column_that_could_hold_null_is_refused_at_definition():
+    """No check counts NULL keys because key columns are NOT NULL (the write refuses a NULL:
+    test_store.py); a table declared with a nullable key column would lose that guarantee."""
+    spec = TableSpec(layer="test", name="t", columns=(("k", LONG), ("j", LONG)), description="t", keys=("k", "j"),
+                     not_null=("k",))
+    with pytest.raises(ValueError, match=r"test.t: key columns \['j'\] must be in not_null"):
+        key_checks(spec)
+    assert [c.name for c in key_checks(TableSpec(layer="test", name="t", columns=(("k", LONG),), description="t",
+                                                 keys=("k",), not_null=("k",)))] == ["keys_unique"]

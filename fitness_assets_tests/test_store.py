@@ -83,6 +83,18 @@ def test_check_constraint_is_enforced(store):
     assert _rows(store) == []
 
 
+def test_a_null_in_a_not_null_column_fails_the_write(store):
+    """Why no check counts NULL keys: the write itself refuses them, by append or by MERGE."""
+    store.ensure(KV)
+    store.append(KV, _data((1, "a")))
+    null_key = pa.table({"k": pa.array([None], pa.int64()), "v": ["x"]})
+    with pytest.raises(Exception, match="(?i)null|invalid data|validation"):
+        store.append(KV, null_key)
+    with pytest.raises(Exception, match="(?i)null|invalid data|validation"):
+        store.merge(KV, null_key, Merge("t.v = s.v", (Clause("insert_all"),)))
+    assert _rows(store) == [(1, "a")]
+
+
 def test_exactly_once_append_skips_a_repeated_batch(store):
     first = store.append(KV, _data((1, "a")), txns=[Txn("loader", 1)])
     again = store.append(KV, _data((1, "a")), txns=[Txn("loader", 1)])

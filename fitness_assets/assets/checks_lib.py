@@ -4,9 +4,9 @@ A layer declares its rules with the factories below (``key_checks``, ``rule_chec
 ``table_check``, ``link_check``, ``custom_check``); ``table_checks`` turns them into one
 multi-check per table, so a table's rules cost one Dagster step instead of one each, and:
 
-- every rule given by its offending rows (SQL conditions, NULL keys, unique keys, links,
+- every rule given by its offending rows (SQL conditions, unique keys, links,
   table rules) is counted in one Spark job per table, the conditions in one pass over the rows;
-- rules local to a row (conditions, NULL keys, unique keys, and links while the parent table
+- rules local to a row (conditions, unique keys, and links while the parent table
   is unchanged) look only at the rows written since the check's own last evaluation of the
   same table, whatever the other checks' outcomes:
   - after a pass, the rows written since are the whole question (key uniqueness compares the
@@ -119,19 +119,14 @@ def rule_check(spec: TableSpec, name: str, bad_condition: str, description: str,
     return Check(spec, name, description, severity=severity, condition=bad_condition)
 
 
-def not_null_check(spec: TableSpec, columns: Sequence[str] | None = None) -> Check:
-    cols = list(columns or spec.not_null)
-    return Check(spec, "keys_not_null", f"No NULL in {', '.join(cols)}.",
-                 condition=" OR ".join(f"`{c}` IS NULL" for c in cols))
-
-
-def unique_key_check(spec: TableSpec) -> Check:
-    return Check(spec, "keys_unique", f"Each ({', '.join(spec.keys)}) occurs once.", unique=True)
-
-
 def key_checks(spec: TableSpec) -> list[Check]:
-    """Keys not NULL and unique: the two checks every keyed table has."""
-    return [not_null_check(spec, spec.keys), unique_key_check(spec)]
+    """The check every keyed table has: its keys occur once. That they are not NULL is no
+    check (it could never fail): key columns are NOT NULL columns, and Delta refuses a write
+    with a NULL in one (delta-rs and Databricks alike)."""
+    nullable = [k for k in spec.keys if k not in spec.not_null]
+    if nullable:
+        raise ValueError(f"{spec.qualified_name}: key columns {nullable} must be in not_null")
+    return [Check(spec, "keys_unique", f"Each ({', '.join(spec.keys)}) occurs once.", unique=True)]
 
 
 def table_check(spec: TableSpec, name: str, description: str, offenders: Callable[[TableStore], DataFrame], *,
