@@ -46,6 +46,9 @@ from fitness_assets.transforms import readings_arrow as A
 from fitness_assets.transforms import silver as T
 
 WORKOUT_KEY = ["user_id", "workout_id", "session_id"]
+#: Up to this many completed workouts (~50 bytes each), workout_bpm broadcasts the workouts in
+#: scope to the readings rather than shuffling the readings.
+BROADCAST_WORKOUTS = 2_000_000
 
 
 def _topic(df: DataFrame, topic: str) -> DataFrame:
@@ -225,8 +228,11 @@ def workout_bpm(store: TableStore, i: Increment) -> CommitResult | None:
                         .where(F.col("time") > F.timestamp_micros(F.lit(first))))
         stored = None if first_start is None else Within("start_time", inc.utc(first_start), inc.utc(last_start))
         relevant = relevant.join(F.broadcast(devices), on="device_id", how="left_semi")
-        rows = T.workout_bpm(in_scope, members, relevant)
-        return inc.sync_scope(store, WORKOUT_BPM, rows, scope, i, within=stored)
+        # Measured at 5M readings and 11k workouts: 6.6 -> 1.4 s to hand the 4.7M rows to
+        # delta-rs with the broadcast and no distinct.
+        small = store.row_count(COMPLETED_WORKOUTS) <= BROADCAST_WORKOUTS
+        rows = T.workout_bpm(in_scope, members, relevant, broadcast_workouts=small)
+        return inc.sync_scope(store, WORKOUT_BPM, rows, scope, i, within=stored, unique_rows=True)
     finally:
         scope.unpersist()
         in_scope.unpersist()

@@ -164,10 +164,17 @@ def completed_workouts(events: DataFrame) -> DataFrame:
     return pairs.where(done).select("user_id", "workout_id", "session_id", "start_time", "end_time")
 
 
-def workout_bpm(completed: DataFrame, members: DataFrame, readings: DataFrame) -> DataFrame:
-    """Valid readings of the member's device taken during a completed workout."""
+def workout_bpm(completed: DataFrame, members: DataFrame, readings: DataFrame,
+                broadcast_workouts: bool = False) -> DataFrame:
+    """Valid readings of the member's device taken during a completed workout (one row per
+    reading and workout: heart_rate has one reading per device and instant). With
+    ``broadcast_workouts`` the workouts are sent whole to every task reading the readings,
+    instead of both sides being shuffled by device (Spark's size estimate of a join's output
+    never allows the broadcast by itself)."""
     devices = completed.join(members.select("user_id", "device_id"),
                              on="user_id", how="inner")
+    if broadcast_workouts:
+        devices = F.broadcast(devices)
     valid = readings.where(F.col("valid")).select("device_id", "time", "heartrate")
     joined = devices.join(valid, on=[devices["device_id"] == valid["device_id"],
                                      valid["time"] > devices["start_time"], valid["time"] <= devices["end_time"]],
