@@ -10,7 +10,7 @@ from dagster import AssetKey
 from fitness_assets.assets.checks_lib import CARRIED_KEY, SINCE_KEY, key_checks
 from fitness_assets.definitions import ALL_ASSETS_JOB, build_definitions
 from fitness_assets.simulator import SimulatorConfig
-from fitness_assets.tables import COMPLETED_WORKOUTS, HEART_RATE, LONG, USERS, TableSpec
+from fitness_assets.tables import COMPLETED_WORKOUTS, HEART_RATE, LONG, USERS, WORKOUT_BPM, TableSpec
 from fitness_assets_tests.conftest import TEST_SPARK, skip_on_connect
 from fitness_assets_tests.helpers import deliver, stage
 
@@ -196,3 +196,25 @@ def test_a_key_column_that_could_hold_null_is_refused_at_definition():
         key_checks(spec)
     assert [c.name for c in key_checks(TableSpec(layer="test", name="t", columns=(("k", LONG),), description="t",
                                                  keys=("k",), not_null=("k",)))] == ["keys_unique"]
+
+
+def test_a_duplicate_key_is_found_when_the_whole_table_is_checked(settings, store, run, dagster_instance, tmp_path):
+    """With no evaluation to start from, `keys_unique` counts the whole table (by Arrow on
+    delta-rs): a duplicated reading of `heart_rate` (two keys) and a duplicated row of
+    `workout_bpm` (four keys) are each one offending key, shown in the sample."""
+    from dagster import DagsterInstance
+
+    stage(SimulatorConfig.tiny(seed=6, batches=1), tmp_path / "staging")
+    deliver(tmp_path / "staging", tmp_path / "landing")
+    run()
+    for spec in (HEART_RATE, WORKOUT_BPM):
+        store.append(spec, store.read(spec).orderBy(*spec.keys).limit(1))
+    defs = build_definitions(settings, TEST_SPARK)
+    with DagsterInstance.ephemeral() as fresh:  # no earlier evaluation: the whole table
+        for spec in (HEART_RATE, WORKOUT_BPM):
+            failed = _evaluations(defs, fresh, spec)["keys_unique"]
+            assert not failed.passed
+            assert failed.metadata["offending_rows"].value == 1
+            assert failed.metadata[SINCE_KEY].value == "whole table"
+            (sample,) = failed.metadata["sample"].value
+            assert sample["n"] == 2 and set(spec.keys) <= set(sample)

@@ -161,6 +161,11 @@ class TableStore(ABC):
         through Spark only (the caller then uses ``read_appended``)."""
         return None
 
+    def read_columns_arrow(self, spec: TableSpec, columns: Sequence[str], version: int | None = None) -> pa.Table | None:
+        """``columns`` of the whole table (as of ``version``) as Arrow read by the store itself,
+        without Spark; None when this store reads through Spark only."""
+        return None
+
     @abstractmethod
     def read_changes(self, spec: TableSpec, after_version: int, up_to_version: int) -> DataFrame:
         """Change data feed rows (with ``_change_type``) of versions ``(after_version, up_to_version]``."""
@@ -394,6 +399,12 @@ class DeltaRsTableStore(TableStore):
         if up_to_version <= after_version:
             return self._read_files(spec, None, {})
         return self._read_files(spec, *self._appended_files(spec, after_version, up_to_version))
+
+    def read_columns_arrow(self, spec, columns, version=None):
+        schema = pa.schema([spec.schema.field(c) for c in columns])
+        if not self.exists(spec):
+            return schema.empty_table()
+        return self._table(spec, version).to_pyarrow_table(columns=list(columns)).cast(schema)
 
     def read_appended_arrow(self, spec, after_version, up_to_version, columns, within=None):
         if up_to_version <= after_version:

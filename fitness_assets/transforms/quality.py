@@ -1,9 +1,11 @@
-"""Data-quality rules as DataFrame functions: each returns the offending rows."""
+"""Data-quality rules as DataFrame functions (one also on Arrow): each returns the offending rows."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -19,6 +21,13 @@ def null_keys(df: DataFrame, columns: Sequence[str]) -> DataFrame:
 def duplicate_keys(df: DataFrame, keys: Sequence[str]) -> DataFrame:
     """One row per key value that occurs more than once, with its count ``n``."""
     return df.groupBy(*keys).agg(F.count(F.lit(1)).alias("n")).where(F.col("n") > 1)
+
+
+def duplicate_keys_arrow(table: pa.Table, keys: Sequence[str]) -> pa.Table:
+    """``duplicate_keys`` of an Arrow table of (at least) the ``keys`` columns."""
+    counts = table.group_by(list(keys)).aggregate([([], "count_all")])
+    repeated = counts.filter(pc.greater(counts["count_all"], 1))
+    return pa.table([*[repeated[k] for k in keys], repeated["count_all"]], names=[*keys, "n"])
 
 
 def violations(df: DataFrame, bad_condition: str) -> DataFrame:
