@@ -166,12 +166,14 @@ def custom_check(spec: TableSpec, name: str, description: str,
 # ---------------------------------------------------------------------------- evaluation
 
 
-def result_from_offenders(offenders: DataFrame, count: int, *, personal: Sequence[str] = ()) -> AssetCheckResult:
+def result_from_offenders(offenders: DataFrame | None, count: int, *, personal: Sequence[str] = ()) -> AssetCheckResult:
     """A check result whose outcome is 'no offending rows' (``count`` of them, counted by
     ``count_rows``), with a sample of them. The sample lands in Dagster's event log, which is
     not a place for personal data: the ``personal`` columns are left out of it."""
-    shown = offenders.drop(*[c for c in personal if c in offenders.columns])
-    sample = [r.asDict() for r in shown.limit(SAMPLE_ROWS).collect()] if count else []
+    sample = []
+    if count:
+        shown = offenders.drop(*[c for c in personal if c in offenders.columns])
+        sample = [r.asDict() for r in shown.limit(SAMPLE_ROWS).collect()]
     return AssetCheckResult(passed=count == 0,
                             metadata={"offending_rows": count, "sample": MetadataValue.json(_jsonable(sample))})
 
@@ -354,6 +356,8 @@ def evaluate_checks(store: TableStore, lakehouse: LakehouseResource, checks: Seq
             return evaluate_checks(store, lakehouse, checks, {**(scopes or {}), c.name: WHOLE}, version)
         if c.offenders is not None:
             shown = frames[c.name]
+        elif total == 0:  # nothing to show: no frame built (a whole table's keys would be read for it)
+            shown = None
         else:  # a sample of the rows written since, else of the whole table
             shown = offenders(c, added_rows[c.name] if new or scope.after is None else table)
         result = result_from_offenders(shown, total, personal=spec.personal)
