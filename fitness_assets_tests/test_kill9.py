@@ -302,7 +302,7 @@ def test_kill9_at_random_points_then_rerun_equals_a_clean_run(tmp_path, settings
     crashed = DeltaRsTableStore(str(lakehouse), lambda: None)
     stderr_path = tmp_path / "cli-stderr.log"
     context = f"FITNESS_KILL9_SEED={seed}, stderr in {stderr_path}"
-    history = []
+    history, finished_steps = [], []
     for n, planned in enumerate(points, 1):
         point = planned.resolve(lakehouse)
         started = time.monotonic()
@@ -313,6 +313,7 @@ def test_kill9_at_random_points_then_rerun_equals_a_clean_run(tmp_path, settings
                  f"{len(steps)} steps had finished, last line: {last!r}; "
                  f"commits in this run: {outcome.committed or 'none'}")
         history.append(entry)
+        finished_steps.append(len(steps))
         print(entry)
         # A rerun after a kill must not fail any step before it is killed itself.
         assert not outcome.failures(), f"{entry}: {outcome.failures()} ({context}; earlier: {history[:-1]})"
@@ -347,4 +348,7 @@ def test_kill9_at_random_points_then_rerun_equals_a_clean_run(tmp_path, settings
     with DagsterInstance.from_config(str(home)) as instance:
         statuses = [r.dagster_run.status for r in instance.get_run_records()]
     assert DagsterRunStatus.STARTED not in statuses, statuses
-    assert statuses.count(DagsterRunStatus.FAILURE) >= len(history), (statuses, history)
+    # A kill that landed after every step had finished (a late point in the last gold step, on a
+    # quick machine) found a run that was done: it may rightly be a success.
+    interrupted = sum(1 for n in finished_steps if n < len(final.steps()))
+    assert statuses.count(DagsterRunStatus.FAILURE) >= interrupted, (statuses, history, len(final.steps()))
