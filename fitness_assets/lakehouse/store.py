@@ -242,6 +242,11 @@ class TableStore(ABC):
         return data.cast(schema)
 
 
+def _schema_of(spec: TableSpec, columns: Sequence[str]) -> pa.Schema:
+    """The spec's Arrow fields of ``columns``, in that order."""
+    return pa.schema([spec.schema.field(c) for c in columns])
+
+
 def _encode_metadata(metadata: dict[str, Any] | None) -> dict[str, str]:
     return {METADATA_PREFIX + k: json.dumps(v, sort_keys=True) for k, v in (metadata or {}).items()}
 
@@ -338,6 +343,15 @@ class DeltaRsTableStore(TableStore):
                                                           pa.compute.is_null(low)))
         return dict(zip(actions["path"].to_pylist(), actions["num_records"].to_pylist(), strict=True))
 
+    @staticmethod
+    def _dataset_of(table: DeltaTable, files: dict[str, int | None]) -> pads.FileSystemDataset | None:
+        """An Arrow dataset of ``files`` of ``table``'s snapshot; None when one is not in it."""
+        dataset = table.to_pyarrow_dataset()
+        wanted = [f for f in dataset.get_fragments() if f.path in files]
+        if len(wanted) != len(files):
+            return None
+        return pads.FileSystemDataset(wanted, dataset.schema, dataset.format, dataset.filesystem)
+
     def _read_files(self, spec: TableSpec, table: DeltaTable | None, files: dict[str, int | None]) -> DataFrame:
         """A DataFrame of ``files`` (relative path -> rows) of ``table``'s snapshot.
 
@@ -352,10 +366,8 @@ class DeltaRsTableStore(TableStore):
         counts = list(files.values())
         self.codegen.reading(sum(counts) if None not in counts else None)
         if all(n is not None for n in counts) and sum(counts) <= SMALL_READ_ROWS:
-            dataset = table.to_pyarrow_dataset()
-            wanted = [f for f in dataset.get_fragments() if f.path in files]
-            if len(wanted) == len(files):
-                subset = pads.FileSystemDataset(wanted, dataset.schema, dataset.format, dataset.filesystem)
+            subset = self._dataset_of(table, files)
+            if subset is not None:
                 rows = self.to_arrow(spec, subset.to_table(columns=spec.column_names))
                 return arrow_frame(self.spark, rows, schema)
         location = self.location(spec)
@@ -376,9 +388,7 @@ class DeltaRsTableStore(TableStore):
 
     def read_arrow(self, spec: TableSpec, version: int | None = None) -> pa.Table:
         """Read by delta-rs itself: no Spark job."""
-        if not self.exists(spec):
-            return spec.schema.empty_table()
-        return self.to_arrow(spec, self._table(spec, version).to_pyarrow_table(columns=spec.column_names))
+        return self.read_columns_arrow(spec, spec.column_names, version)
 
     def _appended_files(self, spec: TableSpec, after_version: int, up_to_version: int,
                         within: Within | None = None) -> tuple[DeltaTable, dict[str, int | None]]:
@@ -401,7 +411,7 @@ class DeltaRsTableStore(TableStore):
         return self._read_files(spec, *self._appended_files(spec, after_version, up_to_version))
 
     def read_columns_arrow(self, spec, columns, version=None):
-        schema = pa.schema([spec.schema.field(c) for c in columns])
+        schema = _schema_of(spec, columns)
         if not self.exists(spec):
             return schema.empty_table()
         return self._table(spec, version).to_pyarrow_table(columns=list(columns)).cast(schema)
@@ -410,15 +420,11 @@ class DeltaRsTableStore(TableStore):
         if up_to_version <= after_version:
             return spec.schema.empty_table().select(list(columns))
         table, files = self._appended_files(spec, after_version, up_to_version, within)
-        dataset = table.to_pyarrow_dataset()
-        wanted = [f for f in dataset.get_fragments() if f.path in files]
-        if len(wanted) != len(files):
-            raise RuntimeError(f"{spec.qualified_name}: {len(files) - len(wanted)} data file(s) of version "
-                               f"{up_to_version} are not in its dataset")
-        subset = pads.FileSystemDataset(wanted, dataset.schema, dataset.format, dataset.filesystem)
+        subset = self._dataset_of(table, files)
+        if subset is None:
+            raise RuntimeError(f"{spec.qualified_name}: data files of version {up_to_version} are not in its dataset")
         rows = subset.to_table(columns=list(columns), filter=None if within is None else within.expression())
-        schema = pa.schema([spec.schema.field(c) for c in columns])
-        return rows.cast(schema)
+        return rows.cast(_schema_of(spec, columns))
 
     def read_changes(self, spec: TableSpec, after_version: int, up_to_version: int) -> DataFrame:
         if up_to_version <= after_version:
