@@ -877,7 +877,7 @@ COMPACT_BPM = (
 _COMPACT_THREADS = max(1, min(4, os.cpu_count() or 1))  # matching runs outside the GIL
 
 
-def _split_once(text: pa.Array, separator: str) -> tuple[pa.Array, pa.Array]:
+def split_once(text: pa.Array, separator: str) -> tuple[pa.Array, pa.Array]:
     """The text before and after the first ``separator`` (present in every row)."""
     parts = pc.split_pattern(text, separator, max_splits=1)
     return pc.list_element(parts, 0), pc.list_element(parts, 1)
@@ -890,10 +890,10 @@ def _compact_piece(lines: pa.Array) -> tuple[pa.BooleanArray, pa.Table]:
     quote), so the fields are cut at them: the same text a regular expression's groups give,
     measured 3.5x quicker than RE2's extraction."""
     matched = pc.match_substring_regex(lines, COMPACT_BPM)
-    head, tail = _split_once(pc.filter(lines, matched), '","topic":"bpm","partition":')
-    key, value = _split_once(head, ',"value":"')
-    partition, rest = _split_once(tail, ',"offset":')
-    offset, timestamp = _split_once(rest, ',"timestamp":')
+    head, tail = split_once(pc.filter(lines, matched), '","topic":"bpm","partition":')
+    key, value = split_once(head, ',"value":"')
+    partition, rest = split_once(tail, ',"offset":')
+    offset, timestamp = split_once(rest, ',"timestamp":')
     return matched, pa.Table.from_arrays(
         [pc.utf8_slice_codeunits(key, 7), pc.replace_substring(value, '\\"', '"'),
          *(pc.cast(text, pa.int64()) for text in (partition, offset, pc.utf8_slice_codeunits(timestamp, 0, -1)))],

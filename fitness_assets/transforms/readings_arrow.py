@@ -35,6 +35,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from fitness_assets.transforms.kafka_arrow import split_once
+
 READINGS_SCHEMA = pa.schema([pa.field("device_id", pa.int64()), pa.field("time", pa.timestamp("us", tz="UTC")),
                              pa.field("heartrate", pa.float64())])
 
@@ -46,9 +48,6 @@ _HEARTRATE = r'(?:0|[1-9][0-9]{0,8})(?:\.[0-9]{1,12})?|-(?:[1-9][0-9]{0,8}(?:\.[
 COMPACT_READING = (
     r'\A\{"device_id":(?:0|[1-9][0-9]{0,17}),"time":(?:' + _SECONDS + "|" + _ISO + r'),'
     r'"heartrate":(?:null|' + _HEARTRATE + r')\}\z')
-#: The fields of a payload known to match COMPACT_READING (matching is quick, extracting the
-#: strict pattern's groups is not): each group ends at the first character that cannot be in it.
-_FIELDS = r'\A\{"device_id":(?P<device_id>[0-9]+),"time":(?P<time>[^,]*),"heartrate":(?P<heartrate>[^}]*)\}\z'
 _THREADS = max(1, min(4, os.cpu_count() or 1))
 _MICROS = 1_000_000
 _UTC = pa.timestamp("us", tz="UTC")
@@ -79,8 +78,11 @@ def _piece(values: pa.Array) -> tuple[np.ndarray, pa.Table]:
     """Which payloads of one piece are compact and decode exactly, and their readings (in no
     particular order)."""
     matched = pc.match_substring_regex(values, COMPACT_READING).to_numpy(zero_copy_only=False)
-    found = pc.extract_regex(values.filter(pa.array(matched)), _FIELDS)
-    time = found.field("time")
+    # In a matching payload each separator occurs once, where the pattern puts it: the fields
+    # are cut at them (quicker than extracting a pattern's groups, as for the landing lines).
+    head, heartrate = split_once(values.filter(pa.array(matched)), ',"heartrate":')
+    device_id, time = split_once(head, ',"time":')
+    device_id, heartrate = pc.utf8_slice_codeunits(device_id, len('{"device_id":')), pc.utf8_slice_codeunits(heartrate, 0, -1)
     iso = pc.starts_with(time, '"').to_numpy(zero_copy_only=False)
     micros = _seconds_micros(time.filter(pa.array(~iso)))
     taken = [pa.array(~iso)]
@@ -93,9 +95,8 @@ def _piece(values: pa.Array) -> tuple[np.ndarray, pa.Table]:
         kept = np.zeros(len(iso), dtype=bool)
         kept[np.flatnonzero(iso)[real]] = True
         taken.append(pa.array(kept))
-    heartrate = found.field("heartrate")
     columns = {
-        "device_id": pc.cast(found.field("device_id"), pa.int64()),
+        "device_id": pc.cast(device_id, pa.int64()),
         "heartrate": pc.cast(pc.if_else(pc.equal(heartrate, "null"), pa.scalar(None, pa.string()), heartrate),
                              pa.float64()),
     }
