@@ -36,6 +36,23 @@ GL_HEADER = "mac_address,gym,login,logout"
 T0 = 1678095123  # 2023-03-06 09:32:03 UTC
 
 
+class SparkReadsStore(DeltaRsTableStore):
+    """The delta-rs store reading through Spark only, as the Spark-Delta store (Databricks) does:
+    the checks' Spark paths, beside the Arrow reads they take on delta-rs."""
+
+    def read_columns_arrow(self, *args, **kwargs):
+        return None
+
+    def read_appended_arrow(self, *args, **kwargs):
+        return None
+
+
+@pytest.fixture(params=["arrow reads", "spark reads"])
+def either_store(request, store):
+    """The reconciliation's two ways to count bronze and quarantine rows, on the same tables."""
+    return store if request.param == "arrow reads" else SparkReadsStore(store.root, store._spark)
+
+
 def ru(*rows: str, header: str = RU_HEADER, end: str = "\n") -> bytes:
     return end.join([header, *rows]).encode() + end.encode()
 
@@ -316,7 +333,8 @@ def test_landing_names_are_data_not_glob_patterns(store, spark, tmp_path):
     assert store.version(REGISTERED_USERS_BZ) == version
 
 
-def test_line_endings_headers_bom_and_gzip_lose_no_row(store, spark, tmp_path):
+def test_line_endings_headers_bom_and_gzip_lose_no_row(either_store, spark, tmp_path):
+    store = either_store
     landing = tmp_path / "landing"
     (landing / RU).mkdir(parents=True)
     (landing / RU / "cr.csv").write_bytes(ru(ru_row(1), ru_row(2), end="\r"))
@@ -330,7 +348,8 @@ def test_line_endings_headers_bom_and_gzip_lose_no_row(store, spark, tmp_path):
     assert reconcile(store, str(landing), RU, REGISTERED_USERS_BZ, REGISTERED_USERS_QR)[0]
 
 
-def test_reconciliation_counts_lines_itself_and_catches_a_lossy_parser(store, spark, tmp_path):
+def test_reconciliation_counts_lines_itself_and_catches_a_lossy_parser(either_store, spark, tmp_path):
+    store = either_store
     landing = tmp_path / "landing"
     (landing / RU).mkdir(parents=True)
     (landing / RU / "a.csv").write_bytes(ru(ru_row(1), ru_row(2), ru_row(3)))
@@ -343,7 +362,7 @@ def test_reconciliation_counts_lines_itself_and_catches_a_lossy_parser(store, sp
     assert not passed and metadata["mismatched_files"] == 1
 
 
-def test_reconciliation_after_a_pass_verifies_touched_files_only_and_still_catches_each_change(store, spark,
+def test_reconciliation_after_a_pass_verifies_touched_files_only_and_still_catches_each_change(either_store, spark,
                                                                                                tmp_path):
     """Given the versions of a passing reconciliation, only files named by a commit since then
     or changed on disk since their ingestion are verified again; a commit that does not name
@@ -351,6 +370,7 @@ def test_reconciliation_after_a_pass_verifies_touched_files_only_and_still_catch
     from deltalake import DeltaTable
     from pyspark.sql import functions as F
 
+    store = either_store
     landing = tmp_path / "landing"
     (landing / RU).mkdir(parents=True)
     (landing / RU / "a.csv").write_bytes(ru(ru_row(1), ru_row(2), ru_row(3)))
@@ -392,7 +412,8 @@ def test_reconciliation_after_a_pass_verifies_touched_files_only_and_still_catch
     assert not passed and lost["verified_again"] == "every file" and lost["mismatched_files"] == 1
 
 
-def test_kafka_partitions_are_reconciled_against_their_recorded_counts(store, spark, tmp_path):
+def test_kafka_partitions_are_reconciled_against_their_recorded_counts(either_store, spark, tmp_path):
+    store = either_store
     landing = tmp_path / "landing"
     (landing / KM).mkdir(parents=True)
     (landing / KM / "a.json").write_bytes(km(bpm(), rec("nope")))
@@ -410,7 +431,8 @@ def test_kafka_partitions_are_reconciled_against_their_recorded_counts(store, sp
     assert "kafka://bpm/0" in ingested_files(store, KAFKA_MULTIPLEX_BZ)
 
 
-def test_a_symlink_is_quarantined_never_followed(store, spark, tmp_path):
+def test_a_symlink_is_quarantined_never_followed(either_store, spark, tmp_path):
+    store = either_store
     landing = tmp_path / "landing"
     (landing / RU).mkdir(parents=True)
     secret = tmp_path / "secret.csv"
@@ -425,7 +447,8 @@ def test_a_symlink_is_quarantined_never_followed(store, spark, tmp_path):
     assert reconcile(store, str(landing), RU, REGISTERED_USERS_BZ, REGISTERED_USERS_QR)[0]
 
 
-def test_a_file_changed_after_ingestion_is_reported_not_ignored_or_doubled(store, spark, tmp_path):
+def test_a_file_changed_after_ingestion_is_reported_not_ignored_or_doubled(either_store, spark, tmp_path):
+    store = either_store
     landing = tmp_path / "landing"
     (landing / RU).mkdir(parents=True)
     path = landing / RU / "a.csv"

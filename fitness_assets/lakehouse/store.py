@@ -161,9 +161,11 @@ class TableStore(ABC):
         through Spark only (the caller then uses ``read_appended``)."""
         return None
 
-    def read_columns_arrow(self, spec: TableSpec, columns: Sequence[str], version: int | None = None) -> pa.Table | None:
-        """``columns`` of the whole table (as of ``version``) as Arrow read by the store itself,
-        without Spark; None when this store reads through Spark only."""
+    def read_columns_arrow(self, spec: TableSpec, columns: Sequence[str], version: int | None = None,
+                           where: pads.Expression | None = None) -> pa.Table | None:
+        """``columns`` of the whole table (as of ``version``; only its rows ``where`` an Arrow
+        condition holds, files and row groups skipped by their statistics) as Arrow read by the
+        store itself, without Spark; None when this store reads through Spark only."""
         return None
 
     @abstractmethod
@@ -410,11 +412,11 @@ class DeltaRsTableStore(TableStore):
             return self._read_files(spec, None, {})
         return self._read_files(spec, *self._appended_files(spec, after_version, up_to_version))
 
-    def read_columns_arrow(self, spec, columns, version=None):
+    def read_columns_arrow(self, spec, columns, version=None, where=None):
         schema = _schema_of(spec, columns)
         if not self.exists(spec):
             return schema.empty_table()
-        return self._table(spec, version).to_pyarrow_table(columns=list(columns)).cast(schema)
+        return self._table(spec, version).to_pyarrow_table(columns=list(columns), filters=where).cast(schema)
 
     def read_appended_arrow(self, spec, after_version, up_to_version, columns, within=None):
         if up_to_version <= after_version:

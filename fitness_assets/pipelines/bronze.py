@@ -244,10 +244,11 @@ def ingested_landing(store: TableStore, bronze: TableSpec) -> dict[str, dict[str
 
 
 def group_count(table: pa.Table, column: str) -> dict[str, int]:
+    """Rows per value of ``column`` (a NULL value counts under None)."""
     if table.num_rows == 0:
         return {}
-    counts = table.group_by(column).aggregate([(column, "count")])
-    return dict(zip(counts[column].to_pylist(), counts[f"{column}_count"].to_pylist(), strict=True))
+    counts = table.group_by(column).aggregate([([], "count_all")])
+    return dict(zip(counts[column].to_pylist(), counts["count_all"].to_pylist(), strict=True))
 
 
 def _sql_list(store: TableStore, values: list[str]) -> str:

@@ -5,6 +5,8 @@ import itertools
 import json
 import os
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -15,6 +17,7 @@ from fitness_assets.pipelines.bronze import (
     CHANGED_LINE,
     FILE_LINE,
     UnreadableFile,
+    group_count,
     landing_text_bytes,
     merged_metadata,
     read_landing_bytes,
@@ -41,6 +44,9 @@ def _lines_by_file(store: TableStore, bronze: TableSpec) -> dict[str, int]:
 
 
 def _counts(store: TableStore, spec: TableSpec, files: list[str] | None = None) -> dict[str, int]:
+    arrow = _of_files_arrow(store, spec, ["source_file"], files)
+    if arrow is not None:  # the log's files read by the store (5M rows: ~0.15 s, against 0.4-1.6 s in Spark)
+        return group_count(arrow, "source_file")
     rows = _of_files(store.read(spec), files).groupBy("source_file").agg(F.count(F.lit(1)).alias("n")).collect()
     return {r["source_file"]: r["n"] for r in rows}
 
@@ -50,9 +56,21 @@ def _of_files(rows: DataFrame, files: list[str] | None) -> DataFrame:
     return rows if files is None else rows.where(F.col("source_file").isin(files) if files else F.lit(False))
 
 
+def _of_files_arrow(store: TableStore, spec: TableSpec, columns: list[str], files: list[str] | None,
+                    where: pc.Expression | None = None) -> pa.Table | None:
+    """``columns`` of the rows of ``files`` (all rows when None; only those ``where`` holds) as
+    Arrow read by the store itself; None when it reads through Spark only."""
+    of_files = None if files is None else pc.field("source_file").isin(pa.array(files, pa.string()))
+    condition = of_files if where is None else where if of_files is None else of_files & where
+    return store.read_columns_arrow(spec, columns, where=condition)
+
+
 def _quarantine_by_file(store: TableStore, quarantine: TableSpec, files: list[str] | None = None) -> dict[str, dict]:
     """Per file: all rows, line rows (line >= 1) and the first of them, file-level rows
     (line 0) and the latest change notice (line -1)."""
+    arrow = _of_files_arrow(store, quarantine, ["source_file", "line"], files)
+    if arrow is not None:
+        return _quarantine_by_file_arrow(store, quarantine, arrow, files)
     line = F.col("line")
     rows = _of_files(store.read(quarantine), files).groupBy("source_file").agg(
         F.count(F.lit(1)).alias("all"),
@@ -61,6 +79,31 @@ def _quarantine_by_file(store: TableStore, quarantine: TableSpec, files: list[st
         F.max(F.when(line == CHANGED_LINE, F.col("raw"))).alias("changed"),
     ).collect()
     return {r["source_file"]: r.asDict() for r in rows}
+
+
+def _quarantine_by_file_arrow(store: TableStore, quarantine: TableSpec, rows: pa.Table,
+                              files: list[str] | None) -> dict[str, dict]:
+    """``_quarantine_by_file`` from the quarantine's ``source_file`` and ``line`` as Arrow; the
+    ``raw`` text is read for change notices only."""
+    out: dict[str, dict] = {}
+    if rows.num_rows:
+        line = rows["line"]
+        is_line = pc.greater_equal(line, 1)
+        tagged = pa.table({
+            "source_file": rows["source_file"], "one": pa.repeat(pa.scalar(1, pa.int64()), rows.num_rows),
+            "is_line": pc.cast(is_line, pa.int64()), "line_row": pc.if_else(is_line, line, pa.scalar(None, line.type)),
+            "is_file": pc.cast(pc.equal(line, FILE_LINE), pa.int64())})
+        grouped = tagged.group_by("source_file").aggregate(
+            [("one", "count"), ("is_line", "sum"), ("line_row", "min"), ("is_file", "sum")])
+        for r in grouped.to_pylist():
+            out[r["source_file"]] = {"source_file": r["source_file"], "all": r["one_count"], "lines": r["is_line_sum"],
+                                     "first": r["line_row_min"], "file": r["is_file_sum"], "changed": None}
+    notices = _of_files_arrow(store, quarantine, ["source_file", "raw"], files, pc.field("line") == CHANGED_LINE)
+    if notices is not None and notices.num_rows:
+        latest = notices.group_by("source_file").aggregate([("raw", "max")])
+        for name, raw in zip(latest["source_file"].to_pylist(), latest["raw_max"].to_pylist(), strict=True):
+            out[name]["changed"] = raw
+    return out
 
 
 def _files_since(commits: list[dict], after: int, up_to: int) -> set[str] | None:
@@ -104,10 +147,14 @@ def touched_since(store: TableStore, landing_root: str, bronze: TableSpec, quara
     if written is None or rejected is None:
         return None
     try:
-        appended = store.read_appended(bronze, after, version)
+        names = store.read_appended_arrow(bronze, after, version, ["source_file"])
+        if names is None:
+            appended = store.read_appended(bronze, after, version)
+            in_rows = {r["source_file"] for r in appended.select("source_file").distinct().collect()}
+        else:
+            in_rows = set(pc.unique(names["source_file"]).to_pylist())
     except RuntimeError:
         return None
-    in_rows = {r["source_file"] for r in appended.select("source_file").distinct().collect()}
     return (written | rejected | in_rows
             | {name for name in recorded if _changed_on_disk(landing_root, name, seen.get(name))})
 
@@ -224,8 +271,12 @@ def quarantine_volume_check(bronze: TableSpec, quarantine: TableSpec) -> Check:
     def evaluate(store: TableStore, lakehouse: LakehouseResource) -> AssetCheckResult:
         by_file = _lines_by_file(store, bronze)
         files, lines = set(by_file), sum(by_file.values())
-        q = store.read(quarantine).where(F.col("source_file").isin(sorted(files)) if files else F.lit(False))
-        reasons = {r["reason"]: r["n"] for r in q.groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()}
+        arrow = _of_files_arrow(store, quarantine, ["reason"], sorted(files))
+        if arrow is not None:
+            reasons = group_count(arrow, "reason")
+        else:
+            q = _of_files(store.read(quarantine), sorted(files))
+            reasons = {r["reason"]: r["n"] for r in q.groupBy("reason").agg(F.count(F.lit(1)).alias("n")).collect()}
         rejected = sum(reasons.values())
         share = rejected / lines if lines else 0.0
         return AssetCheckResult(
