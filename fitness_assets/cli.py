@@ -157,9 +157,10 @@ def _report(result, store, resources, spark_seconds: float):
     """The run's report and its overview page (the tables' row counts, quarantine reasons,
     checks and headlines)."""
     from fitness_assets import report as rpt
-    from fitness_assets.headlines import headlines
+    from fitness_assets.headlines import headlines, overview
     from fitness_assets.lakehouse.spark import running_description
 
+    data = overview(store)  # shared by the headlines and the overview page
     report = rpt.RunReport(
         success=result.success,
         wall_seconds=0.0,
@@ -168,11 +169,11 @@ def _report(result, store, resources, spark_seconds: float):
         quarantine_reasons=rpt.quarantine_reasons(store),
         checks=[rpt.CheckOutcome(e.asset_key.to_user_string(), e.check_name, e.passed, e.severity.value)
                 for e in result.get_asset_check_evaluations()],
-        headlines=headlines(store, resources["spark"].session()),
+        headlines=headlines(store, resources["spark"].session(), data),
         failed_steps=[e.step_key for e in result.all_events if e.is_step_failure],
         spark=running_description(),
     )
-    page = rpt.write_overview(store, rpt.report_dir(resources["lakehouse"].root), report.headlines)
+    page = rpt.write_overview(store, rpt.report_dir(resources["lakehouse"].root), report.headlines, data=data)
     return report, page
 
 

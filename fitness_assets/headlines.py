@@ -19,8 +19,9 @@ from fitness_assets.tables import (
 from fitness_assets.transforms.silver import AGE_BINS
 
 
-def headlines(store: TableStore, spark: SparkSession) -> dict[str, Any]:
-    """Workouts completed, average heart rate by age bin, the busiest gym and day."""
+def headlines(store: TableStore, spark: SparkSession, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Workouts completed, average heart rate by age bin, the busiest gym and day; ``data``:
+    the ``overview`` when the caller has it already."""
     if not all(store.exists(s) for s in (COMPLETED_WORKOUTS, WORKOUT_BPM_SUMMARY, GYM_SUMMARY)):
         return {}
     out: dict[str, Any] = {"workouts completed": store.row_count(COMPLETED_WORKOUTS)}
@@ -38,7 +39,7 @@ def headlines(store: TableStore, spark: SparkSession) -> dict[str, Any]:
     if busiest is not None:
         out["busiest gym and day"] = (f"gym {busiest['gym']} on {busiest['date']}: {busiest['workouts']} workouts, "
                                       f"{busiest['minutes']:.0f} minutes exercising")
-    data = overview(store)
+    data = overview(store) if data is None else data
     if data["occupancy_by_hour"]:
         hour, visitors = max(data["occupancy_by_hour"], key=lambda hv: (hv[1], -hv[0]))
         out["busiest hour"] = f"{hour:02d}:00 UTC, {visitors:.1f} members inside on average per gym and day"

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fitness_assets.lakehouse.store import TableStore
+from fitness_assets.pipelines.bronze import group_count
 from fitness_assets.tables import ALL_TABLES, QUARANTINE_TABLES
 
 
@@ -73,7 +74,12 @@ def table_rows(store: TableStore) -> dict[str, int]:
 def quarantine_reasons(store: TableStore) -> dict[str, dict[str, int]]:
     out = {}
     for spec in QUARANTINE_TABLES:
-        if store.exists(spec):
+        if not store.exists(spec):
+            continue
+        reasons = store.read_columns_arrow(spec, ["reason"])
+        if reasons is not None:  # read by the store itself: no Spark job
+            out[spec.qualified_name] = group_count(reasons, "reason")
+        else:
             rows = store.read(spec).groupBy("reason").count().collect()
             out[spec.qualified_name] = {r["reason"]: r["count"] for r in rows}
     return out
@@ -159,14 +165,14 @@ def overview_html(data: dict[str, Any], headlines: dict[str, Any] | None = None)
 
 
 def write_overview(store: TableStore, directory: Path | None, headlines: dict[str, Any] | None = None,
-                   png: bool = False) -> Path | None:
+                   png: bool = False, data: dict[str, Any] | None = None) -> Path | None:
     """Write ``overview.html`` (and ``overview.png`` when asked and Chromium is there) into
     ``directory``; the HTML's path, or None when there is no directory or no gold table yet."""
     from fitness_assets.headlines import overview
 
     if directory is None:
         return None
-    data = overview(store)
+    data = overview(store) if data is None else data
     if not data["occupancy_by_hour"] and not data["heart_rate_by_age"]:
         return None
     directory.mkdir(parents=True, exist_ok=True)
