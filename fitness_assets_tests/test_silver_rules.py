@@ -127,10 +127,13 @@ def test_quarantined_profile_records_of_deleted_members_are_found_for_erasure(sp
         return json.dumps({"key": "k", "value": json.dumps({"user_id": uid, "update_type": "merge",
                                                             "first_name": "Ann"}), "topic": topic})
 
+    escaped = line(1).replace('"topic": "user_info"', '"topic": "user\\u005finfo"')  # still the topic
+    assert json.loads(escaped)["topic"] == "user_info" and "user_info" not in escaped
     quarantine = spark.createDataFrame(
         [("f", 1, line(1), "invalid_value:update_type"), ("f", 2, line(2), "invalid_value:update_type"),
-         ("f", 3, line(1, "workout"), "missing_field:workout_id"), ("f", 4, None, "unreadable_file:binary")],
+         ("f", 3, line(1, "workout"), "missing_field:workout_id"), ("f", 4, None, "unreadable_file:binary"),
+         ("f", 5, escaped, "invalid_value:update_type")],
         "source_file string, line long, raw string, reason string").withColumn("load_time", F.current_timestamp())
     members = spark.createDataFrame([(1,)], "user_id long")
     rows = T.erased_quarantine_rows(quarantine, members).collect()
-    assert [(r["source_file"], r["line"], r["raw"]) for r in rows] == [("f", 1, None)]
+    assert sorted((r["source_file"], r["line"], r["raw"]) for r in rows) == [("f", 1, None), ("f", 5, None)]

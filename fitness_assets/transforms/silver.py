@@ -127,7 +127,11 @@ def erased_quarantine_rows(quarantine: DataFrame, members: DataFrame) -> DataFra
     holds their data, with ``raw`` emptied: what a delete must write back there."""
     record = _from_json(F.col("raw"), KAFKA_FIELDS)
     payload = _from_json(record["value"], PAYLOAD_FIELDS)
-    rows = quarantine.where(F.col("raw").isNotNull()).select(
+    # JSON writes the topic's letters and underscore as themselves or as \u escapes (no other
+    # escape is accepted for them), so a line with neither cannot be a `user_info` record and is
+    # not parsed: most quarantined lines are readings (5M readings: 76k lines, two JSON parses each).
+    named = F.col("raw").contains("user_info") | F.col("raw").contains("\\u")
+    rows = quarantine.where(F.col("raw").isNotNull() & named).select(
         "*", record["topic"].alias("_topic"), P.as_long(payload["user_id"]).alias("user_id"))
     erased = rows.where(F.col("_topic") == "user_info").join(
         F.broadcast(members.select("user_id").distinct()), on="user_id", how="left_semi")
