@@ -7,6 +7,7 @@ from pathlib import Path
 
 from deltalake import DeltaTable
 
+from fitness_assets.lakehouse.store import DeltaRsTableStore
 from fitness_assets.simulator import Simulator, SimulatorConfig
 from fitness_assets.tables import ALL_TABLES, TableSpec
 
@@ -47,3 +48,18 @@ def table_rows(store, spec: TableSpec, drop: tuple[str, ...] = ()) -> list[tuple
 
 def versions(store) -> dict[str, int]:
     return {spec.qualified_name: store.version(spec) for spec in ALL_TABLES}
+
+
+class SparkReadsStore(DeltaRsTableStore):
+    """The delta-rs store reading through Spark only, as the Spark-Delta store (Databricks)
+    does: the Spark paths of checks that read Arrow on delta-rs, on the same tables."""
+
+    def read_columns_arrow(self, *args, **kwargs):
+        return None
+
+    def read_appended_arrow(self, *args, **kwargs):
+        return None
+
+
+def spark_reads(store: DeltaRsTableStore) -> SparkReadsStore:
+    return SparkReadsStore(store.root, store._spark)

@@ -34,7 +34,7 @@ from fitness_assets.tables import (
     WORKOUT_PERFORMANCE,
     WORKOUT_ZONES,
 )
-from fitness_assets_tests.helpers import deliver, stage, table_rows
+from fitness_assets_tests.helpers import deliver, spark_reads, stage, table_rows
 from fitness_assets_tests.reference_impl import expected_gold
 
 BUSINESS = (GYM_OCCUPANCY, MEMBER_ENGAGEMENT, WORKOUT_ZONES, WORKOUT_PERFORMANCE)
@@ -358,12 +358,15 @@ def _compare(store, expected, specs):
                     assert actual == _naive(value), (spec.name, key, column, json.dumps(str(got[key])))
 
 
-def test_recordings_match_workout_bpm_fails_on_a_lost_summary_or_a_wrong_count(store, settings):
+@pytest.mark.parametrize("reads", ["arrow", "spark"])
+def test_recordings_match_workout_bpm_fails_on_a_lost_summary_or_a_wrong_count(store, settings, reads):
     """The summary's readings and workouts against workout_bpm (row counts from the Delta log):
-    passes on the example, fails when a workout's summary is lost or its count is wrong."""
+    passes on the example, fails when a workout's summary is lost or its count is wrong; with
+    the store's own Arrow reads and through Spark."""
     from fitness_assets.assets.gold.checks import gold_checks
     from fitness_assets.tables import WORKOUT_BPM_SUMMARY
 
+    store = store if reads == "arrow" else spark_reads(store)
     build_example(store)
     refresh_all(store)
     lakehouse = LakehouseResource(spark=SparkResource(), root=settings.lakehouse_root, landing_root=settings.landing_root,

@@ -26,7 +26,7 @@ from fitness_assets.tables import (
     REGISTERED_USERS_QR,
 )
 from fitness_assets.transforms import bronze as parsers
-from fitness_assets_tests.helpers import BRONZE_SELECTION, versions
+from fitness_assets_tests.helpers import BRONZE_SELECTION, spark_reads, versions
 
 RU, GL, KM = "registered_users", "gym_logins", "kafka_multiplex"
 TABLES = {RU: (REGISTERED_USERS_BZ, REGISTERED_USERS_QR), GL: (GYM_LOGINS_BZ, GYM_LOGINS_QR),
@@ -36,21 +36,10 @@ GL_HEADER = "mac_address,gym,login,logout"
 T0 = 1678095123  # 2023-03-06 09:32:03 UTC
 
 
-class SparkReadsStore(DeltaRsTableStore):
-    """The delta-rs store reading through Spark only, as the Spark-Delta store (Databricks) does:
-    the checks' Spark paths, beside the Arrow reads they take on delta-rs."""
-
-    def read_columns_arrow(self, *args, **kwargs):
-        return None
-
-    def read_appended_arrow(self, *args, **kwargs):
-        return None
-
-
 @pytest.fixture(params=["arrow reads", "spark reads"])
 def either_store(request, store):
     """The reconciliation's two ways to count bronze and quarantine rows, on the same tables."""
-    return store if request.param == "arrow reads" else SparkReadsStore(store.root, store._spark)
+    return store if request.param == "arrow reads" else spark_reads(store)
 
 
 def ru(*rows: str, header: str = RU_HEADER, end: str = "\n") -> bytes:
