@@ -12,7 +12,7 @@ from fitness_assets.definitions import ALL_ASSETS_JOB, build_definitions
 from fitness_assets.simulator import SimulatorConfig
 from fitness_assets.tables import COMPLETED_WORKOUTS, HEART_RATE, LONG, USERS, WORKOUT_BPM, TableSpec
 from fitness_assets_tests.conftest import TEST_SPARK, skip_on_connect
-from fitness_assets_tests.helpers import deliver, stage
+from fitness_assets_tests.helpers import deliver, spark_reads, stage
 
 
 def _spark_jobs(spark) -> int:
@@ -218,3 +218,28 @@ def test_a_duplicate_key_is_found_when_the_whole_table_is_checked(settings, stor
             assert failed.metadata[SINCE_KEY].value == "whole table"
             (sample,) = failed.metadata["sample"].value
             assert sample["n"] == 2 and set(spec.keys) <= set(sample)
+
+
+@pytest.mark.parametrize("reads", ["arrow", "spark"])
+def test_a_link_counted_over_the_whole_table_equals_an_independent_count(store, run, spark, tmp_path, reads):
+    """A link checked over the whole table (no earlier evaluation, or its parent changed) is
+    counted by Arrow on delta-rs and by Spark's anti-join elsewhere: both equal a count made
+    independently in SQL, and the sample shows offending rows."""
+    from fitness_assets.assets.checks_lib import evaluate_checks
+    from fitness_assets.assets.silver.checks import silver_checks
+
+    stage(SimulatorConfig.tiny(seed=7, batches=1), tmp_path / "staging")
+    deliver(tmp_path / "staging", tmp_path / "landing")
+    run()
+    for device in (987654321, 987654322):
+        store.append(HEART_RATE, store.read(HEART_RATE).limit(1).selectExpr(
+            f"{device} AS device_id", "time", "heartrate", "valid"))
+    store.read(USERS).createOrReplaceTempView("users")
+    store.read(HEART_RATE).createOrReplaceTempView("readings")
+    expected = spark.sql("SELECT count(*) AS n FROM readings WHERE device_id NOT IN "
+                         "(SELECT device_id FROM users WHERE device_id IS NOT NULL)").first()["n"]
+    (check,) = [c for c in silver_checks if c.name == "device_id_in_users"]
+    result = evaluate_checks(store if reads == "arrow" else spark_reads(store), None, [check])[check.name]
+    assert not result.passed and result.metadata["offending_rows"].value == expected >= 2
+    known = {r["device_id"] for r in store.read(USERS).collect()}
+    assert result.metadata["sample"].value and all(r["device_id"] not in known for r in result.metadata["sample"].value)
