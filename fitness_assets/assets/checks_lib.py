@@ -344,8 +344,9 @@ def evaluate_checks(store: TableStore, lakehouse: LakehouseResource, checks: Seq
             added_rows[c.name] = added
             if c.offenders is not None:
                 frames[c.name] = c.offenders(store)
-            elif c.link is not None and added is table and (n := _link_offenders_arrow(store, spec, c.link, version)) is not None:
-                counted_apart[c.name] = n
+            elif c.link is not None and added is table and (
+                    whole := _link_offenders_arrow(store, spec, c.link, version)) is not None:
+                counted_apart[c.name] = whole
             elif c.condition is None:
                 frames[c.name] = offenders(c, added)
                 if c.link is not None and removed is not None:

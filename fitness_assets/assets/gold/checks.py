@@ -18,7 +18,8 @@ def _recordings_match(store: TableStore, lakehouse: LakehouseResource) -> AssetC
     workout_keys = store.read_columns_arrow(WORKOUT_BPM, keys)
     if workout_keys is not None:
         workouts = workout_keys.group_by(keys).aggregate([]).num_rows
-        summarised = pc.sum(store.read_columns_arrow(WORKOUT_BPM_SUMMARY, ["num_recordings"])["num_recordings"]).as_py() or 0
+        recordings = store.read_columns_arrow(WORKOUT_BPM_SUMMARY, ["num_recordings"])["num_recordings"]
+        summarised = pc.sum(recordings).as_py() or 0
     else:
         summarised, workouts = (
             store.read(WORKOUT_BPM_SUMMARY).agg(F.coalesce(F.sum("num_recordings"), F.lit(0)).alias("summarised"))
