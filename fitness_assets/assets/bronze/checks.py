@@ -58,11 +58,16 @@ def _of_files(rows: DataFrame, files: list[str] | None) -> DataFrame:
 
 def _of_files_arrow(store: TableStore, spec: TableSpec, columns: list[str], files: list[str] | None,
                     where: pc.Expression | None = None) -> pa.Table | None:
-    """``columns`` of the rows of ``files`` (all rows when None; only those ``where`` holds) as
-    Arrow read by the store itself; None when it reads through Spark only."""
-    of_files = None if files is None else pc.field("source_file").isin(pa.array(files, pa.string()))
-    condition = of_files if where is None else where if of_files is None else of_files & where
-    return store.read_columns_arrow(spec, columns, where=condition)
+    """``columns`` of the rows of ``files`` (all rows when None; only those ``where`` holds, a
+    condition on a non-string column) as Arrow read by the store itself; None when it reads
+    through Spark only. The files are picked after the read: a file name condition pushed into
+    the scan would prune by string statistics, which Arrow cannot do for every file delta-rs
+    writes (see ``DeltaRsTableStore.read_columns_arrow``)."""
+    read = columns if files is None or "source_file" in columns else [*columns, "source_file"]
+    rows = store.read_columns_arrow(spec, read, where=where)
+    if rows is None or files is None:
+        return rows
+    return rows.filter(pc.is_in(rows["source_file"], value_set=pa.array(files, pa.string()))).select(columns)
 
 
 def _quarantine_by_file(store: TableStore, quarantine: TableSpec, files: list[str] | None = None) -> dict[str, dict]:
