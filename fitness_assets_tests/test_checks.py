@@ -243,3 +243,49 @@ def test_a_link_counted_over_the_whole_table_equals_an_independent_count(store, 
     assert not result.passed and result.metadata["offending_rows"].value == expected >= 2
     known = {r["device_id"] for r in store.read(USERS).collect()}
     assert result.metadata["sample"].value and all(r["device_id"] not in known for r in result.metadata["sample"].value)
+
+
+@pytest.mark.parametrize("reads", ["arrow", "spark"])
+@pytest.mark.parametrize("feed", ["change feed", "append-only"])
+def test_keys_unique_counts_the_duplicates_among_keys_written_since(store, reads, feed):
+    """`keys_unique` after a pass looks up the keys written since in the table (only its
+    stretch of their range when clustered by a key): duplicates of the earliest and latest
+    stored keys, a key written twice in one commit, and nothing for an update (whose pre- and
+    post-images share a key), by Arrow on delta-rs and by Spark elsewhere, from the change
+    data feed or from the appended files."""
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from fitness_assets.assets.checks_lib import Scope, evaluate_checks
+    from fitness_assets.lakehouse.store import Clause, Merge
+    from fitness_assets.tables import STRING, TIMESTAMP
+
+    spec = TableSpec(layer="test", name="events", columns=(("k", LONG), ("t", TIMESTAMP), ("v", STRING)),
+                     description="t", keys=("k", "t"), not_null=("k", "t"), cluster_by="t",
+                     change_data_feed=feed == "change feed")
+    (check,) = key_checks(spec)
+    checked = store if reads == "arrow" else spark_reads(store)
+    t0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+
+    def rows(*pairs):
+        return pa.table({"k": [k for k, _ in pairs], "t": [t0 + dt.timedelta(hours=h) for _, h in pairs],
+                         "v": ["x"] * len(pairs)}, schema=spec.schema)
+
+    def since(version):
+        return evaluate_checks(checked, None, [check], {check.name: Scope(version)})[check.name]
+
+    store.append(spec, rows((1, 1), (2, 2), (3, 3), (4, 4)))
+    assert since(-1).passed
+    v = store.version(spec)
+    store.append(spec, rows((5, 5)))
+    assert since(v).passed and since(v).metadata["offending_rows"].value == 0
+    v = store.version(spec)
+    store.append(spec, rows((1, 1), (4, 4), (6, 6), (6, 6)))  # the earliest and latest again, one twice
+    failed = since(v)
+    assert not failed.passed and failed.metadata["offending_rows"].value == 3
+    if feed == "change feed":  # an update writes a post-image of a stored key: no duplicate
+        store.overwrite(spec, rows((1, 1), (2, 2), (3, 3), (4, 4), (5, 5)))
+        v = store.version(spec)
+        store.merge(spec, rows((2, 2)), Merge("t.k = s.k AND t.t = s.t", (Clause("update_all"),)))
+        assert since(v).passed
