@@ -52,7 +52,7 @@ from pyspark.sql.pandas.types import from_arrow_schema
 from fitness_assets.assets.common import asset_key
 from fitness_assets.lakehouse.incremental import utc
 from fitness_assets.lakehouse.spark import arrow_frame
-from fitness_assets.lakehouse.store import TableStore, Within
+from fitness_assets.lakehouse.store import Condition, OneOf, TableStore, Within
 from fitness_assets.resources import LakehouseResource, SparkResource
 from fitness_assets.tables import TableSpec
 from fitness_assets.transforms import quality
@@ -421,12 +421,18 @@ def _duplicate_keys_arrow(store: TableStore, spec: TableSpec, version: int, afte
         return None
     if new.num_rows == 0:
         return 0
-    stretch = None
+    # Only stored keys that may equal a new one are read: those with a value of the first key
+    # column that is not text among the new ones' (filtered while scanning, so the Python peak
+    # stays low; 5M readings: +280 MB without), and within their range of the column the table
+    # is clustered by (files and row groups outside it are skipped).
+    where: list[Condition] = []
     if spec.cluster_by in keys:
         span = pc.min_max(new[spec.cluster_by])
-        low, high = span["min"], span["max"]
-        stretch = (pc.field(spec.cluster_by) >= low) & (pc.field(spec.cluster_by) <= high)
-    stored = store.read_columns_arrow(spec, keys, at, where=stretch)
+        where.append(Within(spec.cluster_by, span["min"], span["max"]))
+    lookup = next((k for k in keys if not pa.types.is_string(new.schema.field(k).type)), None)
+    if lookup is not None:
+        where.append(OneOf(lookup, pc.unique(new[lookup])))
+    stored = store.read_columns_arrow(spec, keys, at, where=where)
     if stored is None:
         return None
     candidates = stored.join(new.group_by(keys).aggregate([]), keys, join_type="left semi")

@@ -96,6 +96,21 @@ class Within:
 
 
 @dataclass(frozen=True)
+class OneOf:
+    """Rows whose ``column`` holds one of ``values`` (an Arrow array of the column's type), for
+    the store's own Arrow reads."""
+
+    column: str
+    values: pa.Array
+
+    def expression(self) -> pads.Expression:
+        return pads.field(self.column).isin(self.values)
+
+
+Condition = Within | OneOf
+
+
+@dataclass(frozen=True)
 class Merge:
     predicate: str
     clauses: tuple[Clause, ...]
@@ -162,11 +177,11 @@ class TableStore(ABC):
         return None
 
     def read_columns_arrow(self, spec: TableSpec, columns: Sequence[str], version: int | None = None,
-                           where: pads.Expression | None = None) -> pa.Table | None:
-        """``columns`` of the whole table (as of ``version``; only its rows ``where`` an Arrow
-        condition holds, files and row groups skipped by their statistics where Arrow can, so
-        best on non-string columns) as Arrow read by the store itself, without Spark; None when
-        this store reads through Spark only."""
+                           where: Sequence[Condition] = ()) -> pa.Table | None:
+        """``columns`` of the whole table (as of ``version``; only its rows for which every
+        condition of ``where`` holds, filtered while scanning, files and row groups skipped by
+        their statistics) as Arrow read by the store itself, without Spark; None when this
+        store reads through Spark only."""
         return None
 
     @abstractmethod
@@ -419,20 +434,24 @@ class DeltaRsTableStore(TableStore):
             return self._read_files(spec, None, {})
         return self._read_files(spec, *self._appended_files(spec, after_version, up_to_version))
 
-    def read_columns_arrow(self, spec, columns, version=None, where=None):
+    def read_columns_arrow(self, spec, columns, version=None, where=()):
         schema = _schema_of(spec, columns)
         if not self.exists(spec):
             return schema.empty_table()
         table = self._table(spec, version)
+        expression = None
+        for condition in where:
+            expression = condition.expression() if expression is None else expression & condition.expression()
         try:
-            return table.to_pyarrow_table(columns=list(columns), filters=where).cast(schema)
+            return table.to_pyarrow_table(columns=list(columns), filters=expression).cast(schema)
         except pa.ArrowNotImplementedError:
             # A file written through delta-rs's query engine (a MERGE, an overwrite with a
             # predicate) holds strings as string_view, and Arrow fails to prune such a file by its
             # statistics for some conditions on a string column (an `isin` of several values):
-            # the whole table read, then filtered.
-            rows = table.to_pyarrow_table(columns=spec.column_names).cast(spec.schema)
-            return rows.filter(where).select(list(columns)).cast(schema)
+            # the columns and those of the conditions read whole, then filtered.
+            read = list(dict.fromkeys([*columns, *(c.column for c in where)]))
+            rows = table.to_pyarrow_table(columns=read).cast(_schema_of(spec, read))
+            return rows.filter(expression).select(list(columns)).cast(schema)
 
     def read_appended_arrow(self, spec, after_version, up_to_version, columns, within=None):
         if up_to_version <= after_version:

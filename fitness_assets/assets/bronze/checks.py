@@ -4,6 +4,7 @@ import hashlib
 import itertools
 import json
 import os
+from collections.abc import Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -12,7 +13,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from fitness_assets.assets.checks_lib import Check, custom_check, rule_check
-from fitness_assets.lakehouse.store import TableStore
+from fitness_assets.lakehouse.store import Condition, OneOf, TableStore, Within
 from fitness_assets.pipelines.bronze import (
     CHANGED_LINE,
     FILE_LINE,
@@ -57,17 +58,11 @@ def _of_files(rows: DataFrame, files: list[str] | None) -> DataFrame:
 
 
 def _of_files_arrow(store: TableStore, spec: TableSpec, columns: list[str], files: list[str] | None,
-                    where: pc.Expression | None = None) -> pa.Table | None:
-    """``columns`` of the rows of ``files`` (all rows when None; only those ``where`` holds, a
-    condition on a non-string column) as Arrow read by the store itself; None when it reads
-    through Spark only. The files are picked after the read: a file name condition pushed into
-    the scan would prune by string statistics, which Arrow cannot do for every file delta-rs
-    writes (see ``DeltaRsTableStore.read_columns_arrow``)."""
-    read = columns if files is None or "source_file" in columns else [*columns, "source_file"]
-    rows = store.read_columns_arrow(spec, read, where=where)
-    if rows is None or files is None:
-        return rows
-    return rows.filter(pc.is_in(rows["source_file"], value_set=pa.array(files, pa.string()))).select(columns)
+                    where: Sequence[Condition] = ()) -> pa.Table | None:
+    """``columns`` of the rows of ``files`` (all rows when None; only those ``where`` holds) as
+    Arrow read by the store itself; None when it reads through Spark only."""
+    of_files = [] if files is None else [OneOf("source_file", pa.array(files, pa.string()))]
+    return store.read_columns_arrow(spec, columns, where=[*of_files, *where])
 
 
 def _quarantine_by_file(store: TableStore, quarantine: TableSpec, files: list[str] | None = None) -> dict[str, dict]:
@@ -103,7 +98,7 @@ def _quarantine_by_file_arrow(store: TableStore, quarantine: TableSpec, rows: pa
         for r in grouped.to_pylist():
             out[r["source_file"]] = {"source_file": r["source_file"], "all": r["one_count"], "lines": r["is_line_sum"],
                                      "first": r["line_row_min"], "file": r["is_file_sum"], "changed": None}
-    notices = _of_files_arrow(store, quarantine, ["source_file", "raw"], files, pc.field("line") == CHANGED_LINE)
+    notices = _of_files_arrow(store, quarantine, ["source_file", "raw"], files, [Within("line", CHANGED_LINE, CHANGED_LINE)])
     if notices is not None and notices.num_rows:
         latest = notices.group_by("source_file").aggregate([("raw", "max")])
         for name, raw in zip(latest["source_file"].to_pylist(), latest["raw_max"].to_pylist(), strict=True):
