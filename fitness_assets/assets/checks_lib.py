@@ -410,7 +410,8 @@ def _duplicate_keys_arrow(store: TableStore, spec: TableSpec, version: int, afte
     keys that occur more than once in the table at ``version``, all of them (``after`` None) or
     those among the keys written after version ``after``, looked up in the whole table's keys,
     or only in its stretch of the new keys' range when it is clustered by a key column (a
-    duplicate has its key's value). As the Spark count, without its job (5M readings: ...)."""
+    duplicate has its key's value). The Spark count's result without its job (a 5M micro-batch's
+    readings: ~0.25 s against ~1.5 s)."""
     keys = list(spec.keys)
     at = version if version >= 0 else None
     if after is None:
