@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fitness_assets.lakehouse.store import TableStore
-from fitness_assets.pipelines.bronze import group_count
+from fitness_assets.pipelines.bronze import reason_counts
 from fitness_assets.tables import ALL_TABLES, QUARANTINE_TABLES
 
 
@@ -72,17 +72,7 @@ def table_rows(store: TableStore) -> dict[str, int]:
 
 
 def quarantine_reasons(store: TableStore) -> dict[str, dict[str, int]]:
-    out = {}
-    for spec in QUARANTINE_TABLES:
-        if not store.exists(spec):
-            continue
-        reasons = store.read_columns_arrow(spec, ["reason"])
-        if reasons is not None:  # read by the store itself: no Spark job
-            out[spec.qualified_name] = group_count(reasons, "reason")
-        else:
-            rows = store.read(spec).groupBy("reason").count().collect()
-            out[spec.qualified_name] = {r["reason"]: r["count"] for r in rows}
-    return out
+    return {spec.qualified_name: reason_counts(store, spec) for spec in QUARANTINE_TABLES if store.exists(spec)}
 
 
 # ------------------------------------------------------------------------ picture overview

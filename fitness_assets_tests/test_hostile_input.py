@@ -16,7 +16,7 @@ import pytest
 
 from fitness_assets.assets.bronze.checks import reconcile
 from fitness_assets.lakehouse.store import DeltaRsTableStore, LakehouseNotWritable
-from fitness_assets.pipelines.bronze import IngestConfigError, ingest, ingested_files, ingested_landing
+from fitness_assets.pipelines.bronze import IngestConfigError, ingest, ingested_files, ingested_landing, reason_counts
 from fitness_assets.tables import (
     GYM_LOGINS_BZ,
     GYM_LOGINS_QR,
@@ -335,6 +335,8 @@ def test_line_endings_headers_bom_and_gzip_lose_no_row(either_store, spark, tmp_
     quarantined = {(r["source_file"], r["line"]): r["reason"] for r in store.read(REGISTERED_USERS_QR).collect()}
     assert quarantined == {(f"{RU}/noheader.csv", 1): "malformed_csv", (f"{RU}/noheader.csv", 2): "malformed_csv"}
     assert reconcile(store, str(landing), RU, REGISTERED_USERS_BZ, REGISTERED_USERS_QR)[0]
+    assert reason_counts(store, REGISTERED_USERS_QR) == {"malformed_csv": 2}
+    assert reason_counts(store, REGISTERED_USERS_QR, [f"{RU}/cr.csv"]) == {}
 
 
 def test_reconciliation_counts_lines_itself_and_catches_a_lossy_parser(either_store, spark, tmp_path):

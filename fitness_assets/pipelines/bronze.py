@@ -32,7 +32,7 @@ import os
 import re
 import stat
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fitness_assets.lakehouse.spark import arrow_frame
-from fitness_assets.lakehouse.store import CommitResult, TableStore, Txn
+from fitness_assets.lakehouse.store import CommitResult, Condition, OneOf, TableStore, Txn
 from fitness_assets.tables import TableSpec
 from fitness_assets.transforms.bronze import LANDING_FORMATS, REASON, LandingFormat
 from fitness_assets.transforms.kafka_arrow import PlainLines
@@ -249,6 +249,29 @@ def group_count(table: pa.Table, column: str) -> dict[str, int]:
         return {}
     counts = table.group_by(column).aggregate([([], "count_all")])
     return dict(zip(counts[column].to_pylist(), counts["count_all"].to_pylist(), strict=True))
+
+
+def of_files(rows: DataFrame, files: list[str] | None) -> DataFrame:
+    """The rows of ``files`` (all rows when None): a filter Parquet can skip row groups by."""
+    return rows if files is None else rows.where(F.col("source_file").isin(files) if files else F.lit(False))
+
+
+def of_files_arrow(store: TableStore, spec: TableSpec, columns: list[str], files: list[str] | None,
+                   where: Sequence[Condition] = ()) -> pa.Table | None:
+    """``columns`` of the rows of ``files`` (all rows when None; only those ``where`` holds) as
+    Arrow read by the store itself; None when it reads through Spark only."""
+    of = [] if files is None else [OneOf("source_file", pa.array(files, pa.string()))]
+    return store.read_columns_arrow(spec, columns, where=[*of, *where])
+
+
+def reason_counts(store: TableStore, quarantine: TableSpec, files: list[str] | None = None) -> dict[str, int]:
+    """Quarantined rows per reason (of ``files`` only, when given): by Arrow where the store
+    reads it itself, else in one Spark job."""
+    reasons = of_files_arrow(store, quarantine, [REASON], files)
+    if reasons is not None:
+        return group_count(reasons, REASON)
+    rows = of_files(store.read(quarantine), files).groupBy(REASON).count().collect()
+    return {r[REASON]: r["count"] for r in rows}
 
 
 def _sql_list(store: TableStore, values: list[str]) -> str:
