@@ -316,3 +316,42 @@ def test_arrow_reads_filter_strings_in_files_a_merge_wrote(store):
     # (deltalake 1.6.6, pyarrow 26.0.1): "greater_equal ... (string, string_view)".
     assert sorted(store.read_columns_arrow(KV, ["k"], where=[condition])["k"].to_pylist()) == [1, 3]
     assert sorted(store.read_columns_arrow(KV, ["v"], where=[condition, Within("k", 2, 9)])["v"].to_pylist()) == ["c"]
+
+
+def test_a_clustered_table_is_written_in_files_of_its_target_size_each_a_stretch_of_time(store, monkeypatch):
+    """A table with ``delta.targetFileSize`` (the clustered tables') is written in files of
+    about that size, and as its rows are sorted, each file holds its own stretch of time: a
+    read (or a MERGE) of a few hours opens one file, not the table. A table made before the
+    property was declared gets it on the next ``ensure``."""
+    _delta_rs_only(store, "the file layout is delta-rs's writer's")
+    import random
+
+    from fitness_assets.lakehouse import store as store_module
+    from fitness_assets.tables import CLUSTERED_PROPERTIES, HEART_RATE, WORKOUT_BPM
+
+    monkeypatch.setattr(store_module, "SMALL_READ_ROWS", 0)  # Parquet scans, whose files Spark lists
+    sized = TableSpec(layer="test", name="sized", columns=(("k", LONG), ("at", TIMESTAMP)), description="sized",
+                      keys=("k",), not_null=("k", "at"), cluster_by="at",
+                      properties={"delta.targetFileSize": str(64 * 1024)})
+    start = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    rng = random.Random(7)
+    seconds = [rng.randrange(14 * 86_400) for _ in range(100_000)]
+    store.append(sized, pa.table({"k": pa.array([rng.getrandbits(62) for _ in seconds], pa.int64()),
+                                  "at": pa.array([start + dt.timedelta(seconds=s) for s in seconds], TIMESTAMP)}))
+    actions = pa.table(DeltaTable(store.location(sized)).get_add_actions(flatten=True)).sort_by("min.at")
+    assert actions.num_rows > 4
+    assert sum(actions["num_records"].to_pylist()) == 100_000
+    spans = list(zip(actions["min.at"].to_pylist(), actions["max.at"].to_pylist(), strict=True))
+    assert all(hi <= next_lo for (_, hi), (next_lo, _) in zip(spans, spans[1:], strict=False))
+    last_hour = Within("at", start + dt.timedelta(days=14, hours=-1), start + dt.timedelta(days=14))
+    frame = store.read(sized, within=last_hour)
+    assert len(frame.inputFiles()) == 1
+    assert frame.count() == sum(1 for s in seconds if s >= 13 * 86_400 + 23 * 3600)
+
+    # The table as an older release made it (no target size), then ensured with this release's spec.
+    DeltaTable.create(store.location(HEART_RATE), HEART_RATE.schema)
+    store.ensure(HEART_RATE)
+    store.ensure(WORKOUT_BPM)
+    for spec in (HEART_RATE, WORKOUT_BPM):
+        configuration = DeltaTable(store.location(spec)).metadata().configuration
+        assert {k: configuration.get(k) for k in CLUSTERED_PROPERTIES} == CLUSTERED_PROPERTIES

@@ -297,7 +297,7 @@ class DeltaRsTableStore(TableStore):
 
     def ensure(self, spec: TableSpec) -> None:
         if self.exists(spec):
-            self._ensure_constraints(spec)
+            self._ensure_metadata(spec)
             return
         configuration = dict(spec.properties)
         if spec.change_data_feed:
@@ -310,16 +310,18 @@ class DeltaRsTableStore(TableStore):
             )
         except Exception:
             if self.exists(spec):  # another process created it first
-                self._ensure_constraints(spec)
+                self._ensure_metadata(spec)
                 return
             raise
         if spec.constraints:
             dt.alter.add_constraint(dict(spec.constraints))
 
-    def _ensure_constraints(self, spec: TableSpec) -> None:
-        """Add the spec's CHECK constraints the table lacks: creating a table and adding its
-        constraints are two commits, and a process killed between them leaves a table without."""
-        if not spec.constraints:
+    def _ensure_metadata(self, spec: TableSpec) -> None:
+        """Add the spec's CHECK constraints and properties the table lacks: creating a table and
+        adding its constraints are two commits, and a process killed between them leaves a
+        table without; a table made by an older release lacks a property added since (it then
+        applies to the files written from now on)."""
+        if not spec.constraints and not spec.properties:
             return
         table = self._table(spec)
         present = table.metadata().configuration
@@ -332,6 +334,9 @@ class DeltaRsTableStore(TableStore):
                 present = self._table(spec).metadata().configuration
                 if any(f"delta.constraints.{name}" not in present for name in missing):
                     raise
+        unset = {k: v for k, v in spec.properties.items() if present.get(k) != v}
+        if unset:
+            self._table(spec).alter.set_table_properties(unset)
 
     def version(self, spec: TableSpec) -> int:
         try:
