@@ -7,7 +7,7 @@ from pathlib import Path
 
 from deltalake import DeltaTable
 
-from fitness_assets.lakehouse.store import DeltaRsTableStore
+from fitness_assets.lakehouse.store import DeltaRsTableStore, TableStore
 from fitness_assets.simulator import Simulator, SimulatorConfig
 from fitness_assets.tables import ALL_TABLES, TableSpec
 
@@ -59,6 +59,12 @@ class SparkReadsStore(DeltaRsTableStore):
 
     def read_appended_arrow(self, *args, **kwargs):
         return None
+
+    def read_changes_arrow(self, *args, **kwargs):
+        return None
+
+    def read_arrow(self, spec, version=None):
+        return TableStore.read_arrow(self, spec, version)
 
 
 def spark_reads(store: DeltaRsTableStore) -> SparkReadsStore:

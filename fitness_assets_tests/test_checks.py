@@ -289,3 +289,42 @@ def test_keys_unique_counts_the_duplicates_among_keys_written_since(store, reads
         v = store.version(spec)
         store.merge(spec, rows((2, 2)), Merge("t.k = s.k AND t.t = s.t", (Clause("update_all"),)))
         assert since(v).passed
+
+
+@pytest.mark.parametrize("feed", ["change feed", "append-only"])
+def test_a_condition_counts_the_offending_rows_written_and_removed_since(store, spark, feed):
+    """A row rule after a pass counts the offending rows written since, less those deleted or
+    replaced (the change feed's pre-images), on top of the count carried over: equal to a count
+    of the whole table made independently in SQL."""
+    import pyarrow as pa
+
+    from fitness_assets.assets.checks_lib import Scope, evaluate_checks, rule_check
+    from fitness_assets.lakehouse.store import Clause, Merge
+    from fitness_assets.tables import STRING
+
+    spec = TableSpec(layer="test", name="ranges", columns=(("k", LONG), ("lo", LONG), ("hi", LONG), ("note", STRING)),
+                     description="t", keys=("k",), not_null=("k",), change_data_feed=feed == "change feed")
+    check = rule_check(spec, "lo_below_hi", "lo > hi OR note = 'bad'", "t")
+
+    def rows(*triples):
+        return pa.table({"k": [t[0] for t in triples], "lo": [t[1] for t in triples], "hi": [t[2] for t in triples],
+                         "note": [t[3] if len(t) > 3 else None for t in triples]}, schema=spec.schema)
+
+    def whole() -> int:
+        store.read(spec).createOrReplaceTempView("ranges")
+        return spark.sql("SELECT count(*) AS n FROM ranges WHERE lo > hi OR note = 'bad'").first()["n"]
+
+    def since(version, carried):
+        result = evaluate_checks(store, None, [check], {check.name: Scope(version, carried)})[check.name]
+        return result.metadata["offending_rows"].value
+
+    store.append(spec, rows((1, 1, 2), (2, 5, 3), (3, 1, 9)))
+    v, count = store.version(spec), whole()
+    assert count == 1
+    store.append(spec, rows((4, 7, 1), (5, 0, 1), (6, 0, 1, "bad")))
+    assert since(v, count) == whole() == 3
+    if feed == "change feed":  # repair one offending row (an update) and delete another
+        v, count = store.version(spec), whole()
+        store.merge(spec, rows((2, 1, 3), (4, 7, 1)), Merge("t.k = s.k", (Clause("update_all", "s.k = 2"),
+                                                                         Clause("delete", "s.k = 4"))))
+        assert since(v, count) == whole() == 1
