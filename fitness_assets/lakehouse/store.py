@@ -336,7 +336,13 @@ class DeltaRsTableStore(TableStore):
                     raise
         unset = {k: v for k, v in spec.properties.items() if present.get(k) != v}
         if unset:
-            self._table(spec).alter.set_table_properties(unset)
+            try:
+                self._table(spec).alter.set_table_properties(unset)
+            except Exception:
+                # As above: a concurrent writer may have set them first.
+                present = self._table(spec).metadata().configuration
+                if any(present.get(k) != v for k, v in unset.items()):
+                    raise
 
     def version(self, spec: TableSpec) -> int:
         try:
