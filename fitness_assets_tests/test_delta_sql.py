@@ -232,7 +232,7 @@ def test_reads_time_travel_and_appended_rows(parser):
 
 
 def test_delta_only_statements_name_the_table_exactly(parser):
-    """DESCRIBE HISTORY, DESCRIBE DETAIL and VACUUM need Delta's parser (absent here): their name part is
+    """DESCRIBE HISTORY, DESCRIBE DETAIL, VACUUM and OPTIMIZE need Delta's parser (absent here): their name part is
     checked with Spark's, their numbers must be integers."""
     name = delta_sql.table_name("c", HOSTILE)
     history = delta_sql.history_sql("c", HOSTILE, 64)
@@ -245,6 +245,8 @@ def test_delta_only_statements_name_the_table_exactly(parser):
     vacuum = delta_sql.vacuum_sql("c", HOSTILE, 168)
     assert _parts(parser, vacuum.removeprefix("VACUUM ").removesuffix(" RETAIN 168 HOURS")) == [
         "c", HOSTILE.layer, HOSTILE.name]
+    optimize = delta_sql.optimize_sql("c", HOSTILE)
+    assert _parts(parser, optimize.removeprefix("OPTIMIZE ")) == ["c", HOSTILE.layer, HOSTILE.name]
     for bad in (-1, "1; DROP TABLE x", 2.5):
         with pytest.raises(ValueError):
             delta_sql.vacuum_sql("c", HOSTILE, bad)

@@ -41,12 +41,19 @@ def _fresh_lakehouse(settings, tmp_path, name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed,batches,split", [
-    (1, 4, "random"), (2, 3, "time"), pytest.param(13, 3, "random", marks=pytest.mark.connect)])
-def test_batch_split_invariance(seed, batches, split, tmp_path, spark, dagster_instance):
+@pytest.mark.parametrize("seed,batches,split,compact", [
+    (1, 4, "random", False), (2, 3, "time", False), (5, 3, "random", True),
+    pytest.param(13, 3, "random", False, marks=pytest.mark.connect)])
+def test_batch_split_invariance(seed, batches, split, compact, tmp_path, spark, dagster_instance):
     """One batch or many (starts and stops apart, late readings and registrations, profile
-    changes out of order, duplicates): the same silver and gold tables."""
+    changes out of order, duplicates): the same silver and gold tables. With ``compact``, the
+    daily compaction job runs after every batch of the split run, so each increment after the
+    first reads tables whose files it rewrote."""
+    from deltalake import DeltaTable
+
+    from fitness_assets.automation.maintenance import COMPACT_JOB
     from fitness_assets.cli import run_graph
+    from fitness_assets.definitions import build_definitions
     from fitness_assets.lakehouse.store import DeltaRsTableStore
     from fitness_assets.settings import Settings
     from fitness_assets_tests.conftest import TEST_SPARK
@@ -63,7 +70,14 @@ def test_batch_split_invariance(seed, batches, split, tmp_path, spark, dagster_i
             deliver(staging, tmp_path / mode / "landing", batch)
             report = run_graph([], settings, TEST_SPARK, instance=dagster_instance)
             assert report.success, report.render()
+            if compact and mode == "split":
+                job = build_definitions(settings, TEST_SPARK).resolve_job_def(COMPACT_JOB)
+                assert job.execute_in_process(instance=dagster_instance).success
         results[mode] = _snapshot(store)
+        if compact and mode == "split":  # each batch's writes were compacted: one file per table left
+            tables = [DeltaTable(store.location(spec)) for spec in DERIVED]
+            assert all(len(table.file_uris()) <= 1 for table in tables)
+            assert any(h["operation"] == "OPTIMIZE" for table in tables for h in table.history())
     assert results["split"] == results["single"]
     single = results["single"]
     assert len(single["silver.users"]) == truth.counts.members

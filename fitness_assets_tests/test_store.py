@@ -355,3 +355,34 @@ def test_a_clustered_table_is_written_in_files_of_its_target_size_each_a_stretch
     for spec in (HEART_RATE, WORKOUT_BPM):
         configuration = DeltaTable(store.location(spec)).metadata().configuration
         assert {k: configuration.get(k) for k in CLUSTERED_PROPERTIES} == CLUSTERED_PROPERTIES
+
+
+def test_compaction_rewrites_small_files_with_the_same_rows_and_no_change_in_the_feed(store, monkeypatch):
+    """A compaction rewrites a day of small micro-batch files as one, rows unchanged, in a commit
+    the change feed shows nothing of (consumers read changes from it); a clustered table's new
+    file keeps the small row groups; a second compaction has nothing to do."""
+    _delta_rs_only(store, "Spark's OPTIMIZE needs Delta's jars")
+    import pyarrow.parquet as pq
+
+    from fitness_assets.lakehouse import store as store_module
+
+    monkeypatch.setattr(store_module, "CLUSTERED_ROW_GROUP_ROWS", 4)
+    events = TableSpec(layer="test", name="events", columns=(("k", LONG), ("at", TIMESTAMP)), description="t",
+                       keys=("k",), not_null=("k", "at"), cluster_by="at")
+    start = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    for batch in range(5):  # five micro-batches, one file each
+        store.append(events, pa.table({"k": [batch * 3 + i for i in range(3)],
+                                       "at": [start + dt.timedelta(minutes=batch * 3 + i) for i in range(3)]},
+                                      schema=events.schema))
+    store.merge(events, pa.table({"k": [99], "at": [start]}, schema=events.schema), UPSERT)
+    before, rows = store.version(events), sorted(store.read_arrow(events).to_pylist(), key=lambda r: r["k"])
+    assert len(DeltaTable(store.location(events)).file_uris()) == 6
+
+    done = store.compact(events)
+    assert (done.removed, done.added) == (6, 1)
+    assert store.version(events) == before + 1
+    assert sorted(store.read_arrow(events).to_pylist(), key=lambda r: r["k"]) == rows
+    assert store.read_changes(events, before, before + 1).count() == 0
+    (uri,) = DeltaTable(store.location(events)).file_uris()
+    assert pq.ParquetFile(uri).metadata.num_row_groups == 4  # 16 rows in groups of 4
+    assert store.compact(events).removed == 0

@@ -1,4 +1,13 @@
-"""Storage maintenance: the daily vacuum that makes erasure final.
+"""Storage maintenance: the daily compaction that keeps micro-batches from piling up small
+files, and the daily vacuum that makes erasure final.
+
+Every micro-batch adds a small file to each table it changes (a run every 30 seconds: ~2,900 a
+day), and every read lists and opens them all. The compaction rewrites them into files of the
+table's target size (``delta.targetFileSize``: ~8 MiB for the time-clustered tables, keeping
+their order; delta-rs's 100 MB default otherwise), as an OPTIMIZE commit that changes no data.
+Only tables with a change data feed are compacted: their consumers read what changed from the
+feed, which an OPTIMIZE leaves empty. The append-only tables (bronze, quarantine, the
+calendar) are read by the files added since a version, which a compaction would replace.
 
 A member's delete empties their personal data in the current version of the tables (see
 ``pipelines.silver``), but the files of older versions and the change data still hold it until
@@ -17,13 +26,36 @@ from dagster import (
     job,
     op,
 )
+from deltalake.exceptions import CommitFailedError
 
 from fitness_assets.resources import LakehouseResource, SparkResource
 from fitness_assets.settings import AutomationSettings
 from fitness_assets.tables import ALL_TABLES
 
+COMPACT_JOB = "compact_tables"
+COMPACTED = [t for t in ALL_TABLES if t.change_data_feed]
 VACUUM_JOB = "vacuum_personal_data"
 VACUUMED = [t for t in ALL_TABLES if t.layer in ("silver", "gold", "quarantine")]
+
+
+@op(description="Rewrite the small files of the tables with a change data feed (silver, gold) into "
+                "files of their target size, rows unchanged.")
+def compact(context: OpExecutionContext, spark: SparkResource, lakehouse: LakehouseResource) -> None:
+    store = lakehouse.store()  # delta-rs compacts without starting Spark
+    for spec in COMPACTED:
+        try:
+            done = store.compact(spec)
+        except CommitFailedError as error:  # a concurrent write won: the next run compacts it
+            context.log.warning("%s: not compacted, a concurrent write committed first (%s)", spec.qualified_name, error)
+            continue
+        if done.removed:
+            context.log.info("%s: %d files rewritten as %d", spec.qualified_name, done.removed, done.added)
+
+
+@job(name=COMPACT_JOB, executor_def=in_process_executor,
+     description="Compact silver and gold: the small files of a day of micro-batches into files of their target size.")
+def compact_job() -> None:
+    compact()
 
 
 @op(description="Delete the files silver, gold and quarantine tables stopped using more than "
@@ -43,7 +75,11 @@ def vacuum_job() -> None:
 
 
 def maintenance(settings: AutomationSettings) -> tuple[list[JobDefinition], list[ScheduleDefinition]]:
-    """The vacuum job and its daily schedule (03:00 UTC; running unless automation is off)."""
+    """The compaction and vacuum jobs and their daily schedules (02:30 and 03:00 UTC; running
+    unless automation is off)."""
     status = DefaultScheduleStatus.RUNNING if settings.running else DefaultScheduleStatus.STOPPED
-    return [vacuum_job], [ScheduleDefinition(name=f"{VACUUM_JOB}_daily", job=vacuum_job, cron_schedule="0 3 * * *",
-                                             execution_timezone="UTC", default_status=status)]
+    return [compact_job, vacuum_job], [
+        ScheduleDefinition(name=f"{COMPACT_JOB}_daily", job=compact_job, cron_schedule="30 2 * * *",
+                           execution_timezone="UTC", default_status=status),
+        ScheduleDefinition(name=f"{VACUUM_JOB}_daily", job=vacuum_job, cron_schedule="0 3 * * *",
+                           execution_timezone="UTC", default_status=status)]

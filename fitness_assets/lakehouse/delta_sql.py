@@ -251,6 +251,10 @@ def vacuum_sql(catalog: str | None, spec: TableSpec, retention_hours: int) -> st
     return f"VACUUM {table_name(catalog, spec)} RETAIN {_non_negative(retention_hours, 'retention_hours')} HOURS"
 
 
+def optimize_sql(catalog: str | None, spec: TableSpec) -> str:
+    return f"OPTIMIZE {table_name(catalog, spec)}"
+
+
 def _non_negative(value: int, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValueError(f"{what} must be a non-negative integer, not {value!r}")

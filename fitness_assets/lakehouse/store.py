@@ -116,6 +116,15 @@ class Merge:
     clauses: tuple[Clause, ...]
 
 
+@dataclass(frozen=True)
+class Compaction:
+    """What a compaction did: data files removed and written (none when the files were
+    already at their target size)."""
+
+    removed: int
+    added: int
+
+
 @dataclass
 class CommitResult:
     """What a write did: the table version it produced and delta's operation metrics."""
@@ -231,6 +240,12 @@ class TableStore(ABC):
         versions, change data); returns what was deleted. Time travel and change-feed reads
         further back than the retention are gone with them."""
         raise NotImplementedError(f"{type(self).__name__} does not vacuum; use the platform's own VACUUM")
+
+    def compact(self, spec: TableSpec) -> Compaction:
+        """Rewrite the table's small files into files of its target size (``delta.targetFileSize``
+        where set), rows unchanged: an OPTIMIZE commit, which changes no data, so a change-feed
+        reader finds nothing in it. Fails on a concurrent write, which wins."""
+        raise NotImplementedError(f"{type(self).__name__} does not compact; use the platform's own OPTIMIZE")
 
     def latest_commit_metadata(self, spec: TableSpec, key: str) -> dict[str, Any] | None:
         """Custom metadata of the newest commit whose metadata has ``key``."""
@@ -564,6 +579,15 @@ class DeltaRsTableStore(TableStore):
         return self._table(spec).vacuum(retention_hours=retention_hours, dry_run=False,
                                         enforce_retention_duration=False, full=True)
 
+    def compact(self, spec):
+        if not self.exists(spec):
+            return Compaction(0, 0)
+        # A clustered table's new files keep its small row groups (see ``_layout``); the
+        # compaction keeps the files' order, so they stay stretches of time.
+        _, writer = self._layout(spec, spec.schema.empty_table())
+        metrics = self._table(spec).optimize.compact(writer_properties=writer)
+        return Compaction(int(metrics.get("numFilesRemoved", 0)), int(metrics.get("numFilesAdded", 0)))
+
     def _already_applied(self, dt: DeltaTable, txns: Sequence[Txn]) -> bool:
         for txn in txns:
             recorded = dt.transaction_version(txn.app_id)
@@ -839,6 +863,15 @@ class SparkDeltaTableStore(TableStore):
         self.spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
         self._sql(delta_sql.vacuum_sql(self.catalog, self._target(spec), int(retention_hours)))
         return []  # Delta on Spark does not say which files it deleted
+
+    def compact(self, spec):
+        if not self.exists(spec):
+            return Compaction(0, 0)
+        row = self._sql(delta_sql.optimize_sql(self.catalog, self._target(spec))).first()
+        metrics = row["metrics"] if row is not None and "metrics" in row else None
+        if metrics is None:
+            return Compaction(0, 0)
+        return Compaction(int(metrics["numFilesRemoved"] or 0), int(metrics["numFilesAdded"] or 0))
 
     def _source(self, spec, data, with_op: bool) -> DataFrame:
         """The data as a DataFrame with the spec's columns (and the merge op when present)."""
