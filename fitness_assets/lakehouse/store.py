@@ -867,11 +867,10 @@ class SparkDeltaTableStore(TableStore):
     def compact(self, spec):
         if not self.exists(spec):
             return Compaction(0, 0)
+        # OPTIMIZE answers one row: the table's path and a struct of metrics.
         row = self._sql(delta_sql.optimize_sql(self.catalog, self._target(spec))).first()
-        metrics = row["metrics"] if row is not None and "metrics" in row else None
-        if metrics is None:
-            return Compaction(0, 0)
-        return Compaction(int(metrics["numFilesRemoved"] or 0), int(metrics["numFilesAdded"] or 0))
+        metrics = (row.asDict(recursive=True).get("metrics") if row is not None else None) or {}
+        return Compaction(int(metrics.get("numFilesRemoved") or 0), int(metrics.get("numFilesAdded") or 0))
 
     def _source(self, spec, data, with_op: bool) -> DataFrame:
         """The data as a DataFrame with the spec's columns (and the merge op when present)."""
