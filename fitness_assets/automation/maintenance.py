@@ -1,10 +1,12 @@
-"""Storage maintenance: the daily compaction that keeps micro-batches from piling up small
+"""Storage maintenance: the hourly compaction that keeps micro-batches from piling up small
 files, and the daily vacuum that makes erasure final.
 
-Every micro-batch adds a small file to each table it changes (a run every 30 seconds: ~2,900 a
-day), and every read lists and opens them all. The compaction rewrites them into files of the
-table's target size (``delta.targetFileSize``: ~8 MiB for the time-clustered tables, keeping
-their order; delta-rs's 100 MB default otherwise), as an OPTIMIZE commit that changes no data.
+Every micro-batch adds a small file to each table it changes (a run every 30 seconds: 120 an
+hour), and every read lists and opens them all (measured: a Spark scan of the 0.5M
+`heart_rate` after 300 micro-batches, 2.1 s against 0.2 s compacted). The compaction rewrites
+them into files of the table's target size (``delta.targetFileSize``: ~8 MiB for the
+time-clustered tables, keeping their order; delta-rs's 100 MB default otherwise), as an
+OPTIMIZE commit that changes no data.
 Only tables with a change data feed are compacted: their consumers read what changed from the
 feed, which an OPTIMIZE leaves empty. The append-only tables (bronze, quarantine, the
 calendar) are read by the files added since a version, which a compaction would replace.
@@ -45,7 +47,7 @@ def compact(context: OpExecutionContext, spark: SparkResource, lakehouse: Lakeho
     for spec in COMPACTED:
         try:
             done = store.compact(spec)
-        except CommitFailedError as error:  # a concurrent write won: the next run compacts it
+        except CommitFailedError as error:  # a concurrent write won: the next hour compacts it
             context.log.warning("%s: not compacted, a concurrent write committed first (%s)", spec.qualified_name, error)
             continue
         if done.removed:
@@ -53,7 +55,7 @@ def compact(context: OpExecutionContext, spark: SparkResource, lakehouse: Lakeho
 
 
 @job(name=COMPACT_JOB, executor_def=in_process_executor,
-     description="Compact silver and gold: the small files of a day of micro-batches into files of their target size.")
+     description="Compact silver and gold: the small files of an hour of micro-batches into files of their target size.")
 def compact_job() -> None:
     compact()
 
@@ -75,11 +77,11 @@ def vacuum_job() -> None:
 
 
 def maintenance(settings: AutomationSettings) -> tuple[list[JobDefinition], list[ScheduleDefinition]]:
-    """The compaction and vacuum jobs and their daily schedules (02:30 and 03:00 UTC; running
-    unless automation is off)."""
+    """The compaction job, hourly (at :15), and the vacuum job, daily (03:00 UTC); their
+    schedules run unless automation is off."""
     status = DefaultScheduleStatus.RUNNING if settings.running else DefaultScheduleStatus.STOPPED
     return [compact_job, vacuum_job], [
-        ScheduleDefinition(name=f"{COMPACT_JOB}_daily", job=compact_job, cron_schedule="30 2 * * *",
+        ScheduleDefinition(name=f"{COMPACT_JOB}_hourly", job=compact_job, cron_schedule="15 * * * *",
                            execution_timezone="UTC", default_status=status),
         ScheduleDefinition(name=f"{VACUUM_JOB}_daily", job=vacuum_job, cron_schedule="0 3 * * *",
                            execution_timezone="UTC", default_status=status)]
