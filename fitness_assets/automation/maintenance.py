@@ -6,10 +6,10 @@ hour), and every read lists and opens them all (measured: a Spark scan of the 0.
 `heart_rate` after 300 micro-batches, 2.1 s against 0.2 s compacted). The compaction rewrites
 them into files of the table's target size (``delta.targetFileSize``: ~8 MiB for the
 time-clustered tables, keeping their order; delta-rs's 100 MB default otherwise), as an
-OPTIMIZE commit that changes no data.
-Only tables with a change data feed are compacted: their consumers read what changed from the
-feed, which an OPTIMIZE leaves empty. The append-only tables (bronze, quarantine, the
-calendar) are read by the files added since a version, which a compaction would replace.
+OPTIMIZE commit that changes no data. Only tables with a change data feed are compacted: their
+consumers read what changed from the feed, which an OPTIMIZE leaves empty. The append-only
+tables (bronze, quarantine, the calendar) are read by the files added since a version, which a
+compaction would replace.
 
 A member's delete empties their personal data in the current version of the tables (see
 ``pipelines.silver``), but the files of older versions and the change data still hold it until
