@@ -490,6 +490,11 @@ class DeltaRsTableStore(TableStore):
         return rows.cast(_schema_of(spec, columns))
 
     def read_changes_arrow(self, spec, after_version, up_to_version, columns):
+        return self._load_changes(spec, after_version, up_to_version, columns)
+
+    def _load_changes(self, spec: TableSpec, after_version: int, up_to_version: int,
+                      columns: Sequence[str]) -> pa.Table:
+        """``columns`` and ``_change_type`` of the change feed of ``(after_version, up_to_version]``."""
         schema = _schema_of(spec, columns).append(pa.field("_change_type", pa.string()))
         if up_to_version <= after_version:
             return schema.empty_table()
@@ -500,14 +505,12 @@ class DeltaRsTableStore(TableStore):
     def read_changes(self, spec: TableSpec, after_version: int, up_to_version: int) -> DataFrame:
         if up_to_version <= after_version:
             return self.empty_frame(spec, ["_change_type"])
-        reader = self._table(spec).load_cdf(starting_version=after_version + 1, ending_version=up_to_version,
-                                            columns=[*spec.column_names, "_change_type"])
-        table = pa.table(reader)
+        table = self._load_changes(spec, after_version, up_to_version, spec.column_names)
         if table.num_rows == 0:
             return self.empty_frame(spec, ["_change_type"])
         schema = from_arrow_schema(spec.schema).add("_change_type", "string")
         self.codegen.reading(table.num_rows)
-        return arrow_frame(self.spark, table.select([*spec.column_names, "_change_type"]), schema)
+        return arrow_frame(self.spark, table, schema)
 
     def check_writable(self) -> None:
         """Fail fast, in one line, when the lakehouse root cannot take writes (read-only
@@ -584,8 +587,7 @@ class DeltaRsTableStore(TableStore):
             return Compaction(0, 0)
         # A clustered table's new files keep its small row groups (see ``_layout``); the
         # compaction keeps the files' order, so they stay stretches of time.
-        _, writer = self._layout(spec, spec.schema.empty_table())
-        metrics = self._table(spec).optimize.compact(writer_properties=writer)
+        metrics = self._table(spec).optimize.compact(writer_properties=self._writer(spec))
         return Compaction(int(metrics.get("numFilesRemoved", 0)), int(metrics.get("numFilesAdded", 0)))
 
     def _already_applied(self, dt: DeltaTable, txns: Sequence[Txn]) -> bool:
@@ -627,8 +629,12 @@ class DeltaRsTableStore(TableStore):
         groups (see ``CLUSTERED_ROW_GROUP_ROWS``); other tables as they come."""
         if spec.cluster_by is None:
             return table, None
-        return (table.sort_by(spec.cluster_by) if table.num_rows > 1 else table,
-                WriterProperties(max_row_group_size=CLUSTERED_ROW_GROUP_ROWS))
+        return table.sort_by(spec.cluster_by) if table.num_rows > 1 else table, DeltaRsTableStore._writer(spec)
+
+    @staticmethod
+    def _writer(spec: TableSpec) -> WriterProperties | None:
+        """A clustered table's files in row groups of ``CLUSTERED_ROW_GROUP_ROWS`` rows."""
+        return None if spec.cluster_by is None else WriterProperties(max_row_group_size=CLUSTERED_ROW_GROUP_ROWS)
 
     def append(self, spec, data, *, txns=(), metadata=None):
         table, writer = self._layout(spec, self.to_arrow(spec, data))
