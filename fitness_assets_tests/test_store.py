@@ -304,6 +304,25 @@ def test_arrow_rows_reach_spark_whole_even_after_an_empty_chunk(spark):
     assert arrow_frame(spark, pa.concat_tables(parts[1:2] * 2)).count() == 0
 
 
+def test_arrow_rows_reach_local_spark_as_batches_not_inside_the_plan(spark):
+    """The local session hands an Arrow table to Spark as an RDD of its record batches: a plan
+    holding every row as a LocalRelation was optimized and run with its rows on the driver
+    (~1 s of the 5M micro-batch). Rows, order and types are unchanged; an empty table is still
+    an empty relation."""
+    from fitness_assets.lakehouse.spark import arrow_frame
+
+    if not hasattr(spark, "_jsc"):
+        pytest.skip("a classic (local) session's planning")
+    table = pa.concat_tables([pa.table({"n": [1, 2], "s": ["a", None]}), pa.table({"n": [3], "s": ["c"]})])
+    frame = arrow_frame(spark, table)
+    plan = frame._jdf.queryExecution().optimizedPlan().toString()
+    assert "LocalRelation" not in plan and "LogicalRDD" in plan, plan
+    assert frame.rdd.getNumPartitions() == 2  # one per record batch
+    assert [tuple(r) for r in frame.collect()] == [(1, "a"), (2, None), (3, "c")]
+    empty = arrow_frame(spark, table.schema.empty_table())
+    assert empty.count() == 0 and "LocalRelation" in empty._jdf.queryExecution().optimizedPlan().toString()
+
+
 def test_arrow_reads_filter_strings_in_files_a_merge_wrote(store):
     """A MERGE writes its files through delta-rs's query engine, with strings as string_view;
     Arrow cannot prune such a file by its statistics for an `isin` of several strings (it
