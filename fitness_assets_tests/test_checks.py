@@ -7,7 +7,7 @@ again."""
 import pytest
 from dagster import AssetKey
 
-from fitness_assets.assets.checks_lib import CARRIED_KEY, SINCE_KEY, key_checks
+from fitness_assets.assets.checks_lib import CARRIED_KEY, SAMPLE_ROWS, SINCE_KEY, key_checks
 from fitness_assets.definitions import ALL_ASSETS_JOB, build_definitions
 from fitness_assets.simulator import SimulatorConfig
 from fitness_assets.tables import COMPLETED_WORKOUTS, HEART_RATE, LONG, USERS, WORKOUT_BPM, TableSpec
@@ -221,7 +221,8 @@ def test_a_duplicate_key_is_found_when_the_whole_table_is_checked(settings, stor
 
 
 @pytest.mark.parametrize("reads", ["arrow", "spark"])
-def test_a_link_counted_over_the_whole_table_equals_an_independent_count(store, run, spark, tmp_path, reads):
+def test_a_link_counted_over_the_whole_table_equals_an_independent_count(store, run, spark, tmp_path, reads,
+                                                                       monkeypatch):
     """A link checked over the whole table (no earlier evaluation, or its parent changed) is
     counted by Arrow on delta-rs and by Spark's anti-join elsewhere: both equal a count made
     independently in SQL, and the sample shows offending rows."""
@@ -239,10 +240,22 @@ def test_a_link_counted_over_the_whole_table_equals_an_independent_count(store, 
     expected = spark.sql("SELECT count(*) AS n FROM readings WHERE device_id NOT IN "
                          "(SELECT device_id FROM users WHERE device_id IS NOT NULL)").first()["n"]
     (check,) = [c for c in silver_checks if c.name == "device_id_in_users"]
-    result = evaluate_checks(store if reads == "arrow" else spark_reads(store), None, [check])[check.name]
+    checked = store if reads == "arrow" else spark_reads(store)
+    spark_reads_of_readings = []
+    read = checked.read
+    monkeypatch.setattr(checked, "read", lambda s, *a, **k: (
+        spark_reads_of_readings.append(s.name) if s == HEART_RATE else None, read(s, *a, **k))[1])
+    result = evaluate_checks(checked, None, [check])[check.name]
+    # by Arrow, the sample too: the readings are not read into Spark
+    assert (spark_reads_of_readings == []) == (reads == "arrow"), spark_reads_of_readings
     assert not result.passed and result.metadata["offending_rows"].value == expected >= 2
     known = {r["device_id"] for r in store.read(USERS).collect()}
-    assert result.metadata["sample"].value and all(r["device_id"] not in known for r in result.metadata["sample"].value)
+    sample = result.metadata["sample"].value
+    assert 0 < len(sample) <= SAMPLE_ROWS and all(r["device_id"] not in known for r in sample)
+    # whole rows of the table (every column), each one of its offending rows
+    readings = {(r["device_id"], str(r["time"])[:19]) for r in store.read(HEART_RATE).collect()}
+    assert all(set(r) == set(HEART_RATE.column_names) and (r["device_id"], r["time"][:19]) in readings
+               for r in sample), sample
 
 
 @pytest.mark.parametrize("reads", ["arrow", "spark"])
@@ -328,3 +341,49 @@ def test_a_condition_counts_the_offending_rows_written_and_removed_since(store, 
         store.merge(spec, rows((2, 1, 3), (4, 7, 1)), Merge("t.k = s.k", (Clause("update_all", "s.k = 2"),
                                                                          Clause("delete", "s.k = 4"))))
         assert since(v, count) == whole() == 1
+
+
+@pytest.mark.parametrize("feed", ["change feed", "append-only"])
+def test_a_carried_failure_keeps_its_sample_until_an_offending_row_is_written_or_removed(store, feed, monkeypatch):
+    """While no offending row is written or removed, the offending rows are those of the last
+    evaluation: its sample is kept and the table is not read for a new one. A new offending
+    row is shown from the rows written since; once one is removed, the sample is taken again
+    (it may have shown the removed row)."""
+    import pyarrow as pa
+
+    from fitness_assets.assets.checks_lib import Scope, evaluate_checks, rule_check
+    from fitness_assets.lakehouse.store import Clause, Merge
+
+    spec = TableSpec(layer="test", name="spans", columns=(("k", LONG), ("lo", LONG), ("hi", LONG)),
+                     description="t", keys=("k",), not_null=("k",), change_data_feed=feed == "change feed")
+    check = rule_check(spec, "lo_below_hi", "lo > hi", "t")
+
+    def rows(*triples):
+        return pa.table({name: [t[i] for t in triples] for i, name in enumerate(("k", "lo", "hi"))}, schema=spec.schema)
+
+    whole_reads = []
+    read = store.read
+    monkeypatch.setattr(store, "read", lambda s, version=None, within=None: (
+        whole_reads.append(version) if s == spec and within is None else None, read(s, version, within))[1])
+
+    def since(version, carried, sample):
+        result = evaluate_checks(store, None, [check], {check.name: Scope(version, carried, sample=sample)})[check.name]
+        return result.metadata["offending_rows"].value, sorted(r["k"] for r in result.metadata["sample"].value)
+
+    store.append(spec, rows((1, 5, 3), (2, 6, 1), (3, 0, 1)))
+    first = evaluate_checks(store, None, [check])[check.name]
+    sample = first.metadata["sample"].value
+    assert sorted(r["k"] for r in sample) == [1, 2]
+
+    v, whole_reads[:] = store.version(spec), []
+    store.append(spec, rows((4, 0, 9)))  # nothing offending written
+    assert since(v, 2, sample) == (2, [1, 2])
+    assert whole_reads == [], "the table was read for a sample the last evaluation already took"
+
+    v = store.version(spec)
+    store.append(spec, rows((5, 9, 1)))  # a new offending row: shown from the rows written since
+    assert since(v, 2, sample) == (3, [5])
+    if feed == "change feed":  # an offending row shown in the sample is deleted: the sample is taken again
+        v = store.version(spec)
+        store.merge(spec, rows((1, 0, 0)), Merge("t.k = s.k", (Clause("delete"),)))
+        assert since(v, 3, sample) == (2, [2, 5])

@@ -233,6 +233,13 @@ def test_small_and_large_reads_give_the_same_rows(settings, spark, monkeypatch):
     # version 0 creates the table, versions 1..3 are the appends: (1, 3] holds batches 1 and 2
     appended = both(lambda: store.read_appended(spec, 1, 3))
     assert sorted(int(r[1]) for r in appended) == [3, 4, 5, 6, 7, 8]
+    # Within one partition: only that partition's new files are opened (Spark would prune the
+    # others itself, but they would have counted for the read's size and path).
+    within = Within("p", "b", "b")
+    only_b = both(lambda: store.read_appended(spec, 1, 3, within))
+    assert sorted(int(r[1]) for r in only_b) == [4, 7] and {r[0] for r in only_b} == {"b"}
+    files = store.read_appended(spec, 1, 3, within).inputFiles()
+    assert len(files) == 2 and all("p=b" in f for f in files), files
 
 
 TIMED = TableSpec(layer="test", name="timed", columns=(("k", LONG), ("at", TIMESTAMP), ("part", STRING)),
@@ -335,6 +342,12 @@ def test_arrow_reads_filter_strings_in_files_a_merge_wrote(store):
     # (deltalake 1.6.6, pyarrow 26.0.1): "greater_equal ... (string, string_view)".
     assert sorted(store.read_columns_arrow(KV, ["k"], where=[condition])["k"].to_pylist()) == [1, 3]
     assert sorted(store.read_columns_arrow(KV, ["v"], where=[condition, Within("k", 2, 9)])["v"].to_pylist()) == ["c"]
+    # with a limit: that many of those rows (the scan stops there), in both ways of reading
+    for where in ([condition], [OneOf("k", pa.array([1, 3, 4], pa.int64()))]):
+        first = store.read_columns_arrow(KV, ["k", "v"], where=where, limit=1).to_pylist()
+        assert len(first) == 1 and first[0] in [{"k": 1, "v": "a"}, {"k": 3, "v": "c"}, {"k": 4, "v": "d"}], first
+        whole = store.read_columns_arrow(KV, ["k"], where=where, limit=10)["k"].to_pylist()
+        assert sorted(whole) == ([1, 3] if where == [condition] else [1, 3, 4])
 
 
 def test_a_clustered_table_is_written_in_files_of_its_target_size_each_a_stretch_of_time(store, monkeypatch):

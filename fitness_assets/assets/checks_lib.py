@@ -13,7 +13,9 @@ multi-check per table, so a table's rules cost one Dagster step instead of one e
     keys just written with the whole table);
   - after a failure of a condition or a link, the offending rows it counted are carried over:
     the count is that number, plus the offending rows written since, minus the offending rows
-    deleted or updated since (from the change data feed; an append-only table has none);
+    deleted or updated since (from the change data feed; an append-only table has none); when
+    no offending row was written or removed since, the offending rows are the same, and so is
+    the previous sample (no read of the whole table for it);
   - a failed key uniqueness, a rebuilt table, a changed parent: the whole table again;
 - when nothing a table's checks read has changed since their last evaluation (the Delta
   identity and version of the table and of every other table they read, the landing files'
@@ -168,12 +170,16 @@ def custom_check(spec: TableSpec, name: str, description: str,
 # ---------------------------------------------------------------------------- evaluation
 
 
-def result_from_offenders(offenders: DataFrame | None, count: int, *, personal: Sequence[str] = ()) -> AssetCheckResult:
+def result_from_offenders(offenders: DataFrame | list | None, count: int, *,
+                          personal: Sequence[str] = ()) -> AssetCheckResult:
     """A check result whose outcome is 'no offending rows' (``count`` of them, counted by
-    ``count_rows``), with a sample of them. The sample lands in Dagster's event log, which is
-    not a place for personal data: the ``personal`` columns are left out of it."""
+    ``count_rows``), with a sample of them (or the sample already taken, a list). The sample
+    lands in Dagster's event log, which is not a place for personal data: the ``personal``
+    columns are left out of it."""
     sample = []
-    if count:
+    if isinstance(offenders, list):
+        sample = [{k: v for k, v in row.items() if k not in personal} for row in offenders]
+    elif count:
         shown = offenders.drop(*[c for c in personal if c in offenders.columns])
         sample = [r.asDict() for r in shown.limit(SAMPLE_ROWS).collect()]
     return AssetCheckResult(passed=count == 0,
@@ -216,6 +222,7 @@ class Prior:
     passed: bool
     state: dict | None
     offending: int | None
+    sample: list | None = None
 
 
 @dataclass(frozen=True)
@@ -226,6 +233,7 @@ class Scope:
     after: int | None = None
     carried: int = 0
     versions: dict[str, int] | None = None  # an incremental custom check's: every table's ``after``
+    sample: list | None = None  # the sample of the ``carried`` offending rows
 
 
 WHOLE = Scope()
@@ -258,7 +266,7 @@ def scope_of(check: Check, prior: Prior | None, state: dict) -> Scope:
         return Scope(after)
     if check.unique or prior.offending is None:
         return WHOLE  # duplicates are not a count of rows that can be carried over
-    return Scope(after, prior.offending)
+    return Scope(after, prior.offending, sample=prior.sample)
 
 
 def _changes_since(store: TableStore, spec: TableSpec, after: int,
@@ -341,6 +349,7 @@ def evaluate_checks(store: TableStore, lakehouse: LakehouseResource, checks: Seq
     tagged: list[tuple[DataFrame, dict[str, str]]] = []
     groups: dict[int | None, list[Check]] = defaultdict(list)
     counted_apart: dict[str, int] = {}  # offending rows counted without Spark
+    sampled_apart: dict[str, list[dict]] = {}  # and their sample
     for c in counted:
         groups[(scopes or {}).get(c.name, WHOLE).after].append(c)
     for after, group in groups.items():
@@ -361,7 +370,7 @@ def evaluate_checks(store: TableStore, lakehouse: LakehouseResource, checks: Seq
                 counted_apart[c.name] = duplicated
             elif c.link is not None and added is None and (
                     whole := _link_offenders_arrow(store, spec, c.link, version)) is not None:
-                counted_apart[c.name] = whole
+                counted_apart[c.name], sampled_apart[c.name] = whole
             elif c.condition is None:
                 frames[c.name] = offenders(c, added)
                 if c.link is not None and removed is not None:
@@ -378,6 +387,10 @@ def evaluate_checks(store: TableStore, lakehouse: LakehouseResource, checks: Seq
             shown = frames[c.name]
         elif total == 0:  # nothing to show: no frame built (a whole table's keys would be read for it)
             shown = None
+        elif c.name in sampled_apart:
+            shown = sampled_apart[c.name]
+        elif not new and not counts.get(c.name + REMOVED) and scope.after is not None and scope.sample:
+            shown = scope.sample  # no offending row written or removed since: the same rows, the same sample
         else:  # a sample of the rows written since, else of the whole table
             shown = offenders(c, added_rows[c.name] if new or scope.after is None else None)
         result = result_from_offenders(shown, total, personal=spec.personal)
@@ -451,19 +464,29 @@ def _duplicate_keys_arrow(store: TableStore, spec: TableSpec, version: int, afte
     return quality.duplicate_keys_arrow(candidates, keys).num_rows
 
 
-def _link_offenders_arrow(store: TableStore, spec: TableSpec, link: Link, version: int) -> int | None:
-    """``link``'s offending rows in the whole table (at ``version``), counted by Arrow where the
-    store reads it itself and the link is one column (5M heart-rate readings: ~0.1 s against
-    ~0.5 s for Spark's anti-join); None otherwise."""
+def _link_offenders_arrow(store: TableStore, spec: TableSpec, link: Link,
+                          version: int) -> tuple[int, list[dict]] | None:
+    """``link``'s offending rows in the whole table (at ``version``) and a sample of them,
+    by Arrow where the store reads it itself and the link is one column (5M heart-rate
+    readings: ~0.1 s against ~0.5 s for Spark's anti-join, and the sample without a Spark scan
+    of the whole table); None otherwise."""
     if len(link.columns) != 1:
         return None
-    child = store.read_columns_arrow(spec, link.columns, version if version >= 0 else None)
+    at = version if version >= 0 else None
+    child = store.read_columns_arrow(spec, link.columns, at)
     if child is None:
         return None
     values = child.column(0)
     known = store.read_columns_arrow(link.parent, link.parent_columns).column(0).drop_null().unique()
-    found = pc.is_in(values, value_set=known.cast(values.type))
-    return int(pc.sum(pc.and_(pc.is_valid(values), pc.invert(found))).as_py() or 0)
+    offending = pc.and_(pc.is_valid(values), pc.invert(pc.is_in(values, value_set=known.cast(values.type))))
+    count = int(pc.sum(offending).as_py() or 0)
+    if not count:
+        return 0, []
+    # The sample: rows holding the first few offending values, read with those values as a filter.
+    shown = pc.unique(values.filter(offending).slice(0, SAMPLE_ROWS))
+    rows = store.read_columns_arrow(spec, spec.column_names, at, where=(OneOf(link.columns[0], shown),),
+                                    limit=SAMPLE_ROWS)
+    return count, rows.to_pylist()
 
 
 COUNTING = 2  # how offending rows are counted; a change of it makes earlier counts unusable
@@ -505,8 +528,10 @@ def _previous(context: AssetCheckExecutionContext, keys: Sequence[AssetCheckKey]
             continue
         recorded = getattr(evaluation.metadata.get(STATE_KEY), "value", None)
         offending = getattr(evaluation.metadata.get("offending_rows"), "value", None)
+        sample = getattr(evaluation.metadata.get("sample"), "value", None)
         out[key] = Prior(evaluation.passed, recorded if isinstance(recorded, dict) else None,
-                         offending if isinstance(offending, int) else None)
+                         offending if isinstance(offending, int) else None,
+                         sample if isinstance(sample, list) else None)
     return out
 
 

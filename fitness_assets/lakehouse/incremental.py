@@ -69,10 +69,11 @@ def plan(store: TableStore, target: TableSpec, upstreams: Sequence[TableSpec]) -
     return Increment(target, after, up_to, {s.qualified_name: s for s in upstreams})
 
 
-def appended(store: TableStore, inc: Increment, upstream: TableSpec) -> DataFrame:
-    """Rows appended to an append-only upstream within the increment."""
+def appended(store: TableStore, inc: Increment, upstream: TableSpec, within: Within | None = None) -> DataFrame:
+    """Rows appended to an append-only upstream within the increment (only those ``within`` a
+    range, when given)."""
     name = upstream.qualified_name
-    return store.read_appended(upstream, inc.after[name], inc.up_to[name])
+    return store.read_appended(upstream, inc.after[name], inc.up_to[name], within)
 
 
 def changed(store: TableStore, inc: Increment, upstream: TableSpec) -> DataFrame:
