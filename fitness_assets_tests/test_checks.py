@@ -19,6 +19,21 @@ def _spark_jobs(spark) -> int:
     return len(spark.sparkContext.statusTracker().getJobIdsForGroup())
 
 
+def _record_reads(monkeypatch, store, spec: TableSpec) -> list:
+    """From now on, the ``within`` of every ``store.read`` of ``spec`` (None: the whole table),
+    for a test that a table is not read into Spark."""
+    seen = []
+    read = store.read
+
+    def recording(s, version=None, within=None):
+        if s == spec:
+            seen.append(within)
+        return read(s, version, within)
+
+    monkeypatch.setattr(store, "read", recording)
+    return seen
+
+
 def _run_one(defs, instance, spec):
     """Materialize one asset with its checks, in process, as a user would select it in the UI."""
     job = defs.resolve_job_def(ALL_ASSETS_JOB)
@@ -241,10 +256,7 @@ def test_a_link_counted_over_the_whole_table_equals_an_independent_count(store, 
                          "(SELECT device_id FROM users WHERE device_id IS NOT NULL)").first()["n"]
     (check,) = [c for c in silver_checks if c.name == "device_id_in_users"]
     checked = store if reads == "arrow" else spark_reads(store)
-    spark_reads_of_readings = []
-    read = checked.read
-    monkeypatch.setattr(checked, "read", lambda s, *a, **k: (
-        spark_reads_of_readings.append(s.name) if s == HEART_RATE else None, read(s, *a, **k))[1])
+    spark_reads_of_readings = _record_reads(monkeypatch, checked, HEART_RATE)
     result = evaluate_checks(checked, None, [check])[check.name]
     # by Arrow, the sample too: the readings are not read into Spark
     assert (spark_reads_of_readings == []) == (reads == "arrow"), spark_reads_of_readings
@@ -361,11 +373,6 @@ def test_a_carried_failure_keeps_its_sample_until_an_offending_row_is_written_or
     def rows(*triples):
         return pa.table({name: [t[i] for t in triples] for i, name in enumerate(("k", "lo", "hi"))}, schema=spec.schema)
 
-    whole_reads = []
-    read = store.read
-    monkeypatch.setattr(store, "read", lambda s, version=None, within=None: (
-        whole_reads.append(version) if s == spec and within is None else None, read(s, version, within))[1])
-
     def since(version, carried, sample):
         result = evaluate_checks(store, None, [check], {check.name: Scope(version, carried, sample=sample)})[check.name]
         return result.metadata["offending_rows"].value, sorted(r["k"] for r in result.metadata["sample"].value)
@@ -375,10 +382,10 @@ def test_a_carried_failure_keeps_its_sample_until_an_offending_row_is_written_or
     sample = first.metadata["sample"].value
     assert sorted(r["k"] for r in sample) == [1, 2]
 
-    v, whole_reads[:] = store.version(spec), []
+    v, reads = store.version(spec), _record_reads(monkeypatch, store, spec)
     store.append(spec, rows((4, 0, 9)))  # nothing offending written
     assert since(v, 2, sample) == (2, [1, 2])
-    assert whole_reads == [], "the table was read for a sample the last evaluation already took"
+    assert None not in reads, "the table was read for a sample the last evaluation already took"
 
     v = store.version(spec)
     store.append(spec, rows((5, 9, 1)))  # a new offending row: shown from the rows written since

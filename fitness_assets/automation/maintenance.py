@@ -35,8 +35,10 @@ from fitness_assets.settings import AutomationSettings
 from fitness_assets.tables import ALL_TABLES
 
 COMPACT_JOB = "compact_tables"
+COMPACT_SCHEDULE = f"{COMPACT_JOB}_hourly"
 COMPACTED = [t for t in ALL_TABLES if t.change_data_feed]
 VACUUM_JOB = "vacuum_personal_data"
+VACUUM_SCHEDULE = f"{VACUUM_JOB}_daily"
 VACUUMED = [t for t in ALL_TABLES if t.layer in ("silver", "gold", "quarantine")]
 
 
@@ -81,7 +83,7 @@ def maintenance(settings: AutomationSettings) -> tuple[list[JobDefinition], list
     schedules run unless automation is off."""
     status = DefaultScheduleStatus.RUNNING if settings.running else DefaultScheduleStatus.STOPPED
     return [compact_job, vacuum_job], [
-        ScheduleDefinition(name=f"{COMPACT_JOB}_hourly", job=compact_job, cron_schedule="15 * * * *",
+        ScheduleDefinition(name=COMPACT_SCHEDULE, job=compact_job, cron_schedule="15 * * * *",
                            execution_timezone="UTC", default_status=status),
-        ScheduleDefinition(name=f"{VACUUM_JOB}_daily", job=vacuum_job, cron_schedule="0 3 * * *",
+        ScheduleDefinition(name=VACUUM_SCHEDULE, job=vacuum_job, cron_schedule="0 3 * * *",
                            execution_timezone="UTC", default_status=status)]
