@@ -34,13 +34,26 @@ from fitness_assets.automation.sensors import build_sensors
 from fitness_assets.resources import KafkaResource, LakehouseResource, SparkResource
 from fitness_assets.settings import AutomationSettings, Settings, SparkEnv
 from fitness_assets.streaming.settings import KafkaSettings
-from fitness_assets.tables import ALL_TABLES
+from fitness_assets.tables import ALL_TABLES, TableSpec
 
 ALL_ASSETS_JOB = "all_assets"
 
 ASSETS = [date_lookup, *bronze_assets, *silver_assets, *gold_assets]
+
+
+def table_upstreams(assets: list[AssetsDefinition]) -> dict[str, tuple[TableSpec, ...]]:
+    """The tables each silver and gold table is refreshed from, read off the assets'
+    dependencies: exactly the upstreams its refresh records its progress on. (Bronze and
+    quarantine are written from landing files and Kafka, with progress of their own.)"""
+    tables = {tuple(t.asset_key_path): t for t in ALL_TABLES}
+    return {tables[tuple(key.path)].qualified_name: tuple(tables[tuple(p.path)] for p in sorted(parents)
+                                                          if tuple(p.path) in tables)
+            for a in assets for key, parents in a.asset_deps.items()
+            if tuple(key.path) in tables and tables[tuple(key.path)].layer in ("silver", "gold")}
+
+
 # One multi-check (one step) per table.
-CHECKS = table_checks([*reference_checks, *bronze_checks, *silver_checks, *gold_checks])
+CHECKS = table_checks([*reference_checks, *bronze_checks, *silver_checks, *gold_checks], table_upstreams(ASSETS))
 
 
 def build_resources(settings: Settings | None = None, spark_env: SparkEnv | None = None,

@@ -52,7 +52,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from fitness_assets.assets.common import asset_key
-from fitness_assets.lakehouse.incremental import utc
+from fitness_assets.lakehouse.incremental import Upstreams, out_of_step, utc
 from fitness_assets.lakehouse.spark import arrow_frame
 from fitness_assets.lakehouse.store import Condition, OneOf, TableStore, Within
 from fitness_assets.resources import LakehouseResource, SparkResource
@@ -535,15 +535,33 @@ def _previous(context: AssetCheckExecutionContext, keys: Sequence[AssetCheckKey]
     return out
 
 
-def table_checks(checks: Sequence[Check]) -> list[AssetChecksDefinition]:
-    """One multi-check (one step) per table, in the order the tables first appear."""
+def table_checks(checks: Sequence[Check], upstreams: Upstreams) -> list[AssetChecksDefinition]:
+    """One multi-check (one step) per table, in the order the tables first appear.
+    ``upstreams``: the tables each table is refreshed from (to tell when a check that compares
+    tables can be evaluated, see ``_out_of_step``)."""
     by_table: dict[str, list[Check]] = defaultdict(list)
     for c in checks:
         by_table[c.table.qualified_name].append(c)
-    return [_multi_check(group) for group in by_table.values()]
+    return [_multi_check(group, upstreams) for group in by_table.values()]
 
 
-def _multi_check(checks: list[Check]) -> AssetChecksDefinition:
+def _compared(check: Check) -> list[TableSpec]:
+    """The other tables a check compares its table with. A link is not a comparison: it asks
+    about its parent as the parent is now."""
+    return [] if check.link is not None else [t for t in check.reads if t != check.table]
+
+
+def _out_of_step(store: TableStore, check: Check, upstreams: Upstreams) -> str | None:
+    """Why a check that compares its table with other tables cannot be evaluated now: they do
+    not hold the same upstream data (``incremental.out_of_step``), so a difference would say
+    which ran last, not that either is wrong."""
+    for other in _compared(check):
+        if why := out_of_step(store, check.table, other, upstreams):
+            return why
+    return None
+
+
+def _multi_check(checks: list[Check], upstreams: Upstreams) -> AssetChecksDefinition:
     spec = checks[0].table
     names = [c.name for c in checks]
     if len(set(names)) != len(names):
@@ -551,6 +569,8 @@ def _multi_check(checks: list[Check]) -> AssetChecksDefinition:
     specs = [AssetCheckSpec(c.name, asset=asset_key(spec), description=c.description, blocking=c.is_blocking,
                             additional_deps=[asset_key(t) for t in c.reads if t != spec])
              for c in checks]
+
+    by_name = {c.name: c for c in checks}
 
     @multi_asset_check(specs=specs, name=f"{spec.layer}__{spec.name}__checks", can_subset=True,
                        description=f"The checks of {spec.qualified_name}, evaluated in one step.")
@@ -560,6 +580,16 @@ def _multi_check(checks: list[Check]) -> AssetChecksDefinition:
         if not selected:
             return
         store = lakehouse.store()
+        # A comparison of tables that do not hold the same upstream data yet is not evaluated
+        # (no result: Dagster shows it skipped, and it does not gate downstream assets); the
+        # table's next refresh evaluates it.
+        apart = {c.name: why for c in selected if (why := _out_of_step(store, c, upstreams))}
+        for name, why in apart.items():
+            context.log.warning("%s.%s not evaluated: %s. It is evaluated again with the table's next refresh.",
+                                spec.qualified_name, name, why)
+        selected = [c for c in selected if c.name not in apart]
+        if not selected:
+            return
         state = _state(store, lakehouse, selected)
         previous = _previous(context, [c.key() for c in selected])
         if len(previous) == len(selected) and all(
@@ -570,7 +600,14 @@ def _multi_check(checks: list[Check]) -> AssetChecksDefinition:
         scopes = {c.name: scope_of(c, previous.get(c.key()), state) for c in selected}
         with store.codegen.step():
             results = evaluate_checks(store, lakehouse, selected, scopes, state["versions"][spec.qualified_name])
-        for result in results.values():
+        for name, result in results.items():
+            moved = [t.qualified_name for t in _compared(by_name[name])
+                     if not result.passed and store.version(t) != state["versions"][t.qualified_name]]
+            if moved:  # in step when the comparison started, not when it ended
+                context.log.warning("%s.%s not evaluated: %s changed while it was compared with it. It is "
+                                    "evaluated again with the table's next refresh.", spec.qualified_name, name,
+                                    ", ".join(moved))
+                continue
             yield AssetCheckResult(asset_key=result.asset_key, check_name=result.check_name, passed=result.passed,
                                    severity=result.severity,
                                    metadata={**result.metadata, STATE_KEY: MetadataValue.json(state)})

@@ -10,7 +10,7 @@ it finds nothing left to do.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -67,6 +67,66 @@ def plan(store: TableStore, target: TableSpec, upstreams: Sequence[TableSpec]) -
         after[spec.qualified_name] = -1 if recorded is None else recorded
         up_to[spec.qualified_name] = store.version(spec)
     return Increment(target, after, up_to, {s.qualified_name: s for s in upstreams})
+
+
+# ---------------------------------------------------------------------------- lineage
+
+Upstreams = Mapping[str, Sequence[TableSpec]]
+"""The tables each table is refreshed from, by qualified name (the asset graph's table edges)."""
+
+
+def _closure(spec: TableSpec, upstreams: Upstreams) -> dict[str, TableSpec]:
+    """``spec`` and every table upstream of it, by qualified name."""
+    seen, todo = {spec.qualified_name: spec}, [spec]
+    while todo:
+        for parent in upstreams.get(todo.pop().qualified_name, ()):
+            if parent.qualified_name not in seen:
+                seen[parent.qualified_name] = parent
+                todo.append(parent)
+    return seen
+
+
+def reflected_version(store: TableStore, spec: TableSpec, source: TableSpec, upstreams: Upstreams) -> int | None:
+    """The version of ``source`` (``spec`` itself or a table upstream of it) that ``spec``'s
+    current data reflects: its own version; for a direct upstream, the progress ``spec``
+    recorded; further up, the version its upstreams reflect, when ``spec`` has taken in
+    everything they hold. None when that is not known (``spec`` is behind an upstream that
+    leads to ``source``, or two paths reflect different versions)."""
+    if spec.qualified_name == source.qualified_name:
+        return store.version(spec)
+    found: set[int | None] = set()
+    for parent in upstreams.get(spec.qualified_name, ()):
+        taken = store.transaction_version(spec, progress_app_id(spec, parent))
+        taken = -1 if taken is None else taken
+        if parent.qualified_name == source.qualified_name:
+            found.add(taken)
+        elif source.qualified_name in _closure(parent, upstreams):
+            found.add(reflected_version(store, parent, source, upstreams)
+                      if taken >= store.version(parent) else None)
+    return found.pop() if len(found) == 1 else None
+
+
+def out_of_step(store: TableStore, table: TableSpec, other: TableSpec, upstreams: Upstreams) -> str | None:
+    """Why ``table`` and ``other`` may not hold the same upstream data, or None when they do.
+
+    Two tables that compare with each other (a summary and a finer table from the same
+    readings, a table and the one it is made from) agree only on the same upstream data. A
+    run may refresh one while the other is still behind (not selected, in another run, held
+    back by a failed check). They are in step when, at every table shared by both their
+    lineages that feeds a table of only one of them (or one of them), both reflect the same
+    version."""
+    mine, theirs = _closure(table, upstreams), _closure(other, upstreams)
+    shared = mine.keys() & theirs.keys()
+    apart = [n for n in {**mine, **theirs} if n not in shared]
+    frontier = sorted({p.qualified_name: p for n in apart for p in upstreams.get(n, ())
+                       if p.qualified_name in shared}.items())
+    for name, source in frontier:
+        held = [(spec, reflected_version(store, spec, source, upstreams)) for spec in (table, other)]
+        if held[0][1] is None or held[0][1] != held[1][1]:
+            return ", ".join(f"{spec.qualified_name} holds {name} at version {version}" if version is not None
+                             else f"{spec.qualified_name} has not taken in everything upstream of it from {name}"
+                             for spec, version in held)
+    return None
 
 
 def appended(store: TableStore, inc: Increment, upstream: TableSpec, within: Within | None = None) -> DataFrame:
