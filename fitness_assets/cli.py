@@ -146,7 +146,7 @@ def run_graph(selection: list[str] | None = None, settings: Settings | None = No
     result = job.execute_in_process(instance=instance, asset_selection=keys, raise_on_error=False,
                                     run_config={"loggers": logger_config})
     store = resources["lakehouse"].store()
-    with store.codegen.step():
+    with store.step():
         report, page = _report(result, store, resources, spark_seconds)
     report.overview = str(page) if page else None
     report.wall_seconds = time.perf_counter() - started

@@ -5,6 +5,7 @@ those runs skip and say which of the two is missing)."""
 
 import datetime as dt
 import importlib.util
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -20,6 +21,7 @@ from fitness_assets.lakehouse.store import (
     Within,
 )
 from fitness_assets.tables import LONG, STRING, TIMESTAMP, TableSpec
+from fitness_assets_tests.conftest import ON_CONNECT
 
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
 
@@ -329,6 +331,37 @@ def test_arrow_rows_reach_local_spark_as_batches_not_inside_the_plan(spark):
     assert [tuple(r) for r in frame.collect()] == [(1, "a"), (2, None), (3, "c")]
     empty = arrow_frame(spark, table.schema.empty_table())
     assert empty.count() == 0 and "LocalRelation" in empty._jdf.queryExecution().optimizedPlan().toString()
+
+
+@pytest.mark.connect
+def test_arrow_rows_reach_a_spark_connect_server_as_a_file_removed_when_the_step_ends(settings, spark):
+    """On Spark Connect, an Arrow table of HANDOFF_ROWS rows or more reaches the server as a
+    Parquet file beside the tables, not as a local relation inside the plan (analysed and
+    optimised with all its rows every time the plan is); the file is gone when the step ends.
+    A smaller table stays inside the plan; local Spark takes record batches (no file)."""
+    from fitness_assets.lakehouse.store import HANDOFF_FOLDER, HANDOFF_ROWS
+
+    store = DeltaRsTableStore(settings.lakehouse_root, lambda: spark)
+    handoff = Path(settings.lakehouse_root) / HANDOFF_FOLDER
+    killed = handoff / "999999999"  # the folder of a process killed before its step ended
+    killed.mkdir(parents=True)
+    (killed / "left.parquet").write_bytes(b"rows")
+    big = pa.table({"n": pa.array(range(HANDOFF_ROWS), pa.int64()),
+                    "s": pa.array([None if i % 7 == 0 else str(i) for i in range(HANDOFF_ROWS)], pa.string())})
+    with store.step():
+        frame = store.frame(big)
+        small = store.frame(big.slice(0, 10))
+        handed = [p for p in handoff.rglob("*.parquet") if p.parent != killed]
+        assert frame.toArrow().sort_by("n").equals(big)
+        assert small.count() == 10
+        if ON_CONNECT:
+            plan = frame._explain_string(extended=True)
+            assert "LocalRelation" not in plan and "FileScan parquet" in plan, plan
+            assert "LocalRelation" in small._explain_string(extended=True)
+            assert len(handed) == 1 and not killed.exists()
+        else:
+            assert handed == []
+    assert not [p for p in handoff.rglob("*.parquet") if p.parent != killed], "the step's file is removed"
 
 
 def test_arrow_reads_filter_strings_in_files_a_merge_wrote(store):

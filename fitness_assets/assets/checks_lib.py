@@ -53,7 +53,6 @@ from pyspark.sql.pandas.types import from_arrow_schema
 
 from fitness_assets.assets.common import asset_key
 from fitness_assets.lakehouse.incremental import Upstreams, out_of_step, utc
-from fitness_assets.lakehouse.spark import arrow_frame
 from fitness_assets.lakehouse.store import Condition, OneOf, TableStore, Within
 from fitness_assets.resources import LakehouseResource, SparkResource
 from fitness_assets.tables import TableSpec
@@ -326,7 +325,7 @@ def evaluate_checks(store: TableStore, lakehouse: LakehouseResource, checks: Seq
             return quality.duplicate_keys(table(), keys)
         repeated = quality.duplicate_keys_arrow(columns, keys)
         store.codegen.reading(repeated.num_rows)
-        return arrow_frame(store.spark, repeated, from_arrow_schema(repeated.schema))
+        return store.frame(repeated, from_arrow_schema(repeated.schema))
 
     spans: dict[int, DataFrame] = {}
 
@@ -598,7 +597,7 @@ def _multi_check(checks: list[Check], upstreams: Upstreams) -> AssetChecksDefini
                              "not evaluated again", spec.qualified_name, json.dumps(state, sort_keys=True))
             return
         scopes = {c.name: scope_of(c, previous.get(c.key()), state) for c in selected}
-        with store.codegen.step():
+        with store.step():
             results = evaluate_checks(store, lakehouse, selected, scopes, state["versions"][spec.qualified_name])
         for name, result in results.items():
             moved = [t.qualified_name for t in _compared(by_name[name])

@@ -130,7 +130,7 @@ def refresh_asset(declared: TableRefresh | TableSpec, deps: Sequence[TableSpec] 
         store = lakehouse.store()
         args = (lakehouse.reference(),) if needs_reference_date else ()
         started = time.perf_counter()
-        with store.codegen.step():
+        with store.step():
             result = refresh(store, *args)
         seconds = time.perf_counter() - started
         if result.skipped:

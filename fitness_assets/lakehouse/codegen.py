@@ -44,6 +44,10 @@ class CodegenBySize:
         self._saved: dict[str, str | None] | None = None  # the session's own values, put back after a step
 
     @property
+    def in_step(self) -> bool:
+        return self._rows is not None
+
+    @property
     def active(self) -> bool:
         return self.compile_from_rows > 0 and self._rows is not None
 

@@ -245,6 +245,12 @@ def stop_session() -> None:
         _SESSION_KEY = None
 
 
+def is_connect(spark: SparkSession) -> bool:
+    """A Spark Connect session (a Spark Connect server, Databricks Connect): the queries run in
+    another process, which may share this one's file system or not."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
 def arrow_frame(spark: SparkSession, table: pa.Table, schema: StructType | None = None) -> DataFrame:
     """``spark.createDataFrame(table)`` without losing rows: classic PySpark streams the table's
     record batches to the JVM, which stops at the first empty one, so every row after an empty

@@ -23,7 +23,6 @@ from pyspark.sql.pandas.types import from_arrow_schema
 
 from fitness_assets.lakehouse import incremental as inc
 from fitness_assets.lakehouse.incremental import Increment
-from fitness_assets.lakehouse.spark import arrow_frame
 from fitness_assets.lakehouse.store import Clause, CommitResult, Merge, TableStore, Within
 from fitness_assets.pipelines import Lineage, TableRefresh, refresh, same_columns
 from fitness_assets.tables import (
@@ -117,7 +116,7 @@ def _new_readings_arrow(store: TableStore, i: Increment) -> pa.Table | None:
     if not decoded.all():
         others = payloads.filter(pa.array(~decoded))
         store.codegen.reading(others.num_rows)
-        frame = arrow_frame(store.spark, others, from_arrow_schema(others.schema))
+        frame = store.frame(others, from_arrow_schema(others.schema))
         readings = pa.concat_tables([readings, T.bpm_readings(frame).toArrow().cast(A.READINGS_SCHEMA)])
     return A.per_instant(readings)
 

@@ -112,7 +112,7 @@ def ingestion_asset(source: str, bronze: TableSpec, quarantine: TableSpec, parse
     def _ingest(context: AssetExecutionContext, spark: SparkResource,
                 lakehouse: LakehouseResource) -> Iterator[MaterializeResult]:
         store = lakehouse.store()
-        with store.codegen.step():
+        with store.step():
             report = _ingest_files(context, spark, lakehouse, source, bronze, quarantine, parser(store))
             yield from _results(store, bronze, quarantine, report)
 
@@ -130,7 +130,7 @@ def ingestion_asset(source: str, bronze: TableSpec, quarantine: TableSpec, parse
 def kafka_multiplex_bz(context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource,
                        kafka: KafkaResource) -> Iterator[MaterializeResult]:
     store = lakehouse.store()
-    with store.codegen.step():
+    with store.step():
         calendar = store.read(DATE_LOOKUP)
         # Plain, usable lines are decided in Python, as Kafka records are; Spark parses the rest.
         files = _ingest_files(context, spark, lakehouse, "kafka_multiplex", KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR,

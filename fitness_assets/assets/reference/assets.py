@@ -16,7 +16,7 @@ def date_lookup(context: AssetExecutionContext, spark: SparkResource, lakehouse:
     store = lakehouse.store()
     start, end = lakehouse.date_range()
     results = []
-    with store.codegen.step():
+    with store.step():
         current = store.read(DATE_LOOKUP).agg(F.min("date"), F.max("date"), F.count(F.lit(1))).first()
         expected_days = (end - start).days + 1
         if tuple(current) != (start, end, expected_days):
