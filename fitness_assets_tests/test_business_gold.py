@@ -95,8 +95,8 @@ def build_example(store) -> None:
 def refresh_all(store, reference=REF, days=14):
     G.workout_bpm_summary(store)
     G.gym_summary(store)
-    P.refresh_gym_occupancy(store)
-    P.refresh_member_engagement(store, reference, days)
+    P.gym_occupancy(store)
+    P.member_engagement(store, reference, days)
     P.workout_zones(store)
     P.workout_performance(store)
 
@@ -149,14 +149,14 @@ def test_rules_on_a_hand_made_example(store):
     assert performance[(3, 2024, 0)]["readings"] == 0 and performance[(3, 2024, 0)]["week_start"] == dt.date(2024, 1, 1)
 
     # Another threshold or reference date recomputes every member.
-    P.refresh_member_engagement(store, REF, 21)
+    P.member_engagement(store, REF, 21)
     assert not _by_key(store, MEMBER_ENGAGEMENT)[(1,)]["at_risk"]
-    P.refresh_member_engagement(store, dt.date(2023, 12, 19), 21)
+    P.member_engagement(store, dt.date(2023, 12, 19), 21)
     early = _by_key(store, MEMBER_ENGAGEMENT)
     assert early[(1,)]["visits_7d"] == 2 and early[(2,)]["days_inactive"] is None
     assert store.latest_commit_metadata(MEMBER_ENGAGEMENT, "recomputed")["recomputed"] == "every member"
     version = store.version(MEMBER_ENGAGEMENT)
-    assert P.refresh_member_engagement(store, dt.date(2023, 12, 19), 21).skipped  # same rules, nothing new
+    assert P.member_engagement(store, dt.date(2023, 12, 19), 21).skipped  # same rules, nothing new
     assert store.version(MEMBER_ENGAGEMENT) == version
 
 
@@ -332,11 +332,26 @@ def test_business_numbers_match_an_independent_implementation(settings, store, r
     _compare(store, expected_gold(settings.lakehouse_root, reference), BUSINESS)
     at_risk_seen = set()
     for day, threshold in ((dt.date(2023, 3, 8), 14), (dt.date(2023, 3, 22), 14), (dt.date(2023, 3, 22), 16)):
-        P.refresh_member_engagement(store, day, threshold)
+        P.member_engagement(store, day, threshold)
         _compare(store, expected_gold(settings.lakehouse_root, day, threshold), (MEMBER_ENGAGEMENT,))
         at_risk_seen |= {r["at_risk"] for r in store.read(MEMBER_ENGAGEMENT).collect()}
     assert at_risk_seen == {True, False}
     assert "members at risk" in report.headlines and "busiest hour" in report.headlines
+
+
+def test_the_at_risk_threshold_reaches_the_asset_and_a_new_one_recomputes_with_nothing_new_upstream(
+        settings, store, run, tmp_path, monkeypatch):
+    stage(SimulatorConfig.tiny(seed=22, batches=1), tmp_path / "staging")
+    deliver(tmp_path / "staging", tmp_path / "landing")
+    monkeypatch.setenv("FITNESS_AT_RISK_DAYS", "21")
+    run()
+    assert {r["at_risk_after_days"] for r in store.read(MEMBER_ENGAGEMENT).collect()} == {21}
+    versions = {s.qualified_name: store.version(s) for s in (GYM_OCCUPANCY, WORKOUT_ZONES)}
+    monkeypatch.setenv("FITNESS_AT_RISK_DAYS", "16")
+    run()
+    assert {r["at_risk_after_days"] for r in store.read(MEMBER_ENGAGEMENT).collect()} == {16}
+    assert store.latest_commit_metadata(MEMBER_ENGAGEMENT, "recomputed")["recomputed"] == "every member"
+    assert {s.qualified_name: store.version(s) for s in (GYM_OCCUPANCY, WORKOUT_ZONES)} == versions
 
 
 def _naive(value):

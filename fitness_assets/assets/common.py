@@ -22,7 +22,7 @@ from dagster import (
 
 from fitness_assets.catalog import column_description
 from fitness_assets.lakehouse.store import CommitResult, TableStore
-from fitness_assets.pipelines import Refresh, TableRefresh
+from fitness_assets.pipelines import TableRefresh
 from fitness_assets.resources import LakehouseResource, SparkResource
 from fitness_assets.tables import TableSpec
 
@@ -110,16 +110,11 @@ def lineage_table(lineage: dict[str, list[tuple[TableSpec, str]]]) -> MetadataVa
     return MetadataValue.md("\n".join(["| column | comes from |", "|---|---|", *rows]))
 
 
-def refresh_asset(declared: TableRefresh | TableSpec, deps: Sequence[TableSpec] = (),
-                  body: Callable[..., Refresh] | None = None,
-                  lineage: dict[str, list[tuple[TableSpec, str]]] | None = None,
-                  needs_reference_date: bool = False) -> AssetsDefinition:
-    """A thin asset around a refresh procedure: run it, report rows, version and what it read."""
-    if isinstance(declared, TableRefresh):
-        spec, deps, refresh, lineage = declared.target, declared.upstreams, declared, declared.lineage
-        needs_reference_date = declared.needs_reference_date
-    else:  # (target, deps, refresh function, lineage): a refresh not declared with @refresh
-        spec, refresh = declared, body
+def refresh_asset(refresh: TableRefresh, extra_args: Callable[[], tuple] = tuple) -> AssetsDefinition:
+    """A thin asset around a declared refresh: run it, report rows, version and what it read.
+    Its dependencies are the refresh's upstreams; ``extra_args()`` are passed after the
+    reference date (settings read when the asset runs)."""
+    spec, deps, lineage = refresh.target, refresh.upstreams, refresh.lineage
     kwargs = asset_kwargs(spec)
     if lineage:
         kwargs["metadata"]["dagster/column_lineage"] = column_lineage(lineage)
@@ -128,7 +123,7 @@ def refresh_asset(declared: TableRefresh | TableSpec, deps: Sequence[TableSpec] 
     @asset(deps=[asset_key(d) for d in deps], **kwargs)
     def _asset(context: AssetExecutionContext, spark: SparkResource, lakehouse: LakehouseResource) -> MaterializeResult:
         store = lakehouse.store()
-        args = (lakehouse.reference(),) if needs_reference_date else ()
+        args = ((lakehouse.reference(),) if refresh.needs_reference_date else ()) + extra_args()
         started = time.perf_counter()
         with store.step():
             result = refresh(store, *args)

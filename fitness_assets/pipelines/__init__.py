@@ -40,19 +40,23 @@ class TableRefresh:
     body: Callable[..., CommitResult | None]
     lineage: Lineage
     needs_reference_date: bool = False
+    # A table whose rows depend on more than its upstreams' data (a reference date, a
+    # threshold): ``stale(store, *args)`` is true when it was computed with other values, and
+    # the body then runs with nothing new upstream too.
+    stale: Callable[..., bool] | None = None
 
     def __call__(self, store: TableStore, *args) -> Refresh:
         i = inc.plan(store, self.target, self.upstreams)
-        if i.is_empty:
+        if i.is_empty and not (self.stale is not None and self.stale(store, *args)):
             return Refresh(i)
         return Refresh(i, self.body(store, i, *args))
 
 
-def refresh(target: TableSpec, upstreams: Sequence[TableSpec], lineage: Lineage,
-            needs_reference_date: bool = False) -> Callable[[Callable[..., CommitResult | None]], TableRefresh]:
+def refresh(target: TableSpec, upstreams: Sequence[TableSpec], lineage: Lineage, needs_reference_date: bool = False,
+            stale: Callable[..., bool] | None = None) -> Callable[[Callable[..., CommitResult | None]], TableRefresh]:
     """Declare ``target``'s refresh from the function that computes and writes an increment."""
     def declare(body: Callable[..., CommitResult | None]) -> TableRefresh:
-        return TableRefresh(target, tuple(upstreams), body, lineage, needs_reference_date)
+        return TableRefresh(target, tuple(upstreams), body, lineage, needs_reference_date, stale)
 
     return declare
 

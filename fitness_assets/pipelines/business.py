@@ -23,7 +23,7 @@ from pyspark.sql import functions as F
 from fitness_assets.lakehouse import incremental as inc
 from fitness_assets.lakehouse.incremental import Increment
 from fitness_assets.lakehouse.store import CommitResult, TableStore, Within
-from fitness_assets.pipelines import Refresh, refresh, same_columns
+from fitness_assets.pipelines import refresh, same_columns
 from fitness_assets.tables import (
     COMPLETED_WORKOUTS,
     GYM_LOGS,
@@ -40,11 +40,14 @@ from fitness_assets.transforms import business as B
 DAY_SCOPE = ["gym", "date"]
 
 
-def refresh_gym_occupancy(store: TableStore) -> Refresh:
+@refresh(GYM_OCCUPANCY, [GYM_LOGS],
+         {"gym": [(GYM_LOGS, "gym")], "date": [(GYM_LOGS, "login"), (GYM_LOGS, "logout")],
+          "hour": [(GYM_LOGS, "login"), (GYM_LOGS, "logout")], "visitors": [(GYM_LOGS, "mac_address")],
+          "arrivals": [(GYM_LOGS, "login")], "unclosed_visits": [(GYM_LOGS, "login"), (GYM_LOGS, "logout")],
+          "member_minutes": [(GYM_LOGS, "login"), (GYM_LOGS, "logout")],
+          "is_peak_hour": [(GYM_LOGS, "mac_address"), (GYM_LOGS, "login"), (GYM_LOGS, "logout")]})
+def gym_occupancy(store: TableStore, i: Increment) -> CommitResult | None:
     """Recompute every gym and day a new or changed visit counts on."""
-    i = inc.plan(store, GYM_OCCUPANCY, [GYM_LOGS])
-    if i.is_empty:
-        return Refresh(i)
     scope = B.visit_days(inc.changed(store, i, GYM_LOGS)).select(*DAY_SCOPE).distinct()
     # A visit lasts at most a day (longer ones count on their login day only), so the visits
     # counting on a day logged in on that day or the day before: a semi-join, no shuffle.
@@ -52,7 +55,7 @@ def refresh_gym_occupancy(store: TableStore) -> Refresh:
     visits = (inc.snapshot(store, i, GYM_LOGS).withColumn("date", F.to_date("login"))
               .join(F.broadcast(logins.distinct()), on=DAY_SCOPE, how="left_semi").drop("date"))
     rows = B.gym_occupancy(visits).join(F.broadcast(scope), on=DAY_SCOPE, how="left_semi")
-    return Refresh(i, inc.sync_scope(store, GYM_OCCUPANCY, rows, scope, i))
+    return inc.sync_scope(store, GYM_OCCUPANCY, rows, scope, i)
 
 
 RULES_KEY = "engagement_rules"
@@ -65,18 +68,37 @@ def engagement_rules(store: TableStore) -> dict | None:
     return None if meta is None else meta[RULES_KEY]
 
 
-def refresh_member_engagement(store: TableStore, reference: dt.date,
-                              at_risk_days: int = B.DEFAULT_AT_RISK_DAYS) -> Refresh:
+def _rules(reference: dt.date, at_risk_days: int) -> dict:
+    if at_risk_days < 1:
+        raise ValueError(f"FITNESS_AT_RISK_DAYS must be at least 1, not {at_risk_days}")
+    return {"reference_date": reference.isoformat(), "at_risk_days": at_risk_days}
+
+
+def _rules_changed(store: TableStore, reference: dt.date, at_risk_days: int = B.DEFAULT_AT_RISK_DAYS) -> bool:
+    return engagement_rules(store) != _rules(reference, at_risk_days)
+
+
+_ENGAGEMENT_LINEAGE = {
+    "user_id": [(USERS, "user_id"), (COMPLETED_WORKOUTS, "user_id")],
+    "last_visit": [(GYM_LOGS, "login"), (USERS, "mac_address")],
+    "last_workout": [(COMPLETED_WORKOUTS, "start_time")],
+    "visits_7d": [(GYM_LOGS, "login"), (USERS, "mac_address")],
+    "visits_30d": [(GYM_LOGS, "login"), (USERS, "mac_address")],
+    "workouts_7d": [(COMPLETED_WORKOUTS, "start_time")], "workouts_30d": [(COMPLETED_WORKOUTS, "start_time")],
+    "days_inactive": [(GYM_LOGS, "login"), (COMPLETED_WORKOUTS, "start_time")],
+    "workouts_before_lapse": [(GYM_LOGS, "login"), (COMPLETED_WORKOUTS, "start_time")],
+    "at_risk": [(GYM_LOGS, "login"), (COMPLETED_WORKOUTS, "start_time")]}
+
+
+@refresh(MEMBER_ENGAGEMENT, [USERS, GYM_LOGS, COMPLETED_WORKOUTS], _ENGAGEMENT_LINEAGE, needs_reference_date=True,
+         stale=_rules_changed)
+def member_engagement(store: TableStore, i: Increment, reference: dt.date,
+                      at_risk_days: int = B.DEFAULT_AT_RISK_DAYS) -> CommitResult | None:
     """Recompute the members touched by the increment, or every member when the reference
     date or the at-risk threshold differs from the ones of the table's latest commit (every
     commit records them, atomically with its rows)."""
-    if at_risk_days < 1:
-        raise ValueError(f"FITNESS_AT_RISK_DAYS must be at least 1, not {at_risk_days}")
-    i = inc.plan(store, MEMBER_ENGAGEMENT, [USERS, GYM_LOGS, COMPLETED_WORKOUTS])
-    rules = {"reference_date": reference.isoformat(), "at_risk_days": at_risk_days}
+    rules = _rules(reference, at_risk_days)
     everyone = engagement_rules(store) != rules
-    if i.is_empty and not everyone:
-        return Refresh(i)
     users = inc.snapshot(store, i, USERS)
     completed = inc.snapshot(store, i, COMPLETED_WORKOUTS)
     visits = inc.snapshot(store, i, GYM_LOGS)
@@ -100,8 +122,8 @@ def refresh_member_engagement(store: TableStore, reference: dt.date,
         visits.join(F.broadcast(badges), on="mac_address", how="left_semi"),
         completed.join(F.broadcast(scope), on="user_id", how="left_semi"),
         reference, at_risk_days)
-    return Refresh(i, inc.sync_scope(store, MEMBER_ENGAGEMENT, rows, scope, i, metadata={
-        RULES_KEY: rules, "recomputed": "every member" if everyone else "members touched by the increment"}))
+    return inc.sync_scope(store, MEMBER_ENGAGEMENT, rows, scope, i, metadata={
+        RULES_KEY: rules, "recomputed": "every member" if everyone else "members touched by the increment"})
 
 
 @refresh(WORKOUT_ZONES, [WORKOUT_BPM, USER_PROFILE],
@@ -172,4 +194,4 @@ def workout_performance(store: TableStore, i: Increment) -> CommitResult | None:
     return inc.sync_scope(store, WORKOUT_PERFORMANCE, B.workout_performance(completed, zones), member_weeks, i)
 
 
-REFRESHES = [workout_zones, workout_performance]
+REFRESHES = [gym_occupancy, member_engagement, workout_zones, workout_performance]

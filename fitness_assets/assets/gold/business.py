@@ -43,31 +43,9 @@ def at_risk_days(env: dict[str, str] | None = None) -> int:
     return days
 
 
-def _refresh_engagement(store, reference):
-    return refresh.refresh_member_engagement(store, reference, at_risk_days())
-
-
-gym_occupancy = refresh_asset(
-    GYM_OCCUPANCY, [GYM_LOGS], refresh.refresh_gym_occupancy,
-    {"gym": [(GYM_LOGS, "gym")], "date": [(GYM_LOGS, "login"), (GYM_LOGS, "logout")],
-     "hour": [(GYM_LOGS, "login"), (GYM_LOGS, "logout")], "visitors": [(GYM_LOGS, "mac_address")],
-     "arrivals": [(GYM_LOGS, "login")], "unclosed_visits": [(GYM_LOGS, "login"), (GYM_LOGS, "logout")],
-     "member_minutes": [(GYM_LOGS, "login"), (GYM_LOGS, "logout")],
-     "is_peak_hour": [(GYM_LOGS, "mac_address"), (GYM_LOGS, "login"), (GYM_LOGS, "logout")]})
-
-member_engagement = refresh_asset(
-    MEMBER_ENGAGEMENT, [USERS, GYM_LOGS, COMPLETED_WORKOUTS], _refresh_engagement,
-    {"user_id": [(USERS, "user_id"), (COMPLETED_WORKOUTS, "user_id")],
-     "last_visit": [(GYM_LOGS, "login"), (USERS, "mac_address")],
-     "last_workout": [(COMPLETED_WORKOUTS, "start_time")],
-     "visits_7d": [(GYM_LOGS, "login"), (USERS, "mac_address")],
-     "visits_30d": [(GYM_LOGS, "login"), (USERS, "mac_address")],
-     "workouts_7d": [(COMPLETED_WORKOUTS, "start_time")], "workouts_30d": [(COMPLETED_WORKOUTS, "start_time")],
-     "days_inactive": [(GYM_LOGS, "login"), (COMPLETED_WORKOUTS, "start_time")],
-     "workouts_before_lapse": [(GYM_LOGS, "login"), (COMPLETED_WORKOUTS, "start_time")],
-     "at_risk": [(GYM_LOGS, "login"), (COMPLETED_WORKOUTS, "start_time")]},
-    needs_reference_date=True)
-
+gym_occupancy = refresh_asset(refresh.gym_occupancy)
+# The at-risk threshold is read from the environment when the asset runs.
+member_engagement = refresh_asset(refresh.member_engagement, extra_args=lambda: (at_risk_days(),))
 workout_zones = refresh_asset(refresh.workout_zones)
 workout_performance = refresh_asset(refresh.workout_performance)
 
