@@ -52,6 +52,7 @@ SMALL_READ_ROWS = 50_000
 MERGE_IN_MEMORY_ROWS = 500_000  # a MERGE source up to this size runs non-streamed
 # On Spark Connect, Arrow tables from this many rows reach the server as a Parquet file the
 # store writes beside the tables, not inside the query plan (see ``DeltaRsTableStore.frame``).
+# Warm 5M micro-batches (job s): 1,000 rows 18.4 / 15.5, 5,000 18.8 / 16.0, 20,000 19.6 / 17.5.
 HANDOFF_ROWS = 5_000
 HANDOFF_FOLDER = "_handoff"
 # Row groups of a clustered table (``TableSpec.cluster_by``): small enough that a read of a few
