@@ -600,9 +600,10 @@ def _multi_check(checks: list[Check], upstreams: Upstreams) -> AssetChecksDefini
         with store.step():
             results = evaluate_checks(store, lakehouse, selected, scopes, state["versions"][spec.qualified_name])
         for name, result in results.items():
-            moved = [t.qualified_name for t in _compared(by_name[name])
-                     if not result.passed and store.version(t) != state["versions"][t.qualified_name]]
-            if moved:  # in step when the comparison started, not when it ended
+            # A failed comparison whose other tables committed meanwhile may have read two states.
+            moved = [] if result.passed else [t.qualified_name for t in _compared(by_name[name])
+                                              if store.version(t) != state["versions"][t.qualified_name]]
+            if moved:
                 context.log.warning("%s.%s not evaluated: %s changed while it was compared with it. It is "
                                     "evaluated again with the table's next refresh.", spec.qualified_name, name,
                                     ", ".join(moved))
