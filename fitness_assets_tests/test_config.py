@@ -11,6 +11,7 @@ from fitness_assets.lakehouse.spark import (
     QUICK_JIT,
     QUICK_JIT_BELOW_BYTES,
     SparkSettings,
+    _base_conf,
     _driver_java_options,
     data_bytes,
     get_session,
@@ -131,3 +132,15 @@ def test_the_running_driver_has_the_parallel_collector_and_the_jit_it_was_given(
     assert {gc.getName() for gc in management.getGarbageCollectorMXBeans()} == {"PS Scavenge", "PS MarkSweep"}
     quick = QUICK_JIT in list(management.getRuntimeMXBean().getInputArguments())
     assert running_description().endswith("(quick JIT)" if quick else "(tiered JIT)")
+
+
+def test_column_functions_do_not_record_their_python_call_site_unless_asked(spark):
+    """PySpark's DataFrame debugging (a stack walk and, on local Spark, JVM calls for every
+    column function) is off in every session this platform starts; spark_config turns it on."""
+    from pyspark.errors.utils import is_debugging_enabled
+
+    assert _base_conf(SparkSettings())["spark.python.sql.dataFrameDebugging.enabled"] == "false"
+    asked = SparkSettings(extra_conf={"spark.python.sql.dataFrameDebugging.enabled": "true"})
+    assert _base_conf(asked)["spark.python.sql.dataFrameDebugging.enabled"] == "true"
+    assert spark.conf.get("spark.python.sql.dataFrameDebugging.enabled") == "false"
+    assert not is_debugging_enabled()

@@ -93,3 +93,27 @@ def test_a_workout_removed_upstream_loses_its_readings_whatever_the_range_of_the
     workout_bpm(store)
     assert sorted((r["user_id"], r["time"].hour, r["time"].minute) for r in store.read(WORKOUT_BPM).collect()) == [
         (2, 20, 10), (2, 20, 20)]
+
+
+def test_the_general_path_writes_only_real_changes(store, spark):
+    """Into a table with rows, a sync commits exactly the differences inside its scope: a changed
+    row is updated (a value that became NULL too), a key no longer produced is deleted, a new
+    key is inserted; an unchanged row (one with a NULL value too) and a row outside the scope
+    are not written. The change feed of the commit shows nothing else."""
+    store.ensure(USER_BINS)
+    before = [(1, "18-25", "f", "Oslo", "NO"), (2, "25-35", "m", None, "NO"), (3, "35-45", "f", "Bergen", "NO"),
+              (4, "45-55", "m", "Molde", "NO"), (6, "55-65", "f", "Bodo", "NO")]
+    _sync(store, spark, before, _increment(-1, 1))
+    version = store.version(USER_BINS)
+
+    now = [(1, "18-25", "f", "Oslo", "NO"), (2, "25-35", "m", None, "NO"), (3, "35-45", "f", None, "NO"),
+           (5, "18-25", "m", "Tromso", "NO")]
+    frame = spark.createDataFrame(now, "user_id long, age string, gender string, city string, state string")
+    scope = spark.createDataFrame([(u,) for u in (1, 2, 3, 5, 6)], "user_id long")
+    assert inc.sync_scope(store, USER_BINS, frame, scope, _increment(1, 2)).operation == "merge"
+
+    assert _table(store) == sorted([*now, before[3]], key=lambda r: r[0])
+    changes = sorted((r["_change_type"], r["user_id"], r["city"])
+                     for r in store.read_changes(USER_BINS, version, store.version(USER_BINS)).collect())
+    assert changes == [("delete", 6, "Bodo"), ("insert", 5, "Tromso"),
+                       ("update_postimage", 3, None), ("update_preimage", 3, "Bergen")]

@@ -135,6 +135,34 @@ def test_concurrent_conflict_is_retried_on_a_fresh_snapshot(store, spark):
     assert _rows(store) == [(1, "other"), (2, "mine")]
 
 
+def test_a_step_opens_a_table_once_and_still_sees_every_commit(store, monkeypatch):
+    """Within a step the store keeps the tables it opened and brings them up to date, so it
+    sees another writer's commit; after the step it forgets them, so a table dropped and made
+    again is read as it is now, not as it was."""
+    _delta_rs_only(store, "the Spark Delta store reads through Spark SQL")
+    store.append(KV, _data((1, "a")), txns=[Txn("loader", 1)])
+    opened = []
+    real_open = store._open
+    monkeypatch.setattr(store, "_open", lambda spec, version=None: opened.append(version) or real_open(spec, version))
+    with store.step():
+        first = store.version(KV)
+        for _ in range(3):
+            assert store.version(KV) == first and store.transaction_version(KV, "loader") == 1
+        DeltaTable(store.location(KV)).merge(  # another process's commit
+            _data((2, "b")), "t.k = s.k", source_alias="s", target_alias="t").when_not_matched_insert_all().execute()
+        assert store.version(KV) == first + 1 and _rows(store) == [(1, "a"), (2, "b")]
+        assert store.version(KV) == first + 1
+        store.append(KV, _data((3, "c")), txns=[Txn("loader", 2)])  # the store's own commit
+        assert store.version(KV) == first + 2 and store.transaction_version(KV, "loader") == 2
+    assert opened.count(None) == 2  # once for the reads of the step, once for the write
+
+    import shutil
+    shutil.rmtree(store.location(KV))
+    store.append(KV, _data((9, "z")))
+    with store.step():
+        assert _rows(store) == [(9, "z")] and store.transaction_version(KV, "loader") is None
+
+
 def test_conflicting_exactly_once_write_lands_once(store):
     store.append(KV, _data((1, "a")))
     raced = []

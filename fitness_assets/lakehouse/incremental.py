@@ -225,10 +225,24 @@ def sync_scope(store: TableStore, target: TableSpec, rows: DataFrame, scope: Dat
     if first is not None:
         return first
     scope = scope.distinct()
-    existing = (store.read(target, within=within).join(F.broadcast(scope), on=scope.columns, how="left_semi")
-                .select(*target.column_names))  # a USING join puts key columns first; subtract is positional
-    rows = rows.select(*target.column_names)
-    upserts = rows.subtract(existing).withColumn(OP_COLUMN, F.lit(UPSERT))
-    deletes = (existing.join(rows.select(*target.keys), on=list(target.keys), how="left_anti")
-               .withColumn(OP_COLUMN, F.lit(DELETE)))
-    return merge_rows(store, target, upserts.unionByName(deletes), inc, SYNC_CLAUSES, metadata=metadata)
+    existing = store.read(target, within=within).join(F.broadcast(scope), on=scope.columns, how="left_semi")
+    return merge_rows(store, target, _differences(target, fresh if unique_rows else fresh.distinct(), existing),
+                      inc, SYNC_CLAUSES, metadata=metadata)
+
+
+def _differences(target: TableSpec, rows: DataFrame, existing: DataFrame) -> DataFrame:
+    """The MERGE source that turns ``existing`` (the target's rows in a scope) into ``rows``
+    (distinct): rows new or changed, to upsert, and rows whose key is no longer produced, to
+    delete. One outer join on the key (NULL-safe, like the comparison of whole rows), so
+    ``rows``, a transform's whole plan, is computed once."""
+    columns = list(target.column_names)
+    new = rows.select(*[F.col(c).alias(f"n_{c}") for c in columns], F.lit(True).alias("n__row"))
+    old = existing.select(*[F.col(c).alias(f"o_{c}") for c in columns], F.lit(True).alias("o__row"))
+    on = [new[f"n_{k}"].eqNullSafe(old[f"o_{k}"]) for k in target.keys]
+    produced, stored = F.col("n__row").isNotNull(), F.col("o__row").isNotNull()
+    same = stored
+    for c in columns:
+        same = same & F.col(f"n_{c}").eqNullSafe(F.col(f"o_{c}"))
+    return (new.join(old, on=on, how="full_outer").where(~produced | ~same)
+            .select(*[F.when(produced, F.col(f"n_{c}")).otherwise(F.col(f"o_{c}")).alias(c) for c in columns],
+                    F.when(produced, F.lit(UPSERT)).otherwise(F.lit(DELETE)).alias(OP_COLUMN)))

@@ -355,6 +355,11 @@ class DeltaRsTableStore(TableStore):
         super().__init__(spark, codegen)
         self.root = root.rstrip("/")
         self.storage_options = storage_options or None
+        self._opened: dict[tuple[str, int | None], DeltaTable] = {}  # in the current step (``_table``)
+
+    def _end_step(self) -> None:
+        super()._end_step()
+        self._opened.clear()
 
     def frame(self, table, schema=None):
         """On a Spark Connect session, an Arrow table of ``HANDOFF_ROWS`` rows or more is
@@ -383,6 +388,21 @@ class DeltaRsTableStore(TableStore):
         return f"{self.root}/{spec.layer}/{spec.name}"
 
     def _table(self, spec: TableSpec, version: int | None = None) -> DeltaTable:
+        """The table at ``version`` (its latest when None). Within a step a table is opened once
+        per version and its latest brought up to date from the log's new commits only: a 5M
+        micro-batch opened tables ~650 times at ~2-3 ms each, an update costs ~0.3 ms. The
+        step's end forgets them, so a table dropped and made again is not seen as it was."""
+        if not self.codegen.in_step:
+            return self._open(spec, version)
+        key = (self.location(spec), version)
+        table = self._opened.get(key)
+        if table is None:
+            table = self._opened[key] = self._open(spec, version)
+        elif version is None:
+            table.update_incremental()
+        return table
+
+    def _open(self, spec: TableSpec, version: int | None = None) -> DeltaTable:
         return DeltaTable(self.location(spec), version=version, storage_options=self.storage_options)
 
     def exists(self, spec: TableSpec) -> bool:
@@ -692,7 +712,7 @@ class DeltaRsTableStore(TableStore):
             app_transactions=[Transaction(t.app_id, t.version) for t in txns] or None,
         )
         for attempt in range(1, self.max_attempts + 1):
-            dt = self._table(spec)
+            dt = self._open(spec)  # its own object: a write advances the one it writes with
             if txns and self._already_applied(dt, txns):
                 return CommitResult(spec.qualified_name, operation, dt.version(), skipped=True)
             if self.before_commit is not None:
