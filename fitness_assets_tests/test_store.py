@@ -342,11 +342,12 @@ def test_arrow_rows_reach_spark_whole_even_after_an_empty_chunk(spark):
 
 
 def test_arrow_rows_reach_local_spark_as_batches_not_inside_the_plan(spark):
-    """The local session hands an Arrow table to Spark as an RDD of its record batches: a plan
+    """The local session hands an Arrow table to Spark as an RDD of record batches: a plan
     holding every row as a LocalRelation was optimized and run with its rows on the driver
-    (~1 s of the 5M micro-batch). Rows, order and types are unchanged; an empty table is still
-    an empty relation."""
-    from fitness_assets.lakehouse.spark import arrow_frame
+    (~1 s of the 5M micro-batch). The batches follow the table's size, not its chunks (a
+    change feed comes in one chunk per file, each a partition and a task in every query over
+    it). Rows, order and types are unchanged; an empty table is still an empty relation."""
+    from fitness_assets.lakehouse.spark import ARROW_BATCH_ROWS, arrow_frame
 
     if not hasattr(spark, "_jsc"):
         pytest.skip("a classic (local) session's planning")
@@ -354,8 +355,15 @@ def test_arrow_rows_reach_local_spark_as_batches_not_inside_the_plan(spark):
     frame = arrow_frame(spark, table)
     plan = frame._jdf.queryExecution().optimizedPlan().toString()
     assert "LocalRelation" not in plan and "LogicalRDD" in plan, plan
-    assert frame.rdd.getNumPartitions() == 2  # one per record batch
+    assert frame.rdd.getNumPartitions() == 1
     assert [tuple(r) for r in frame.collect()] == [(1, "a"), (2, None), (3, "c")]
+    rows = ARROW_BATCH_ROWS + 1_000
+    chunked = pa.concat_tables([pa.table({"n": pa.array(range(i, min(i + 8_000, rows)), pa.int64())})
+                                for i in range(0, rows, 8_000)])
+    assert chunked.column("n").num_chunks == 13
+    frame = arrow_frame(spark, chunked)
+    assert frame.rdd.getNumPartitions() == 2
+    assert [r["n"] for r in frame.collect()] == list(range(rows))
     empty = arrow_frame(spark, table.schema.empty_table())
     assert empty.count() == 0 and "LocalRelation" in empty._jdf.queryExecution().optimizedPlan().toString()
 
