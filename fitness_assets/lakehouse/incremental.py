@@ -221,13 +221,14 @@ def sync_scope(store: TableStore, target: TableSpec, rows: DataFrame, scope: Dat
     4.2 s of the 6.6 s it took to hand 4.7M `workout_bpm` rows to delta-rs); the table's
     ``keys_unique`` check would fail on a transform that broke that promise."""
     fresh = rows.select(*target.column_names)
-    first = _first_fill(store, target, fresh if unique_rows else fresh.distinct(), inc, metadata)
+    if not unique_rows:
+        fresh = fresh.distinct()
+    first = _first_fill(store, target, fresh, inc, metadata)
     if first is not None:
         return first
     scope = scope.distinct()
     existing = store.read(target, within=within).join(F.broadcast(scope), on=scope.columns, how="left_semi")
-    return merge_rows(store, target, _differences(target, fresh if unique_rows else fresh.distinct(), existing),
-                      inc, SYNC_CLAUSES, metadata=metadata)
+    return merge_rows(store, target, _differences(target, fresh, existing), inc, SYNC_CLAUSES, metadata=metadata)
 
 
 def _differences(target: TableSpec, rows: DataFrame, existing: DataFrame) -> DataFrame:

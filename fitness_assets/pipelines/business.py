@@ -97,8 +97,7 @@ def member_engagement(store: TableStore, i: Increment, reference: dt.date,
     """Recompute the members touched by the increment, or every member when the reference
     date or the at-risk threshold differs from the ones of the table's latest commit (every
     commit records them, atomically with its rows)."""
-    rules = _rules(reference, at_risk_days)
-    everyone = engagement_rules(store) != rules
+    everyone = _rules_changed(store, reference, at_risk_days)
     users = inc.snapshot(store, i, USERS)
     completed = inc.snapshot(store, i, COMPLETED_WORKOUTS)
     visits = inc.snapshot(store, i, GYM_LOGS)
@@ -123,7 +122,8 @@ def member_engagement(store: TableStore, i: Increment, reference: dt.date,
         completed.join(F.broadcast(scope), on="user_id", how="left_semi"),
         reference, at_risk_days)
     return inc.sync_scope(store, MEMBER_ENGAGEMENT, rows, scope, i, metadata={
-        RULES_KEY: rules, "recomputed": "every member" if everyone else "members touched by the increment"})
+        RULES_KEY: _rules(reference, at_risk_days),
+        "recomputed": "every member" if everyone else "members touched by the increment"})
 
 
 @refresh(WORKOUT_ZONES, [WORKOUT_BPM, USER_PROFILE],
