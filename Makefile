@@ -41,7 +41,7 @@ test: $(STAMP) browser secrets ## Secrets scan, lint, the whole test suite (real
 	$(BIN)/ruff check fitness_assets fitness_assets_tests
 	@$(ARCHIVE)
 	$(BIN)/python -m pytest
-	FITNESS_TEST_SPARK=connect $(BIN)/python -m pytest -m connect fitness_assets_tests/test_silver_gold.py fitness_assets_tests/test_business_gold.py fitness_assets_tests/test_store.py
+	FITNESS_TEST_SPARK=connect $(BIN)/python -m pytest -m connect fitness_assets_tests/test_silver_gold.py fitness_assets_tests/test_business_gold.py fitness_assets_tests/test_store.py fitness_assets_tests/test_config.py
 
 lint: $(STAMP) ## Lint only
 	$(BIN)/ruff check fitness_assets fitness_assets_tests

@@ -134,13 +134,19 @@ def test_the_running_driver_has_the_parallel_collector_and_the_jit_it_was_given(
     assert running_description().endswith("(quick JIT)" if quick else "(tiered JIT)")
 
 
+@pytest.mark.connect
 def test_column_functions_do_not_record_their_python_call_site_unless_asked(spark):
     """PySpark's DataFrame debugging (a stack walk and, on local Spark, JVM calls for every
-    column function) is off in every session this platform starts; spark_config turns it on."""
+    column function) is off in every Spark this platform starts; spark_config turns it on. It
+    is a static setting: a Spark Connect client does not send it (the server would refuse it
+    with a warning), the server this project starts has it on its command line. Run on local
+    Spark and again on Spark Connect."""
     from pyspark.errors.utils import is_debugging_enabled
 
     assert _base_conf(SparkSettings())["spark.python.sql.dataFrameDebugging.enabled"] == "false"
     asked = SparkSettings(extra_conf={"spark.python.sql.dataFrameDebugging.enabled": "true"})
     assert _base_conf(asked)["spark.python.sql.dataFrameDebugging.enabled"] == "true"
+    remote = SparkSettings(mode="connect", connect_url="sc://127.0.0.1:15002")
+    assert "spark.python.sql.dataFrameDebugging.enabled" not in _base_conf(remote)
     assert spark.conf.get("spark.python.sql.dataFrameDebugging.enabled") == "false"
     assert not is_debugging_enabled()

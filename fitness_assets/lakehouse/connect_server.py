@@ -16,7 +16,7 @@ from pathlib import Path
 import pyspark
 
 from fitness_assets.lakehouse import class_archive
-from fitness_assets.lakehouse.spark import DEFAULT_DRIVER_MEMORY, DEFAULT_MASTER, DRIVER_GC
+from fitness_assets.lakehouse.spark import DEFAULT_DRIVER_MEMORY, DEFAULT_MASTER, DRIVER_GC, STATIC_CONF
 
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 DEFAULT_PORT = 15002
@@ -70,6 +70,7 @@ class SparkConnectServer:
             "--conf", "spark.connect.grpc.binding.address=127.0.0.1",
             "--conf", f"spark.connect.grpc.binding.port={self.port}",
             "--conf", "spark.sql.session.timeZone=UTC", "--conf", "spark.ui.enabled=false",
+            *[arg for key, value in STATIC_CONF.items() for arg in ("--conf", f"{key}={value}")],
             "--class", SERVER_CLASS, "spark-internal",
         ]
         self._log = open(self.log_path, "ab") if self.log_path else None

@@ -63,6 +63,16 @@ QUICK_JIT = "-XX:TieredStopAtLevel=1"
 # came, 27.7-29.5 s so, five runs each; the 5M full refresh 42.7 / 43.2 s and 43.4 / 43.3 s.
 ARROW_BATCH_ROWS = 100_000
 COMBINE_ROWS = 1_000_000
+# Settings fixed when a Spark starts: the local driver gets them in its builder, the Spark
+# Connect server this project starts on its command line. A Connect client does not send them
+# (the server refuses a static setting, with a warning each session).
+STATIC_CONF = {
+    # PySpark's DataFrame debugging records the Python call site of every column function (a
+    # stack walk and, on local Spark, four JVM calls each): ~3,000 calls, 1.3 s of a 5M
+    # micro-batch (A/B, local). An ANSI cast overflow's error reads the same either way
+    # (checked on 4.1.1); "true" in the resource's spark_config turns it back on locally.
+    "spark.python.sql.dataFrameDebugging.enabled": "false",
+}
 # Settings a running session can change; everything else is fixed when the session starts.
 RUNTIME_CONF = ("spark.sql.shuffle.partitions",)
 
@@ -100,12 +110,9 @@ def _base_conf(settings: SparkSettings) -> dict[str, str]:
         "spark.sql.shuffle.partitions": str(settings.shuffle_partitions),
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.execution.arrow.maxRecordsPerBatch": str(ARROW_BATCH_ROWS),
-        # PySpark's DataFrame debugging records the Python call site of every column function
-        # (a stack walk and, on local Spark, four JVM calls each): ~3,000 calls, 1.3 s of a 5M
-        # micro-batch (A/B, local). An ANSI cast overflow's error reads the same either way
-        # (checked on 4.1.1); "true" in the resource's spark_config turns it back on.
-        "spark.python.sql.dataFrameDebugging.enabled": "false",
     }
+    if settings.mode == "local":
+        conf.update(STATIC_CONF)
     conf.update(settings.extra_conf)
     return conf
 
