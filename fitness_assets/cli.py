@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import logging
 import os
 import shutil
 import signal
@@ -15,12 +16,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fitness_assets.settings import DEFAULT_DATA_ROOT, Settings, SparkEnv
+from fitness_assets.lakehouse.spark import SparkUnavailable
+from fitness_assets.settings import DEFAULT_DATA_ROOT, ConfigError, Settings, SparkEnv
 
 if TYPE_CHECKING:
     from fitness_assets.simulator import Simulator, Truth
     from fitness_assets.streaming.producer import ProduceStats
 
+GATING_LOGGER = "dagster._core.execution.plan.active"  # its warnings: checks with no result to gate on
 PRESETS = {"tiny": None, "small": 50_000, "medium": 500_000, "large": 5_000_000}
 
 
@@ -94,6 +97,8 @@ def _jvm_output_to(folder: Path | None):
         with open(path, "ab") as log:
             os.dup2(log.fileno(), 2)
         yield path
+    except SparkUnavailable:
+        raise  # no JVM of ours: its log has nothing to say
     except BaseException:
         os.dup2(saved, 2)
         tail = path.read_text(errors="replace").splitlines()[-20:]
@@ -118,6 +123,10 @@ def run_graph(selection: list[str] | None = None, settings: Settings | None = No
 
     started = time.perf_counter()
     loggers, logger_config = {"progress": progress_logger}, {"progress": {}}
+    # A table's checks evaluated on exactly the data they last passed on emit no result (see
+    # assets/checks_lib.py); Dagster then warns once per downstream step, ~70 lines for a run
+    # with nothing new. The progress lines say what ran; --verbose shows the warnings too.
+    logging.getLogger(GATING_LOGGER).setLevel(logging.NOTSET if verbose else logging.ERROR)
     if verbose:
         loggers["console"], logger_config["console"] = colored_console_logger, {"config": {"log_level": "DEBUG"}}
     defs = build_definitions(settings, spark_env, loggers=loggers)
@@ -153,12 +162,45 @@ def run_graph(selection: list[str] | None = None, settings: Settings | None = No
     return report
 
 
+class RunInProgress(RuntimeError):
+    """A rebuild must not drop tables a run is writing."""
+
+
+def rebuild_graph(layer: str, settings: Settings | None = None, spark_env: SparkEnv | None = None,
+                  instance=None, verbose: bool = False):
+    """Drop ``layer``'s tables and every table downstream of them (downstream first), then
+    materialize them again with their checks from what is upstream (the landing zone and Kafka
+    for bronze); refused while a run of the instance is in progress."""
+    from dagster import DagsterInstance, RunsFilter
+    from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
+
+    from fitness_assets.databricks.rebuild import rebuild_selection, rebuild_tables
+    from fitness_assets.definitions import build_resources
+    from fitness_assets.instance import ensure_instance, fail_dead_runs
+
+    tables = rebuild_tables(layer)
+    if instance is None:
+        ensure_instance()
+        instance = DagsterInstance.get()
+    fail_dead_runs(instance)
+    running = instance.get_run_records(RunsFilter(statuses=list(IN_PROGRESS_RUN_STATUSES)), limit=1)
+    if running:
+        raise RunInProgress(f"run {running[0].dagster_run.run_id} is in progress: wait for it to end, or stop "
+                            "automation (FITNESS_AUTOMATION=off, or the sensors in the UI), before a rebuild")
+    store = build_resources(settings or Settings.from_env(), spark_env)["lakehouse"].store()
+    for spec in reversed(tables):
+        store.drop(spec)
+        print(f"dropped {spec.qualified_name}", flush=True)
+    return run_graph(rebuild_selection(layer), settings, spark_env, instance=instance, verbose=verbose)
+
+
 def _report(result, store, resources, spark_seconds: float):
     """The run's report and its overview page (the tables' row counts, quarantine reasons,
     checks and headlines)."""
     from fitness_assets import report as rpt
     from fitness_assets.headlines import headlines, overview
     from fitness_assets.lakehouse.spark import running_description
+    from fitness_assets.progress import failure_reason
 
     data = overview(store)  # shared by the headlines and the overview page
     report = rpt.RunReport(
@@ -171,6 +213,8 @@ def _report(result, store, resources, spark_seconds: float):
                 for e in result.get_asset_check_evaluations()],
         headlines=headlines(store, resources["spark"].session(), data),
         failed_steps=[e.step_key for e in result.all_events if e.is_step_failure],
+        failures={e.step_key: failure_reason(e.step_failure_data.error) for e in result.all_events
+                  if e.is_step_failure},
         spark=running_description(),
     )
     page = rpt.write_overview(store, rpt.report_dir(resources["lakehouse"].root), report.headlines, data=data)
@@ -229,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--select", default="", help="comma-separated asset keys, e.g. bronze/gym_logins_bz")
     for p in (demo, run):
         p.add_argument("--verbose", action="store_true", help="print Dagster's event log too (DEBUG)")
+    rebuild = sub.add_parser("rebuild", help="drop a layer's tables and every table downstream of them, then make "
+                                             "them again from upstream (bronze: from the landing zone and Kafka)")
+    rebuild.add_argument("layer", choices=["bronze", "silver", "gold"])
+    rebuild.add_argument("--verbose", action="store_true", help="print Dagster's event log too (DEBUG)")
     sub.add_parser("reset", help="delete the landing zone, the lakehouse and Dagster's local state")
     brk = sub.add_parser("broker", help="serve a local Kafka-protocol broker (librdkafka's mock cluster, in "
                                         "memory) with the topics user_info, workout, bpm until Ctrl-C/SIGTERM")
@@ -263,6 +311,14 @@ def main(argv: list[str] | None = None) -> int:
                                                    "so later drivers start faster; a no-op when it exists")
     archive.add_argument("--force", action="store_true", help="record it again")
     args = parser.parse_args(argv)
+    try:
+        return _command(args, parser)
+    except (ConfigError, SparkUnavailable) as error:  # one line saying what to set or start
+        print(f"fitness-assets: {error}", file=sys.stderr)
+        return 2
+
+
+def _command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.command == "spark-archive":
         return _spark_archive(args.force)
     if args.command == "spark-connect":
@@ -315,8 +371,11 @@ def main(argv: list[str] | None = None) -> int:
     from fitness_assets.pipelines.bronze import IngestConfigError
 
     try:
-        report = run_graph(selection, settings, verbose=args.verbose)
-    except (IngestConfigError, LakehouseNotWritable) as error:
+        if args.command == "rebuild":
+            report = rebuild_graph(args.layer, settings, verbose=args.verbose)
+        else:
+            report = run_graph(selection, settings, verbose=args.verbose)
+    except (IngestConfigError, LakehouseNotWritable, RunInProgress) as error:
         print(f"fitness-assets: {error}", file=sys.stderr)
         return 2
     print(report.render())

@@ -12,6 +12,13 @@ from dagster import logger
 NEW_ROWS = "new_rows"  # bronze materializations say how many rows they added
 
 
+def failure_reason(error) -> str:
+    """The first line of what failed a step: the user's error, not Dagster's wrapper of it."""
+    while error is not None and error.cause is not None:
+        error = error.cause
+    return (error.message if error else "failed").strip().splitlines()[0][:600]
+
+
 class StepProgress(logging.Handler):
     """Prints a line when a step succeeds, fails or is skipped, from the Dagster events that
     pass through the run's loggers."""
@@ -47,9 +54,7 @@ class StepProgress(logging.Handler):
             done = self._written.pop(step, []) + self._checks.pop(step, [])
             self._line(f"  {seconds:6.1f} s  {step}" + (f": {', '.join(done)}" if done else ""))
         elif kind == "STEP_FAILURE":
-            error = event.event_specific_data.error
-            message = (error.message if error else "failed").strip().splitlines()[0][:200]
-            self._line(f"  FAILED    {step}: {message}")
+            self._line(f"  FAILED    {step}: {failure_reason(event.event_specific_data.error)}")
         elif kind == "STEP_SKIPPED":
             self._line(f"  skipped   {step} (an upstream step did not produce its output)")
 

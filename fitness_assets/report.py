@@ -32,6 +32,7 @@ class RunReport:
     checks: list[CheckOutcome] = field(default_factory=list)
     headlines: dict[str, Any] = field(default_factory=dict)
     failed_steps: list[str] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)  # step -> what failed it
     overview: str | None = None  # where the picture overview was written
     spark: str = ""  # the Spark the run used (mode, memory, JIT)
 
@@ -40,6 +41,7 @@ class RunReport:
                  f"(Spark start-up {self.spark_start_seconds:.1f} s{': ' + self.spark if self.spark else ''})"]
         if self.failed_steps:
             lines.append("Failed steps: " + ", ".join(self.failed_steps))
+            lines.extend(f"  {step}: {why}" for step, why in self.failures.items())
         lines.append("")
         lines.append(f"{'table':<40} {'rows':>12}")
         for name, rows in self.tables.items():

@@ -27,6 +27,49 @@ DEFAULT_DATA_ROOT = PROJECT_ROOT / ".data"
 LAYERS = ("reference", "bronze", "quarantine", "silver", "gold")
 
 
+class ConfigError(ValueError):
+    """A setting the platform cannot use; the message says which and what to set."""
+
+
+def env_int(env: dict[str, str], name: str, default: int, minimum: int = 1) -> int:
+    """``env[name]`` as a whole number of at least ``minimum`` (``default`` when unset)."""
+    text = (env.get(name) or "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        raise ConfigError(f"{name} must be a whole number of at least {minimum}, not {text!r}")
+    return value
+
+
+def env_minutes(env: dict[str, str], name: str, default: float) -> float:
+    """``env[name]`` as a positive, finite number of minutes (``default`` when unset)."""
+    text = (env.get(name) or "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise ConfigError(f"{name} must be a positive number of minutes, not {text!r}")
+    return value
+
+
+def env_date(env: dict[str, str], name: str, default: str | None) -> dt.date | None:
+    """``env[name]`` as an ISO date (``default`` when unset)."""
+    text = (env.get(name) or "").strip() or default
+    if text is None:
+        return None
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be an ISO date such as 2024-01-01, not {text!r}") from None
+
+
 def _default_catalog(env: dict[str, str]) -> str | None:
     """On Unity Catalog each environment has its catalog, ``fitness_<FITNESS_ENV>``."""
     if (env.get("FITNESS_TABLE_BACKEND") or "delta-rs") == "spark-delta" and env.get("FITNESS_ENV"):
@@ -54,17 +97,20 @@ class Settings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
-        ref = env.get("FITNESS_REFERENCE_DATE") or None
+        start = env_date(env, "FITNESS_DATE_LOOKUP_START", "2020-01-01")
+        end = env_date(env, "FITNESS_DATE_LOOKUP_END", "2030-12-31")
+        if end < start:  # type: ignore[operator]
+            raise ConfigError(f"FITNESS_DATE_LOOKUP_END ({end}) is before FITNESS_DATE_LOOKUP_START ({start})")
         return cls(
             landing_root=env.get("FITNESS_LANDING_ROOT") or str(DEFAULT_DATA_ROOT / "landing"),
             lakehouse_root=env.get("FITNESS_LAKEHOUSE_ROOT") or str(DEFAULT_DATA_ROOT / "lakehouse"),
-            reference_date=dt.date.fromisoformat(ref) if ref else None,
-            date_lookup_start=dt.date.fromisoformat(env.get("FITNESS_DATE_LOOKUP_START") or "2020-01-01"),
-            date_lookup_end=dt.date.fromisoformat(env.get("FITNESS_DATE_LOOKUP_END") or "2030-12-31"),
-            max_files_per_batch=int(env.get("FITNESS_MAX_FILES_PER_BATCH") or 64),
-            max_batches_per_run=int(env.get("FITNESS_MAX_BATCHES_PER_RUN") or 1000),
+            reference_date=env_date(env, "FITNESS_REFERENCE_DATE", None),
+            date_lookup_start=start,  # type: ignore[arg-type]
+            date_lookup_end=end,  # type: ignore[arg-type]
+            max_files_per_batch=env_int(env, "FITNESS_MAX_FILES_PER_BATCH", 64),
+            max_batches_per_run=env_int(env, "FITNESS_MAX_BATCHES_PER_RUN", 1000),
             backend=env.get("FITNESS_TABLE_BACKEND") or "delta-rs",
-            erasure_retention_hours=int(env.get("FITNESS_ERASURE_RETENTION_HOURS") or 168),
+            erasure_retention_hours=env_int(env, "FITNESS_ERASURE_RETENTION_HOURS", 168, minimum=0),
             catalog=env.get("FITNESS_CATALOG") or _default_catalog(env),
             environment=env.get("FITNESS_ENV") or "local",
             schemas=tuple((layer, env[f"FITNESS_SCHEMA_{layer.upper()}"]) for layer in LAYERS
@@ -92,11 +138,11 @@ class SparkEnv:
         env = dict(os.environ if env is None else env)
         compile_from = env.get("FITNESS_SPARK_COMPILE_FROM_ROWS") or str(DEFAULT_COMPILE_FROM_ROWS)
         if not compile_from.isdecimal():
-            raise ValueError(f"FITNESS_SPARK_COMPILE_FROM_ROWS must be a whole number of rows (0: always compile), "
-                             f"not {compile_from!r}")
+            raise ConfigError(f"FITNESS_SPARK_COMPILE_FROM_ROWS must be a whole number of rows (0: always compile), "
+                              f"not {compile_from!r}")
         jit = env.get("FITNESS_SPARK_JIT") or DEFAULT_JIT
         if jit not in JIT_MODES:
-            raise ValueError(f"FITNESS_SPARK_JIT must be one of {', '.join(JIT_MODES)}, not {jit!r}")
+            raise ConfigError(f"FITNESS_SPARK_JIT must be one of {', '.join(JIT_MODES)}, not {jit!r}")
         return cls(
             jit=jit,
             compile_from_rows=int(compile_from),
@@ -131,11 +177,9 @@ class AutomationSettings:
         env = dict(os.environ if env is None else env)
         switch = (env.get("FITNESS_AUTOMATION") or "on").strip().lower()
         if switch not in ("on", "off"):
-            raise ValueError(f"FITNESS_AUTOMATION must be 'on' or 'off', not {switch!r}")
-        seconds = int(env.get("FITNESS_MICROBATCH_SECONDS") or 30)
-        if seconds < 1:
-            raise ValueError(f"FITNESS_MICROBATCH_SECONDS must be at least 1, not {seconds}")
-        minutes = {layer: float(env.get(f"FITNESS_FRESHNESS_{layer.upper()}_MINUTES") or default)
+            raise ConfigError(f"FITNESS_AUTOMATION must be 'on' or 'off', not {switch!r}")
+        seconds = env_int(env, "FITNESS_MICROBATCH_SECONDS", 30)
+        minutes = {layer: env_minutes(env, f"FITNESS_FRESHNESS_{layer.upper()}_MINUTES", default)
                    for layer, default in DEFAULT_FRESHNESS_MINUTES.items()}
         return cls(running=switch == "on", microbatch_seconds=seconds, freshness_minutes=tuple(minutes.items()))
 

@@ -150,3 +150,55 @@ def test_column_functions_do_not_record_their_python_call_site_unless_asked(spar
     assert "spark.python.sql.dataFrameDebugging.enabled" not in _base_conf(remote)
     assert spark.conf.get("spark.python.sql.dataFrameDebugging.enabled") == "false"
     assert not is_debugging_enabled()
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("FITNESS_REFERENCE_DATE", "tomorrow", "FITNESS_REFERENCE_DATE must be an ISO date such as 2024-01-01, not 'tomorrow'"),
+    ("FITNESS_DATE_LOOKUP_END", "2019-12-31", "FITNESS_DATE_LOOKUP_END (2019-12-31) is before FITNESS_DATE_LOOKUP_START"),
+    ("FITNESS_MAX_FILES_PER_BATCH", "0", "FITNESS_MAX_FILES_PER_BATCH must be a whole number of at least 1, not '0'"),
+    ("FITNESS_MAX_BATCHES_PER_RUN", "ten", "FITNESS_MAX_BATCHES_PER_RUN must be a whole number of at least 1"),
+    ("FITNESS_ERASURE_RETENTION_HOURS", "-1", "FITNESS_ERASURE_RETENTION_HOURS must be a whole number of at least 0"),
+    ("FITNESS_MICROBATCH_SECONDS", "0", "FITNESS_MICROBATCH_SECONDS must be a whole number of at least 1, not '0'"),
+    ("FITNESS_FRESHNESS_GOLD_MINUTES", "-5", "FITNESS_FRESHNESS_GOLD_MINUTES must be a positive number of minutes"),
+    ("FITNESS_FRESHNESS_SILVER_MINUTES", "inf", "FITNESS_FRESHNESS_SILVER_MINUTES must be a positive number"),
+    ("FITNESS_KAFKA_MAX_RECORDS_PER_BATCH", "1e5", "FITNESS_KAFKA_MAX_RECORDS_PER_BATCH must be a whole number"),
+    ("FITNESS_SPARK_JIT", "fast", "FITNESS_SPARK_JIT must be one of auto, quick, tiered, not 'fast'"),
+])
+def test_a_setting_the_platform_cannot_use_stops_the_cli_in_one_line_before_anything_runs(
+        variable, value, message, tmp_path, monkeypatch, capsys):
+    from fitness_assets.cli import main
+
+    landing, lakehouse = tmp_path / "landing", tmp_path / "lakehouse"
+    landing.mkdir()
+    for name, setting in {"FITNESS_LANDING_ROOT": str(landing), "FITNESS_LAKEHOUSE_ROOT": str(lakehouse),
+                          "DAGSTER_HOME": str(tmp_path / "home"), variable: value}.items():
+        monkeypatch.setenv(name, setting)
+    assert main(["run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"fitness-assets: {message}") and err.count("\n") == 1
+    assert not lakehouse.exists()  # stopped before Spark, before any table
+
+
+def test_connect_mode_without_a_server_fails_in_seconds_saying_what_to_start_not_after_pysparks_retries(
+        monkeypatch):
+    import socket
+    import time
+
+    from fitness_assets.lakehouse import spark as spark_module
+    from fitness_assets.lakehouse.spark import SparkUnavailable, wait_for_server
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        wait_for_server(f"sc://127.0.0.1:{port}/;session_id=x", seconds=1)  # something answers: no error
+    # The port is closed now: the session is refused before PySpark's client is built.
+    monkeypatch.setattr(spark_module, "CONNECT_WAIT_SECONDS", 0.5)
+    started = time.monotonic()
+    with pytest.raises(SparkUnavailable) as raised:
+        spark_module._build(SparkSettings(mode="connect", connect_url=f"sc://127.0.0.1:{port}"))
+    assert time.monotonic() - started < 5
+    message = str(raised.value)
+    assert "\n" not in message and f"sc://127.0.0.1:{port}" in message and "fitness-assets spark-connect" in message
+    with pytest.raises(ValueError, match="looks like sc://"):
+        wait_for_server("http://127.0.0.1:15002")

@@ -289,6 +289,10 @@ def test_progress_metadata_round_trip_and_never_goes_back():
                                               ("new", 0)])
     assert after == {"silver.users<-bronze.registered_users_bz": 7, "other": 2, "new": 0}
     assert before["silver.users<-bronze.registered_users_bz"] == 5  # the input is not changed
+    # An upstream's identity is no progress: recorded as it is, lower or higher.
+    identity = "silver.users<-bronze.registered_users_bz#table"
+    assert delta_sql.progress_after({identity: 9, "other": 2}, [(identity, 4), ("other", 1)],
+                                    as_is={identity}) == {identity: 4, "other": 2}
     text = delta_sql.encode_user_metadata({"files": {"a.csv": 3}, "it's": "x\\y"}, [("ingest:t", 4)],
                                           {"ingest:t": 4}, "c0ffee")
     decoded = delta_sql.decode_user_metadata(text)

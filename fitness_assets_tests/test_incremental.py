@@ -117,3 +117,85 @@ def test_the_general_path_writes_only_real_changes(store, spark):
                      for r in store.read_changes(USER_BINS, version, store.version(USER_BINS)).collect())
     assert changes == [("delete", 6, "Bodo"), ("insert", 5, "Tromso"),
                        ("update_postimage", 3, None), ("update_preimage", 3, "Bergen")]
+
+
+def _profiles(store, *user_ids: int) -> None:
+    import datetime as dt
+
+    import pyarrow as pa
+
+    store.append(USER_PROFILE, pa.Table.from_pylist(
+        [{"user_id": u, "updated": dt.datetime(2024, 3, 1, tzinfo=dt.UTC)} for u in user_ids],
+        schema=USER_PROFILE.schema))
+
+
+def _take_in(store, spark, rows) -> Increment:
+    """One refresh of USER_BINS from USER_PROFILE: plan, then write with its progress."""
+    step = inc.plan(store, USER_BINS, [USER_PROFILE])
+    _sync(store, spark, rows, step)
+    return step
+
+
+def test_an_upstream_made_again_is_refused_not_silently_taken_in_from_where_the_old_one_was(store, spark):
+    """Progress is a version of the upstream; a table deleted and filled again counts its
+    versions from 0, so without its identity a target would take in nothing (or the new
+    table's later versions only) and keep the old table's rows."""
+    import shutil
+
+    import pytest
+
+    for user_id in (1, 2, 3):
+        _profiles(store, user_id)  # versions 0, 1, 2 (the first append creates the table)
+    _take_in(store, spark, ROWS)
+    assert store.transaction_version(USER_BINS, inc.identity_app_id(USER_BINS, USER_PROFILE)) == \
+        inc.table_number(store.table_id(USER_PROFILE))
+
+    # The same table moving on and compacted keeps its identity: no refusal.
+    _profiles(store, 4)
+    store.compact(USER_PROFILE)
+    assert not _take_in(store, spark, ROWS).is_empty
+
+    # Deleted and made again, then grown past the version taken in: refused, naming what to do.
+    taken = store.transaction_version(USER_BINS, inc.progress_app_id(USER_BINS, USER_PROFILE))
+    shutil.rmtree(store.location(USER_PROFILE))
+    for user_id in range(taken + 3):
+        _profiles(store, 10 + user_id)
+    assert store.version(USER_PROFILE) > taken
+    with pytest.raises(inc.UpstreamRemade, match=r"silver\.user_profile was deleted or made again after silver\.user_bins"
+                                                 r".*fitness-assets rebuild silver"):
+        inc.plan(store, USER_BINS, [USER_PROFILE])
+
+    # Dropped and made again: the target takes in the new table from its start.
+    store.drop(USER_BINS)
+    assert _take_in(store, spark, ROWS).from_start(USER_PROFILE)
+
+
+def test_a_target_without_recorded_identities_is_judged_by_version_and_then_records_them(store, spark):
+    """A lakehouse written before identities were recorded: its progress alone is trusted
+    while the upstream's version is not below it (then the upstream was surely made again),
+    and its next write records the identity."""
+    import shutil
+
+    import pytest
+
+    for user_id in (1, 2, 3):
+        _profiles(store, user_id)
+    legacy = Increment(USER_BINS, {USER_PROFILE.qualified_name: -1}, {USER_PROFILE.qualified_name: 2},
+                       {USER_PROFILE.qualified_name: USER_PROFILE})  # no identities, as written before
+    store.ensure(USER_BINS)
+    _sync(store, spark, ROWS, legacy)
+    assert store.transaction_version(USER_BINS, inc.identity_app_id(USER_BINS, USER_PROFILE)) is None
+
+    _profiles(store, 4)
+    _take_in(store, spark, ROWS)  # trusted, and the identity is recorded with this write
+    assert store.transaction_version(USER_BINS, inc.identity_app_id(USER_BINS, USER_PROFILE)) == \
+        inc.table_number(store.table_id(USER_PROFILE))
+
+    # Without an identity, a version below the one taken in still tells a table made again.
+    shutil.rmtree(store.location(USER_BINS))
+    store.ensure(USER_BINS)
+    _sync(store, spark, ROWS, legacy)
+    shutil.rmtree(store.location(USER_PROFILE))
+    _profiles(store, 5)
+    with pytest.raises(inc.UpstreamRemade):
+        inc.plan(store, USER_BINS, [USER_PROFILE])

@@ -178,3 +178,36 @@ def test_a_crash_after_a_silver_or_gold_commit_then_a_retry_gives_the_clean_resu
     assert run_graph([], clean_settings, TEST_SPARK).success
     assert retried == _snapshot(DeltaRsTableStore(str(clean_root), lambda: store.spark))
     assert len(retried[USERS.qualified_name]) > 0
+
+
+def test_a_table_made_again_is_refused_downstream_until_a_rebuild_and_a_run_with_nothing_new_is_quiet(
+        settings, store, run, dagster_instance, tmp_path, caplog):
+    """Deleting a silver table and running again used to leave what reads it silently behind
+    (its progress a version of the old table); the refreshes that read it now fail saying what
+    to do, and ``fitness-assets rebuild`` gives the same tables as the first run."""
+    import logging
+
+    from fitness_assets.cli import rebuild_graph
+    from fitness_assets.tables import USER_BINS, USER_PROFILE, WORKOUT_ZONES
+    from fitness_assets_tests.conftest import TEST_SPARK
+
+    stage(SimulatorConfig.tiny(seed=8, members=6), tmp_path / "staging")
+    deliver(tmp_path / "staging", tmp_path / "landing")
+    run()
+    first = _snapshot(store)
+
+    with caplog.at_level(logging.WARNING):  # checks with no result: no warning per gated step
+        quiet = run()  # nothing new: silver's and gold's checks are not evaluated again
+    assert not [c for c in quiet.checks if c.asset.startswith(("silver/", "gold/"))]
+    assert not [r for r in caplog.records if "emitted no result" in r.getMessage()]
+
+    store.drop(USER_PROFILE)
+    report = run(expect_success=False)
+    assert set(report.failed_steps) == {"silver__user_bins", "gold__workout_zones"}
+    for step, table in (("silver__user_bins", USER_BINS), ("gold__workout_zones", WORKOUT_ZONES)):
+        assert f"silver.user_profile was deleted or made again after {table.qualified_name}" in report.failures[step]
+        assert f"fitness-assets rebuild {table.layer}" in report.failures[step]
+
+    rebuilt = rebuild_graph("silver", settings, TEST_SPARK, instance=dagster_instance)
+    assert rebuilt.success, rebuilt.render()
+    assert _snapshot(store) == first

@@ -12,7 +12,7 @@ this project's own code (tables.py, pipelines/) and are passed through as they a
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -273,11 +273,13 @@ def _non_negative(value: int, what: str) -> int:
 # newest commit with a ``_progress`` map, however old the pairs in it are.
 
 
-def progress_after(previous: Mapping[str, int], txns: Iterable[tuple[str, int]]) -> dict[str, int]:
-    """The progress map after a commit of ``txns`` (a version never goes back)."""
+def progress_after(previous: Mapping[str, int], txns: Iterable[tuple[str, int]],
+                   as_is: Collection[str] = ()) -> dict[str, int]:
+    """The progress map after a commit of ``txns``: a version never goes back, except the
+    values of ``as_is`` (no progress: an upstream's identity), recorded as they are."""
     out = dict(previous)
     for app_id, version in txns:
-        out[app_id] = max(version, out.get(app_id, version))
+        out[app_id] = version if app_id in as_is else max(version, out.get(app_id, version))
     return out
 
 

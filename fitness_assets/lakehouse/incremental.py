@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 from pyspark.sql import DataFrame
@@ -28,6 +28,20 @@ def progress_app_id(target: TableSpec, upstream: TableSpec) -> str:
     return f"{target.qualified_name}<-{upstream.qualified_name}"
 
 
+def identity_app_id(target: TableSpec, upstream: TableSpec) -> str:
+    """Beside the progress: which table ``upstream`` was (its Delta table id, as a number)."""
+    return f"{progress_app_id(target, upstream)}#table"
+
+
+def table_number(table_id: str) -> int:
+    """A Delta table id (a UUID) as a number an application transaction can hold (60 bits)."""
+    return int(table_id.replace("-", "")[:15], 16)
+
+
+class UpstreamRemade(RuntimeError):
+    """An upstream table was made again (a new Delta table) after the target took in the old one."""
+
+
 @dataclass(frozen=True)
 class Increment:
     """The upstream versions ``(after, up_to]`` that one run of ``target`` takes in."""
@@ -36,6 +50,7 @@ class Increment:
     after: dict[str, int]
     up_to: dict[str, int]
     upstreams: dict[str, TableSpec]
+    identities: dict[str, int] = field(default_factory=dict)  # each upstream's ``table_number``
 
     @property
     def is_empty(self) -> bool:
@@ -50,23 +65,44 @@ class Increment:
 
     def txns(self) -> list[Txn]:
         """Progress to commit with the target's write: only upstreams that moved, so a
-        recorded version is never written again (which would read as 'already applied')."""
-        return [Txn(progress_app_id(self.target, spec), self.up_to[name])
-                for name, spec in self.upstreams.items() if self.up_to[name] > self.after[name]]
+        recorded version is never written again (which would read as 'already applied'); with
+        each, the identity of the upstream table it is a version of."""
+        moved = [(name, spec) for name, spec in self.upstreams.items() if self.up_to[name] > self.after[name]]
+        return ([Txn(progress_app_id(self.target, spec), self.up_to[name]) for name, spec in moved]
+                + [Txn(identity_app_id(self.target, spec), self.identities[name], guard=False)
+                   for name, spec in moved if name in self.identities])
 
     def describe(self) -> dict[str, str]:
         return {name: f"{self.after[name]}..{self.up_to[name]}" for name in self.up_to}
 
 
 def plan(store: TableStore, target: TableSpec, upstreams: Sequence[TableSpec]) -> Increment:
-    """What ``target`` has not taken in yet from each of ``upstreams``."""
+    """What ``target`` has not taken in yet from each of ``upstreams``.
+
+    Raises ``UpstreamRemade`` when an upstream is no longer the table the target took in
+    (deleted and made again: a new Delta table id, or a version below the one taken in):
+    its versions count from the start again, so the target would silently miss its rows."""
     store.ensure(target)
-    after, up_to = {}, {}
+    after, up_to, identities = {}, {}, {}
     for spec in upstreams:
+        name = spec.qualified_name
         recorded = store.transaction_version(target, progress_app_id(target, spec))
-        after[spec.qualified_name] = -1 if recorded is None else recorded
-        up_to[spec.qualified_name] = store.version(spec)
-    return Increment(target, after, up_to, {s.qualified_name: s for s in upstreams})
+        after[name] = -1 if recorded is None else recorded
+        up_to[name] = store.version(spec)
+        table_id = store.table_id(spec) if up_to[name] >= 0 else None
+        if table_id is not None:
+            identities[name] = table_number(table_id)
+        if recorded is None:
+            continue
+        # A target written before identities were recorded has none: only the version tells.
+        was = store.transaction_version(target, identity_app_id(target, spec))
+        if recorded > up_to[name] or (was is not None and was != identities.get(name)):
+            raise UpstreamRemade(
+                f"{name} was deleted or made again after {target.qualified_name} took in version {recorded} of the "
+                f"table it replaced, whose rows {target.qualified_name} still holds: rebuild {target.layer} "
+                f"and what is downstream of it (fitness-assets rebuild {target.layer}; on Databricks the "
+                "databricks_rebuild_layer job)")
+    return Increment(target, after, up_to, {s.qualified_name: s for s in upstreams}, identities)
 
 
 # ---------------------------------------------------------------------------- lineage

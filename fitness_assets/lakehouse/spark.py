@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import threading
+import time
+import urllib.parse
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -165,6 +168,36 @@ def _driver_java_options(settings: SparkSettings, archive: bool) -> str:
     return " ".join(options + ([own] if own else []))
 
 
+class SparkUnavailable(RuntimeError):
+    """No Spark Connect server answers at the configured address."""
+
+
+CONNECT_DEFAULT_PORT = 15002
+CONNECT_WAIT_SECONDS = 10.0
+
+
+def wait_for_server(url: str, seconds: float | None = None) -> None:
+    """Return once something accepts connections at the Spark Connect ``url``'s host and port;
+    raise ``SparkUnavailable`` after ``seconds`` (a server that is starting gets that long).
+    PySpark's client would otherwise retry an absent server for about ten minutes."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme != "sc" or not parsed.hostname:
+        raise ValueError(f"a Spark Connect URL looks like sc://127.0.0.1:15002, not {url!r}")
+    address = (parsed.hostname, parsed.port or CONNECT_DEFAULT_PORT)
+    deadline = time.monotonic() + (CONNECT_WAIT_SECONDS if seconds is None else seconds)
+    while True:
+        try:
+            with socket.create_connection(address, timeout=max(0.1, min(2.0, deadline - time.monotonic()))):
+                return
+        except OSError as error:
+            if time.monotonic() >= deadline:
+                raise SparkUnavailable(
+                    f"no Spark Connect server answers at {url} ({error.strerror or error}): start one "
+                    "(fitness-assets spark-connect) or point FITNESS_SPARK_CONNECT_URL at one, or set "
+                    "FITNESS_SPARK_MODE=local") from None
+            time.sleep(0.25)
+
+
 def _build(settings: SparkSettings, archive: bool = True) -> SparkSession:
     if settings.mode not in MODES:
         raise ValueError(f"unknown Spark mode {settings.mode!r}: set FITNESS_SPARK_MODE to local, connect or databricks")
@@ -189,6 +222,7 @@ def _build(settings: SparkSettings, archive: bool = True) -> SparkSession:
     elif settings.mode == "connect":
         if not settings.connect_url:
             raise ValueError("Spark mode 'connect' needs a connect_url such as sc://127.0.0.1:15002")
+        wait_for_server(settings.connect_url)
         builder = SparkSession.builder.remote(settings.connect_url)
     elif settings.mode == "databricks" and os.environ.get("DATABRICKS_RUNTIME_VERSION"):
         return SparkSession.builder.getOrCreate()  # on a Databricks cluster: its own session

@@ -85,10 +85,15 @@ class LakehouseNotWritable(RuntimeError):
 
 @dataclass(frozen=True)
 class Txn:
-    """An application transaction: progress of ``app_id`` recorded atomically with a write."""
+    """An application transaction: progress of ``app_id`` recorded atomically with a write.
+
+    A ``guard`` (the default) makes the write idempotent: it is skipped when ``app_id`` already
+    holds ``version`` or more. A transaction that is no guard only records a value beside the
+    write (the identity of an upstream table), which may go down as well as up."""
 
     app_id: str
     version: int
+    guard: bool = True
 
 
 @dataclass(frozen=True)
@@ -408,6 +413,16 @@ class DeltaRsTableStore(TableStore):
     def exists(self, spec: TableSpec) -> bool:
         return DeltaTable.is_deltatable(self.location(spec), storage_options=self.storage_options)
 
+    def drop(self, spec: TableSpec) -> None:
+        """Delete the table, its log and files (a rebuild starts from nothing); local folders
+        only: delta-rs has no drop, and an object store's objects are deleted with its tools."""
+        location = self.location(spec)
+        if "://" in self.root:
+            raise RuntimeError(f"cannot drop {location}: this store deletes tables in local folders only; "
+                               "delete the table's prefix with the object store's own tools")
+        self._opened = {key: table for key, table in self._opened.items() if key[0] != location}
+        shutil.rmtree(location, ignore_errors=True)
+
     def ensure(self, spec: TableSpec) -> None:
         if self.exists(spec):
             self._ensure_metadata(spec)
@@ -698,7 +713,7 @@ class DeltaRsTableStore(TableStore):
         return Compaction(int(metrics.get("numFilesRemoved", 0)), int(metrics.get("numFilesAdded", 0)))
 
     def _already_applied(self, dt: DeltaTable, txns: Sequence[Txn]) -> bool:
-        for txn in txns:
+        for txn in (t for t in txns if t.guard):
             recorded = dt.transaction_version(txn.app_id)
             if recorded is not None and recorded >= txn.version:
                 return True
@@ -1011,22 +1026,24 @@ class SparkDeltaTableStore(TableStore):
         userMetadata and Delta's idempotent-write confs set for exactly this statement."""
         self.ensure(spec)
         pairs = [(t.app_id, t.version) for t in txns]
+        guards = [(t.app_id, t.version) for t in txns if t.guard]
+        recorded_as_is = {t.app_id for t in txns if not t.guard}
         view = f"fitness_source_{uuid.uuid4().hex}"
         source.createOrReplaceTempView(view)
         conf = self.spark.conf
         try:
             for attempt in range(1, self.max_attempts + 1):
                 progress = self._progress(spec)
-                if any(progress.get(app_id, -1) >= version for app_id, version in pairs):
+                if any(progress.get(app_id, -1) >= version for app_id, version in guards):
                     return CommitResult(spec.qualified_name, operation, self.version(spec), skipped=True)
                 if self.before_commit is not None:
                     self.before_commit(spec)
                 commit_id = uuid.uuid4().hex
                 conf.set(delta_sql.USER_METADATA_CONF, delta_sql.encode_user_metadata(
-                    metadata, pairs, delta_sql.progress_after(progress, pairs), commit_id))
-                if pairs:
-                    conf.set(delta_sql.TXN_APP_ID_CONF, pairs[0][0])
-                    conf.set(delta_sql.TXN_VERSION_CONF, str(pairs[0][1]))
+                    metadata, pairs, delta_sql.progress_after(progress, pairs, recorded_as_is), commit_id))
+                if guards:
+                    conf.set(delta_sql.TXN_APP_ID_CONF, guards[0][0])
+                    conf.set(delta_sql.TXN_VERSION_CONF, str(guards[0][1]))
                 try:
                     self._sql(statement(view))
                 except Exception as e:

@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from fitness_assets.settings import env_int
 from fitness_assets.tables import KAFKA_TOPICS
 
 CLIENT_CONFIG_PREFIX = "FITNESS_KAFKA_CONFIG_"
@@ -55,8 +56,8 @@ class KafkaSettings:
             bootstrap_servers=env.get("FITNESS_KAFKA_BOOTSTRAP_SERVERS") or None,
             topics=topics,
             group_id=env.get("FITNESS_KAFKA_GROUP_ID") or DEFAULT_GROUP_ID,
-            max_records_per_batch=int(env.get("FITNESS_KAFKA_MAX_RECORDS_PER_BATCH") or 100_000),
-            max_batches_per_run=int(env.get("FITNESS_KAFKA_MAX_BATCHES_PER_RUN") or 20),
+            max_records_per_batch=env_int(env, "FITNESS_KAFKA_MAX_RECORDS_PER_BATCH", 100_000),
+            max_batches_per_run=env_int(env, "FITNESS_KAFKA_MAX_BATCHES_PER_RUN", 20),
             client_config=client_config_from_env(env),
         )
 
