@@ -18,6 +18,7 @@ from fitness_assets.lakehouse.spark import (
     DEFAULT_MASTER,
     DEFAULT_MODE,
     JIT_MODES,
+    MODES,
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -25,6 +26,7 @@ DEFAULT_DATA_ROOT = PROJECT_ROOT / ".data"
 
 
 LAYERS = ("reference", "bronze", "quarantine", "silver", "gold")
+TABLE_BACKENDS = ("delta-rs", "spark-delta")
 
 
 class ConfigError(ValueError):
@@ -97,6 +99,9 @@ class Settings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
+        backend = env.get("FITNESS_TABLE_BACKEND") or "delta-rs"
+        if backend not in TABLE_BACKENDS:
+            raise ConfigError(f"FITNESS_TABLE_BACKEND must be one of {', '.join(TABLE_BACKENDS)}, not {backend!r}")
         start = env_date(env, "FITNESS_DATE_LOOKUP_START", "2020-01-01")
         end = env_date(env, "FITNESS_DATE_LOOKUP_END", "2030-12-31")
         if end < start:  # type: ignore[operator]
@@ -109,7 +114,7 @@ class Settings:
             date_lookup_end=end,  # type: ignore[arg-type]
             max_files_per_batch=env_int(env, "FITNESS_MAX_FILES_PER_BATCH", 64),
             max_batches_per_run=env_int(env, "FITNESS_MAX_BATCHES_PER_RUN", 1000),
-            backend=env.get("FITNESS_TABLE_BACKEND") or "delta-rs",
+            backend=backend,
             erasure_retention_hours=env_int(env, "FITNESS_ERASURE_RETENTION_HOURS", 168, minimum=0),
             catalog=env.get("FITNESS_CATALOG") or _default_catalog(env),
             environment=env.get("FITNESS_ENV") or "local",
@@ -140,13 +145,16 @@ class SparkEnv:
         if not compile_from.isdecimal():
             raise ConfigError(f"FITNESS_SPARK_COMPILE_FROM_ROWS must be a whole number of rows (0: always compile), "
                               f"not {compile_from!r}")
+        mode = env.get("FITNESS_SPARK_MODE") or DEFAULT_MODE
+        if mode not in MODES:
+            raise ConfigError(f"FITNESS_SPARK_MODE must be one of {', '.join(MODES)}, not {mode!r}")
         jit = env.get("FITNESS_SPARK_JIT") or DEFAULT_JIT
         if jit not in JIT_MODES:
             raise ConfigError(f"FITNESS_SPARK_JIT must be one of {', '.join(JIT_MODES)}, not {jit!r}")
         return cls(
             jit=jit,
             compile_from_rows=int(compile_from),
-            mode=env.get("FITNESS_SPARK_MODE") or DEFAULT_MODE,
+            mode=mode,
             master=env.get("FITNESS_SPARK_MASTER") or DEFAULT_MASTER,
             connect_url=env.get("FITNESS_SPARK_CONNECT_URL") or None,
             driver_memory=env.get("FITNESS_SPARK_DRIVER_MEMORY") or DEFAULT_DRIVER_MEMORY,

@@ -56,7 +56,12 @@ def test_unity_catalog_names_come_from_the_environment():
 
 
 def test_an_unknown_table_backend_fails_in_one_line():
-    resources = build_resources(Settings.from_env({"FITNESS_TABLE_BACKEND": "parquet"}), SparkEnv())
+    import dataclasses
+
+    with pytest.raises(ValueError, match="FITNESS_TABLE_BACKEND must be one of delta-rs, spark-delta, not 'parquet'"):
+        Settings.from_env({"FITNESS_TABLE_BACKEND": "parquet"})
+    # A resource configured some other way (the UI's launchpad) checks it too.
+    resources = build_resources(dataclasses.replace(Settings.from_env({}), backend="parquet"), SparkEnv())
     with pytest.raises(ValueError, match="FITNESS_TABLE_BACKEND to delta-rs or spark-delta"):
         resources["lakehouse"].store()
 
@@ -163,6 +168,8 @@ def test_column_functions_do_not_record_their_python_call_site_unless_asked(spar
     ("FITNESS_FRESHNESS_SILVER_MINUTES", "inf", "FITNESS_FRESHNESS_SILVER_MINUTES must be a positive number"),
     ("FITNESS_KAFKA_MAX_RECORDS_PER_BATCH", "1e5", "FITNESS_KAFKA_MAX_RECORDS_PER_BATCH must be a whole number"),
     ("FITNESS_SPARK_JIT", "fast", "FITNESS_SPARK_JIT must be one of auto, quick, tiered, not 'fast'"),
+    ("FITNESS_SPARK_MODE", "remote", "FITNESS_SPARK_MODE must be one of local, connect, databricks, not 'remote'"),
+    ("FITNESS_TABLE_BACKEND", "iceberg", "FITNESS_TABLE_BACKEND must be one of delta-rs, spark-delta, not 'iceberg'"),
 ])
 def test_a_setting_the_platform_cannot_use_stops_the_cli_in_one_line_before_anything_runs(
         variable, value, message, tmp_path, monkeypatch, capsys):
