@@ -3,6 +3,12 @@ with rows they are diffed and merged. Both give the same table and record the sa
 
 from __future__ import annotations
 
+import datetime as dt
+import shutil
+
+import pyarrow as pa
+import pytest
+
 from fitness_assets.lakehouse import incremental as inc
 from fitness_assets.lakehouse.incremental import Increment
 from fitness_assets.tables import USER_BINS, USER_PROFILE
@@ -59,10 +65,6 @@ def test_a_workout_removed_upstream_loses_its_readings_whatever_the_range_of_the
     scope; a workout removed from ``completed_workouts`` (here: an earlier start made it longer
     than three hours) is in scope from the change feed only, with its old start, and its rows
     must still go, while another workout far later in time gets a new reading."""
-    import datetime as dt
-
-    import pyarrow as pa
-
     from fitness_assets.lakehouse.store import Clause, Merge
     from fitness_assets.pipelines.silver import workout_bpm
     from fitness_assets.tables import COMPLETED_WORKOUTS, HEART_RATE, USERS, WORKOUT_BPM
@@ -120,10 +122,6 @@ def test_the_general_path_writes_only_real_changes(store, spark):
 
 
 def _profiles(store, *user_ids: int) -> None:
-    import datetime as dt
-
-    import pyarrow as pa
-
     store.append(USER_PROFILE, pa.Table.from_pylist(
         [{"user_id": u, "updated": dt.datetime(2024, 3, 1, tzinfo=dt.UTC)} for u in user_ids],
         schema=USER_PROFILE.schema))
@@ -140,10 +138,6 @@ def test_an_upstream_made_again_is_refused_not_silently_taken_in_from_where_the_
     """Progress is a version of the upstream; a table deleted and filled again counts its
     versions from 0, so without its identity a target would take in nothing (or the new
     table's later versions only) and keep the old table's rows."""
-    import shutil
-
-    import pytest
-
     for user_id in (1, 2, 3):
         _profiles(store, user_id)  # versions 0, 1, 2 (the first append creates the table)
     _take_in(store, spark, ROWS)
@@ -174,10 +168,6 @@ def test_a_target_without_recorded_identities_is_judged_by_version_and_then_reco
     """A lakehouse written before identities were recorded: its progress alone is trusted
     while the upstream's version is not below it (then the upstream was surely made again),
     and its next write records the identity."""
-    import shutil
-
-    import pytest
-
     for user_id in (1, 2, 3):
         _profiles(store, user_id)
     legacy = Increment(USER_BINS, {USER_PROFILE.qualified_name: -1}, {USER_PROFILE.qualified_name: 2},
@@ -192,7 +182,7 @@ def test_a_target_without_recorded_identities_is_judged_by_version_and_then_reco
         inc.table_number(store.table_id(USER_PROFILE))
 
     # Without an identity, a version below the one taken in still tells a table made again.
-    shutil.rmtree(store.location(USER_BINS))
+    store.drop(USER_BINS)
     store.ensure(USER_BINS)
     _sync(store, spark, ROWS, legacy)
     shutil.rmtree(store.location(USER_PROFILE))
