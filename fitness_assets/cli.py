@@ -114,7 +114,7 @@ def run_graph(selection: list[str] | None = None, settings: Settings | None = No
     """Materialize ``selection`` (asset key strings like ``silver/users``; all when empty) with
     checks, in this process, and return the report. Progress is one line per step; with
     ``verbose``, Dagster's whole event log is printed as well."""
-    from dagster import AssetKey, AssetSelection, DagsterInstance, colored_console_logger
+    from dagster import AssetKey, AssetSelection, colored_console_logger
 
     from fitness_assets import report as rpt
     from fitness_assets.definitions import ALL_ASSETS_JOB, build_definitions
@@ -144,14 +144,7 @@ def run_graph(selection: list[str] | None = None, settings: Settings | None = No
         # A bronze asset writes its quarantine table in the same step: select both together.
         chosen = AssetSelection.assets(*[AssetKey.from_user_string(s) for s in selection])
         keys = list(chosen.required_multi_asset_neighbors().resolve(defs.resolve_asset_graph()))
-    if instance is None:
-        from fitness_assets.instance import ensure_instance
-
-        ensure_instance()
-        instance = DagsterInstance.get()
-    from fitness_assets.instance import fail_dead_runs
-
-    fail_dead_runs(instance)  # a run killed before (kill -9, OOM) must not stay STARTED
+    instance = _instance(instance)
     result = job.execute_in_process(instance=instance, asset_selection=keys, raise_on_error=False,
                                     run_config={"loggers": logger_config})
     store = resources["lakehouse"].store()
@@ -160,6 +153,20 @@ def run_graph(selection: list[str] | None = None, settings: Settings | None = No
     report.overview = str(page) if page else None
     report.wall_seconds = time.perf_counter() - started
     return report
+
+
+def _instance(instance=None):
+    """``instance``, or the project's own under DAGSTER_HOME, with no run left STARTED whose
+    process is gone (kill -9, OOM)."""
+    from dagster import DagsterInstance
+
+    from fitness_assets.instance import ensure_instance, fail_dead_runs
+
+    if instance is None:
+        ensure_instance()
+        instance = DagsterInstance.get()
+    fail_dead_runs(instance)
+    return instance
 
 
 class RunInProgress(RuntimeError):
@@ -171,18 +178,14 @@ def rebuild_graph(layer: str, settings: Settings | None = None, spark_env: Spark
     """Drop ``layer``'s tables and every table downstream of them (downstream first), then
     materialize them again with their checks from what is upstream (the landing zone and Kafka
     for bronze); refused while a run of the instance is in progress."""
-    from dagster import DagsterInstance, RunsFilter
+    from dagster import RunsFilter
     from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 
     from fitness_assets.databricks.rebuild import rebuild_selection, rebuild_tables
     from fitness_assets.definitions import build_resources
-    from fitness_assets.instance import ensure_instance, fail_dead_runs
 
     tables = rebuild_tables(layer)
-    if instance is None:
-        ensure_instance()
-        instance = DagsterInstance.get()
-    fail_dead_runs(instance)
+    instance = _instance(instance)
     running = instance.get_run_records(RunsFilter(statuses=list(IN_PROGRESS_RUN_STATUSES)), limit=1)
     if running:
         raise RunInProgress(f"run {running[0].dagster_run.run_id} is in progress: wait for it to end, or stop "

@@ -7,9 +7,12 @@ folder so that one command runs the whole lakehouse on a laptop.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from fitness_assets.lakehouse.codegen import DEFAULT_COMPILE_FROM_ROWS
 from fitness_assets.lakehouse.spark import (
@@ -33,43 +36,47 @@ class ConfigError(ValueError):
     """A setting the platform cannot use; the message says which and what to set."""
 
 
-def env_int(env: dict[str, str], name: str, default: int, minimum: int = 1) -> int:
-    """``env[name]`` as a whole number of at least ``minimum`` (``default`` when unset)."""
-    text = (env.get(name) or "").strip()
+T = TypeVar("T")
+D = TypeVar("D")
+
+
+def _env_value(env: dict[str, str], name: str, default: D, parse: Callable[[str], T],
+               valid: Callable[[T], bool], expected: str, strip: bool = True) -> T | D:
+    """``env[name]`` parsed (``default`` when unset); one that does not parse or is not valid
+    is a ``ConfigError`` saying what ``name`` must be."""
+    text = env.get(name) or ""
+    text = text.strip() if strip else text
     if not text:
         return default
     try:
-        value = int(text)
+        value = parse(text)
     except ValueError:
-        value = None
-    if value is None or value < minimum:
-        raise ConfigError(f"{name} must be a whole number of at least {minimum}, not {text!r}")
+        raise ConfigError(f"{name} must be {expected}, not {text!r}") from None
+    if not valid(value):
+        raise ConfigError(f"{name} must be {expected}, not {text!r}")
     return value
+
+
+def env_int(env: dict[str, str], name: str, default: int, minimum: int = 1) -> int:
+    """``env[name]`` as a whole number of at least ``minimum`` (``default`` when unset)."""
+    return _env_value(env, name, default, int, lambda value: value >= minimum,
+                      f"a whole number of at least {minimum}")
 
 
 def env_minutes(env: dict[str, str], name: str, default: float) -> float:
     """``env[name]`` as a positive, finite number of minutes (``default`` when unset)."""
-    text = (env.get(name) or "").strip()
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < float("inf"):
-        raise ConfigError(f"{name} must be a positive number of minutes, not {text!r}")
-    return value
+    return _env_value(env, name, default, float, lambda value: 0 < value < math.inf, "a positive number of minutes")
 
 
-def env_date(env: dict[str, str], name: str, default: str | None) -> dt.date | None:
+def env_date(env: dict[str, str], name: str, default: D) -> dt.date | D:
     """``env[name]`` as an ISO date (``default`` when unset)."""
-    text = (env.get(name) or "").strip() or default
-    if text is None:
-        return None
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise ConfigError(f"{name} must be an ISO date such as 2024-01-01, not {text!r}") from None
+    return _env_value(env, name, default, dt.date.fromisoformat, lambda _: True, "an ISO date such as 2024-01-01")
+
+
+def env_choice(env: dict[str, str], name: str, default: str, choices: Sequence[str]) -> str:
+    """``env[name]``, one of ``choices`` (``default`` when unset)."""
+    return _env_value(env, name, default, str, lambda value: value in choices, f"one of {', '.join(choices)}",
+                      strip=False)
 
 
 def _default_catalog(env: dict[str, str]) -> str | None:
@@ -99,19 +106,17 @@ class Settings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
-        backend = env.get("FITNESS_TABLE_BACKEND") or "delta-rs"
-        if backend not in TABLE_BACKENDS:
-            raise ConfigError(f"FITNESS_TABLE_BACKEND must be one of {', '.join(TABLE_BACKENDS)}, not {backend!r}")
-        start = env_date(env, "FITNESS_DATE_LOOKUP_START", "2020-01-01")
-        end = env_date(env, "FITNESS_DATE_LOOKUP_END", "2030-12-31")
-        if end < start:  # type: ignore[operator]
+        backend = env_choice(env, "FITNESS_TABLE_BACKEND", "delta-rs", TABLE_BACKENDS)
+        start = env_date(env, "FITNESS_DATE_LOOKUP_START", dt.date(2020, 1, 1))
+        end = env_date(env, "FITNESS_DATE_LOOKUP_END", dt.date(2030, 12, 31))
+        if end < start:
             raise ConfigError(f"FITNESS_DATE_LOOKUP_END ({end}) is before FITNESS_DATE_LOOKUP_START ({start})")
         return cls(
             landing_root=env.get("FITNESS_LANDING_ROOT") or str(DEFAULT_DATA_ROOT / "landing"),
             lakehouse_root=env.get("FITNESS_LAKEHOUSE_ROOT") or str(DEFAULT_DATA_ROOT / "lakehouse"),
             reference_date=env_date(env, "FITNESS_REFERENCE_DATE", None),
-            date_lookup_start=start,  # type: ignore[arg-type]
-            date_lookup_end=end,  # type: ignore[arg-type]
+            date_lookup_start=start,
+            date_lookup_end=end,
             max_files_per_batch=env_int(env, "FITNESS_MAX_FILES_PER_BATCH", 64),
             max_batches_per_run=env_int(env, "FITNESS_MAX_BATCHES_PER_RUN", 1000),
             backend=backend,
@@ -145,16 +150,10 @@ class SparkEnv:
         if not compile_from.isdecimal():
             raise ConfigError(f"FITNESS_SPARK_COMPILE_FROM_ROWS must be a whole number of rows (0: always compile), "
                               f"not {compile_from!r}")
-        mode = env.get("FITNESS_SPARK_MODE") or DEFAULT_MODE
-        if mode not in MODES:
-            raise ConfigError(f"FITNESS_SPARK_MODE must be one of {', '.join(MODES)}, not {mode!r}")
-        jit = env.get("FITNESS_SPARK_JIT") or DEFAULT_JIT
-        if jit not in JIT_MODES:
-            raise ConfigError(f"FITNESS_SPARK_JIT must be one of {', '.join(JIT_MODES)}, not {jit!r}")
         return cls(
-            jit=jit,
+            jit=env_choice(env, "FITNESS_SPARK_JIT", DEFAULT_JIT, JIT_MODES),
             compile_from_rows=int(compile_from),
-            mode=mode,
+            mode=env_choice(env, "FITNESS_SPARK_MODE", DEFAULT_MODE, MODES),
             master=env.get("FITNESS_SPARK_MASTER") or DEFAULT_MASTER,
             connect_url=env.get("FITNESS_SPARK_CONNECT_URL") or None,
             driver_memory=env.get("FITNESS_SPARK_DRIVER_MEMORY") or DEFAULT_DRIVER_MEMORY,
