@@ -337,9 +337,13 @@ def _command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 pass
         return 0
     if args.command == "live":
-        from fitness_assets.devstack import run_live
+        from fitness_assets.devstack import LOCAL_BROKER_AFTER_EARLIER_ONE, earlier_broker_positions, run_live
 
-        return run_live(Settings.from_env().landing_root, port=args.port, ui_port=args.ui_port,
+        settings = Settings.from_env()
+        if not os.environ.get("FITNESS_KAFKA_BOOTSTRAP_SERVERS") and earlier_broker_positions(settings.lakehouse_root):
+            print(LOCAL_BROKER_AFTER_EARLIER_ONE, file=sys.stderr)
+            return 2
+        return run_live(settings.landing_root, port=args.port, ui_port=args.ui_port,
                         interval=args.interval, batches=args.batches, microbatch_seconds=args.microbatch_seconds,
                         spark_port=args.spark_port)
     if args.command == "broker":

@@ -75,6 +75,24 @@ def warm_spark(env: dict[str, str], port: int, log_path: Path | None = None):
     return server
 
 
+def earlier_broker_positions(lakehouse_root: str) -> dict[str, int]:
+    """The Kafka positions bronze holds under ``lakehouse_root`` (from the Delta log only)."""
+    from fitness_assets.lakehouse.store import DeltaRsTableStore
+    from fitness_assets.pipelines.bronze_kafka import stored_positions
+    from fitness_assets.tables import KAFKA_MULTIPLEX_BZ
+
+    def no_spark():
+        raise RuntimeError("reading Kafka positions needs no Spark")
+
+    return stored_positions(DeltaRsTableStore(lakehouse_root, no_spark), KAFKA_MULTIPLEX_BZ)[0]
+
+
+LOCAL_BROKER_AFTER_EARLIER_ONE = (
+    "the lakehouse holds Kafka positions read from an earlier broker, and `live` starts a new, empty local broker "
+    "(its offsets start at 0 again): run `make reset` first, or set FITNESS_KAFKA_BOOTSTRAP_SERVERS to the broker "
+    "those positions came from")
+
+
 def run_live(landing_root: str, *, port: int = 9092, ui_port: int = 3000, interval: float = 5.0,
              batches: int = 48, microbatch_seconds: int = 30, spark_port: int = 15002) -> int:
     """Broker (unless FITNESS_KAFKA_BOOTSTRAP_SERVERS names a real cluster), a warm Spark

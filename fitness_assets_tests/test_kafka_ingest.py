@@ -6,17 +6,23 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from fitness_assets.assets.bronze.checks import reconcile, retention_loss_check
+from fitness_assets.assets.checks_lib import evaluate_checks
+from fitness_assets.devstack import LOCAL_BROKER_AFTER_EARLIER_ONE
 from fitness_assets.lakehouse.store import DeltaRsTableStore
-from fitness_assets.pipelines.bronze_kafka import ingest_kafka, stored_positions
+from fitness_assets.pipelines.bronze_kafka import ingest_kafka, lost_to_retention, stored_positions
 from fitness_assets.streaming.broker import MockKafkaBroker
 from fitness_assets.streaming.settings import KafkaSettings
-from fitness_assets.streaming.source import KafkaReader
+from fitness_assets.streaming.source import KafkaReader, PositionsAhead
 from fitness_assets.tables import DATE_LOOKUP, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR
 from fitness_assets.transforms import bronze as parsers
 from fitness_assets.transforms import reference
@@ -202,3 +208,72 @@ def test_a_crash_on_either_side_of_the_commit_loses_and_doubles_nothing(lake, sp
     quarantined = store.read(KAFKA_MULTIPLEX_QR).select("source_file", "line").collect()
     assert len({(r["source_file"], r["line"]) for r in quarantined}) == 4
     assert set(landed) | {("workout", 0, r["line"]) for r in quarantined} == set(produced)
+
+
+def test_records_deleted_by_retention_before_they_were_read_are_recorded_and_warned(lake, spark, settings):
+    """The mock broker keeps ~5 MiB per partition and deletes the oldest records beyond it, as
+    a topic's retention does: records produced while bronze was not reading are lost. The
+    batch that moves past them records the gap in the table's log, the rest lands exactly once,
+    the reconciliation still holds, and ``no_records_lost_to_retention`` warns with the gap."""
+    store, parse = lake
+    check = retention_loss_check(KAFKA_MULTIPLEX_BZ)
+    with MockKafkaBroker(port=0, partitions=1) as broker:
+        bootstrap = broker.bootstrap_servers
+        first = _produce(bootstrap, [("bpm", 0, json.dumps(_bpm(i)).encode()) for i in range(20)])
+        assert _ingest(store, spark, parse, bootstrap).lost == {}
+        assert evaluate_checks(store, None, [check])[check.name].passed  # nothing lost so far
+
+        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+        for i in range(20, 920):  # ~9 MiB: more than the broker keeps
+            producer.produce("bpm", key=b"k" * 10_000, value=json.dumps(_bpm(i)).encode(), partition=0,
+                             timestamp=BASE_MS + i)
+            if i % 100 == 0:
+                producer.flush(30)
+        producer.flush(30)
+        consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "probe"})
+        low, high = consumer.get_watermark_offsets(TopicPartition("bpm", 0), timeout=10)
+        consumer.close()
+        assert 20 < low < high == 920, "the broker deleted the oldest records"
+
+        report = _ingest(store, spark, parse, bootstrap, max_records_per_batch=10_000)
+        assert report.lost == {"bpm/0": low - 20} and report.records == high - low
+
+    landed = _bronze(store)
+    assert sorted(o for _, _, o in landed) == [*range(20), *range(low, high)]  # nothing doubled
+    assert all(landed[k] == v.decode() for k, v in first.items())
+    assert lost_to_retention(store, KAFKA_MULTIPLEX_BZ) == {"kafka://bpm/0": [[20, low]]}
+    assert stored_positions(store, KAFKA_MULTIPLEX_BZ)[0] == {"bpm/0": high}
+
+    result = evaluate_checks(store, None, [check])[check.name]
+    assert not result.passed and check.severity.value == "WARN"
+    assert result.metadata["lost_records"].value == low - 20
+    assert result.metadata["lost_by_partition"].value == {"kafka://bpm/0": low - 20}
+    passed, _ = reconcile(store, settings.landing_root, "kafka_multiplex", KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR)
+    assert passed, "the records read are all accounted for"
+
+
+def test_a_topic_that_holds_fewer_records_than_were_read_is_refused_in_one_line(lake, spark, settings):
+    """A local broker restarted empty (or a topic made again) starts its offsets at 0 again:
+    reading on from the stored positions would skip its first records without a word, so the
+    ingestion stops, names the partition, and commits nothing."""
+    store, parse = lake
+    with MockKafkaBroker(port=0, partitions=1) as broker:
+        _produce(broker.bootstrap_servers, [("bpm", 0, json.dumps(_bpm(i)).encode()) for i in range(30)])
+        _ingest(store, spark, parse, broker.bootstrap_servers)
+    version = store.version(KAFKA_MULTIPLEX_BZ)
+    with MockKafkaBroker(port=0, partitions=1) as broker:  # a new broker: its offsets start at 0
+        _produce(broker.bootstrap_servers, [("bpm", 0, json.dumps(_bpm(i)).encode()) for i in range(10)])
+        with pytest.raises(PositionsAhead) as refused:
+            _ingest(store, spark, parse, broker.bootstrap_servers)
+    message = str(refused.value)
+    assert "\n" not in message and "bpm/0 ends at offset 10, bronze read up to 30" in message
+    assert "fitness-assets rebuild bronze" in message
+    assert store.version(KAFKA_MULTIPLEX_BZ) == version and len(_bronze(store)) == 30
+
+    # `fitness-assets live` would start exactly such a broker: it refuses before starting anything.
+    env = {k: v for k, v in os.environ.items() if k != "FITNESS_KAFKA_BOOTSTRAP_SERVERS"}
+    env |= {"FITNESS_LAKEHOUSE_ROOT": settings.lakehouse_root, "FITNESS_LANDING_ROOT": settings.landing_root,
+            "DAGSTER_HOME": str(Path(settings.lakehouse_root).parent / "dagster_home")}
+    live = subprocess.run([sys.executable, "-m", "fitness_assets.cli", "live", "--port", "0", "--ui-port", "0"],
+                          env=env, capture_output=True, text=True, timeout=120, start_new_session=True)
+    assert (live.returncode, live.stderr.strip()) == (2, LOCAL_BROKER_AFTER_EARLIER_ONE)

@@ -16,6 +16,11 @@ Rejected records go to the quarantine first, keyed by ``source_file = kafka://<t
 and ``line`` = offset, with a replace-where on the offsets at or after the batch's start: those
 were never committed, so a retry replaces what a crashed attempt left instead of doubling it.
 Consumer-group offsets are committed to Kafka only after the Delta commit, for lag tools.
+
+Records the topic's retention deleted before they were read cannot be taken in. The batch that
+moves past them records the gap (``[first, end)`` offsets per partition, commit metadata
+``kafka_lost``) in the same commit, even when nothing after the gap is left to read, so the loss
+stays in the table's log and the check ``no_records_lost_to_retention`` reports it.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from fitness_assets.transforms.kafka_arrow import RAW_LIMIT, validate_records
 log = logging.getLogger(__name__)
 
 OFFSETS_KEY = "kafka_offsets"
+LOST_KEY = "kafka_lost"  # commit metadata: [first, end) offsets retention deleted before they were read
 SOURCE_PREFIX = "kafka://"
 #: The bronze columns a parser gives besides the audit columns.
 KAFKA_COLUMNS = ("key", "value", "topic", "partition", "offset", "timestamp", "date", "week_part")
@@ -80,6 +86,17 @@ def stored_positions(store: TableStore, bronze: TableSpec) -> tuple[dict[str, in
         return {}, {}
     counts = {k[len(SOURCE_PREFIX):]: v for k, v in meta.get("files", {}).items() if k.startswith(SOURCE_PREFIX)}
     return dict(meta[OFFSETS_KEY]), counts
+
+
+def lost_to_retention(store: TableStore, bronze: TableSpec) -> dict[str, list[list[int]]]:
+    """Per partition (``kafka://<topic>/<partition>``), every ``[first, end)`` range of offsets
+    that the topic's retention deleted before ``bronze`` took them in, oldest first, from the
+    table's commits."""
+    gaps: dict[str, list[list[int]]] = {}
+    for meta in store.commit_metadata(bronze):
+        for name, gap in meta.get(LOST_KEY, {}).items():
+            gaps.setdefault(name, []).append(list(gap))
+    return gaps
 
 
 RECORDS_SCHEMA = pa.schema([
@@ -154,8 +171,7 @@ def ingest_kafka(
     positions, counts = stored_positions(store, bronze)
     while report.batches < max_batches:
         batch = reader.read(positions, max_records_per_batch)
-        report.lost.update(batch.lost)
-        if not len(batch):
+        if not len(batch) and not batch.lost:
             break
         if parse is None and calendar is None:
             calendar = store.read_arrow(DATE_LOOKUP)
@@ -208,26 +224,29 @@ def _commit_batch(store: TableStore, bronze: TableSpec, quarantine: TableSpec, g
     quarantine_rows = quarantine_rows.append_column("load_time", pa.repeat(stamp, quarantine_rows.num_rows))
 
     # Offsets at or after a batch's start were never committed: whatever a crashed attempt
-    # left there is replaced, so a retry never doubles quarantine rows.
-    predicate = " OR ".join(f"(source_file = {store.sql_string(source_name(k))} AND line >= {start})"
-                            for k, start in sorted(batch.start.items()))
-    store.overwrite(quarantine, quarantine_rows, predicate=predicate,
-                    metadata={"kafka_batch": sequence, "files": sorted(source_name(k) for k in batch.start)})
+    # left there is replaced, so a retry never doubles quarantine rows. A batch that only
+    # moves past records deleted by retention has no start and writes no quarantine.
+    if batch.start:
+        predicate = " OR ".join(f"(source_file = {store.sql_string(source_name(k))} AND line >= {start})"
+                                for k, start in sorted(batch.start.items()))
+        store.overwrite(quarantine, quarantine_rows, predicate=predicate,
+                        metadata={"kafka_batch": sequence, "files": sorted(source_name(k) for k in batch.start)})
 
     read = batch.records_by_partition()
     new_positions = dict(positions) | batch.next_offsets
     new_counts = {k: counts.get(k, 0) + read.get(k, 0) for k in set(counts) | set(read)}
-    result = store.append(
-        bronze, good,
-        txns=[Txn(app_id(bronze), sequence)],
-        metadata={OFFSETS_KEY: new_positions, "batch": sequence,
-                  "files": {source_name(k): n for k, n in sorted(new_counts.items())}},
-    )
+    metadata = {OFFSETS_KEY: new_positions, "batch": sequence,
+                "files": {source_name(k): n for k, n in sorted(new_counts.items())}}
+    if batch.lost:  # kept in the log for good: the check ``no_records_lost_to_retention`` reads it
+        metadata[LOST_KEY] = {source_name(k): list(gap) for k, gap in sorted(batch.lost.items())}
+    result = store.append(bronze, good, txns=[Txn(app_id(bronze), sequence)], metadata=metadata)
     if result.skipped:
         return False
     report.records += len(batch)
     report.rows_written += good.num_rows
     report.rows_quarantined += quarantine_rows.num_rows
+    for key, (first, end) in batch.lost.items():
+        report.lost[key] = report.lost.get(key, 0) + end - first
     for reason, n in group_count(quarantine_rows, REASON).items():
         report.quarantine_reasons[reason] = report.quarantine_reasons.get(reason, 0) + n
     return True

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from fitness_assets.streaming.settings import KafkaSettings
 
@@ -44,13 +44,27 @@ class Batch:
     start: dict[PartitionKey, int] = field(default_factory=dict)  # first offset asked for
     next_offsets: dict[PartitionKey, int] = field(default_factory=dict)  # position after the batch
     end_offsets: dict[PartitionKey, int] = field(default_factory=dict)  # high watermarks at start
-    lost: dict[PartitionKey, int] = field(default_factory=dict)  # offsets removed by retention before read
+    lost: dict[PartitionKey, tuple[int, int]] = field(default_factory=dict)  # [first, end) deleted unread
 
     def __len__(self) -> int:
         return len(self.offsets)
 
     def records_by_partition(self) -> dict[PartitionKey, int]:
         return {partition_key(t, p): n for (t, p), n in Counter(zip(self.topics, self.partitions, strict=True)).items()}
+
+
+class PositionsAhead(RuntimeError):
+    """A partition ends before the offset already read from it: the topic was deleted and made
+    again, or a local broker restarted empty. Reading on would silently skip its first records."""
+
+    def __init__(self, ahead: Mapping[PartitionKey, tuple[int, int]]):
+        self.ahead = dict(ahead)
+        where = ", ".join(f"{key} ends at offset {high}, bronze read up to {position}"
+                          for key, (position, high) in sorted(self.ahead.items()))
+        super().__init__(
+            f"Kafka holds fewer records than bronze already read ({where}): the topic was deleted and "
+            "made again, or a local broker restarted empty. Run `fitness-assets rebuild bronze` to read "
+            "the topic again from its start, or `make reset` for a local broker")
 
 
 class KafkaReader:
@@ -91,15 +105,23 @@ class KafkaReader:
 
     def read(self, positions: Mapping[PartitionKey, int], max_records: int) -> Batch:
         """Records from ``positions`` (next offset per partition; partitions not listed start
-        at their beginning) up to the end offsets seen now, at most ``max_records``."""
+        at offset 0) up to the end offsets seen now, at most ``max_records``. Raises
+        ``PositionsAhead`` when a partition ends before its position."""
         batch = Batch()
         assignment = []
-        for key, (low, high) in self.watermarks().items():
-            start = positions.get(key, OFFSET_BEGINNING)
-            first = low if start == OFFSET_BEGINNING else start
+        watermarks = self.watermarks()
+        ahead = {key: (positions[key], high) for key, (_, high) in watermarks.items() if positions.get(key, 0) > high}
+        if ahead:
+            raise PositionsAhead(ahead)
+        for key, (low, high) in watermarks.items():
+            # A partition never read starts at offset 0: offsets below its low watermark
+            # were deleted before bronze read them, and count as lost like any other gap.
+            first = positions.get(key, 0)
             if first < low:
-                batch.lost[key] = low - first  # retention removed them before they were read
-                first = low
+                # Retention deleted them before they were read: the batch records the gap and
+                # moves past it, even when nothing is left to read after it.
+                batch.lost[key] = (first, low)
+                batch.next_offsets[key] = first = low
             batch.end_offsets[key] = high
             if first < high:
                 topic, partition = split_key(key)

@@ -25,6 +25,7 @@ from fitness_assets.pipelines.bronze import (
     reason_counts,
     sha256,
 )
+from fitness_assets.pipelines.bronze_kafka import lost_to_retention
 from fitness_assets.resources import LakehouseResource
 from fitness_assets.tables import (
     GYM_LOGINS_BZ,
@@ -272,6 +273,23 @@ def quarantine_volume_check(bronze: TableSpec, quarantine: TableSpec) -> Check:
                         evaluate, severity=AssetCheckSeverity.WARN, reads=(bronze,))
 
 
+def retention_loss_check(bronze: TableSpec) -> Check:
+    def evaluate(store: TableStore, lakehouse: LakehouseResource) -> AssetCheckResult:
+        gaps = lost_to_retention(store, bronze)
+        by_partition = {name: sum(end - first for first, end in ranges) for name, ranges in gaps.items()}
+        return AssetCheckResult(
+            passed=not gaps,
+            metadata={"lost_records": sum(by_partition.values()),
+                      "lost_by_partition": MetadataValue.json(by_partition),
+                      "lost_offsets": MetadataValue.json({name: ranges[-5:] for name, ranges in gaps.items()})},
+        )
+
+    return custom_check(
+        bronze, "no_records_lost_to_retention",
+        "No Kafka record was deleted by the topic's retention before it was taken in (the gaps stay on record: "
+        "they cannot be read again).", evaluate, severity=AssetCheckSeverity.WARN)
+
+
 # No NULL check: the tables' NOT NULL columns make a write with a NULL in them fail.
 bronze_checks = [
     rule_check(KAFKA_MULTIPLEX_BZ, "date_resolved", "date IS NULL OR week_part IS NULL",
@@ -282,4 +300,5 @@ bronze_checks = [
     *[quarantine_volume_check(b, q) for b, q in ((REGISTERED_USERS_BZ, REGISTERED_USERS_QR),
                                                  (GYM_LOGINS_BZ, GYM_LOGINS_QR),
                                                  (KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR))],
+    retention_loss_check(KAFKA_MULTIPLEX_BZ),
 ]
