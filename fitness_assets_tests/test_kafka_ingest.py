@@ -277,3 +277,38 @@ def test_a_topic_that_holds_fewer_records_than_were_read_is_refused_in_one_line(
     live = subprocess.run([sys.executable, "-m", "fitness_assets.cli", "live", "--port", "0", "--ui-port", "0"],
                           env=env, capture_output=True, text=True, timeout=120, start_new_session=True)
     assert (live.returncode, live.stderr.strip()) == (2, LOCAL_BROKER_AFTER_EARLIER_ONE)
+
+
+class _EverythingUnreadDeleted(KafkaReader):
+    """A partition whose unread records retention deleted, every one, with nothing new after
+    them: its low watermark equals its end, past the stored position. The mock broker always
+    keeps its newest ~5 MiB, so it cannot reach this state; only the broker's answer to the
+    watermark question is given here, the reading and committing are the real ones."""
+
+    def __init__(self, watermarks: dict[str, tuple[int, int]]):  # no consumer: nothing is assigned
+        self._watermarks = watermarks
+
+    def watermarks(self):
+        return dict(self._watermarks)
+
+    def commit(self, next_offsets):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_a_gap_with_nothing_after_it_is_recorded_and_moved_past(lake, spark, broker):
+    store, parse = lake
+    _produce(broker, [("bpm", 0, json.dumps(_bpm(i)).encode()) for i in range(20)])
+    _ingest(store, spark, parse, broker)
+    rows = len(_bronze(store))
+    report = ingest_kafka(store, spark, _EverythingUnreadDeleted({"bpm/0": (50, 50)}), KAFKA_MULTIPLEX_BZ,
+                          KAFKA_MULTIPLEX_QR)
+    assert (report.records, report.lost, report.batches) == (0, {"bpm/0": 30}, 1)
+    assert lost_to_retention(store, KAFKA_MULTIPLEX_BZ) == {"kafka://bpm/0": [[20, 50]]}
+    assert stored_positions(store, KAFKA_MULTIPLEX_BZ)[0]["bpm/0"] == 50 and len(_bronze(store)) == rows
+    version = store.version(KAFKA_MULTIPLEX_BZ)
+    again = ingest_kafka(store, spark, _EverythingUnreadDeleted({"bpm/0": (50, 50)}), KAFKA_MULTIPLEX_BZ,
+                         KAFKA_MULTIPLEX_QR)
+    assert (again.lost, store.version(KAFKA_MULTIPLEX_BZ)) == ({}, version)  # recorded once, no new commit
