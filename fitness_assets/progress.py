@@ -13,10 +13,16 @@ NEW_ROWS = "new_rows"  # bronze materializations say how many rows they added
 
 
 def failure_reason(error) -> str:
-    """The first line of what failed a step: the user's error, not Dagster's wrapper of it."""
+    """What failed a step, in one line: the user's error, not Dagster's wrapper of it; its
+    first line, with the lines after it when it ends in a colon (a failed blocking check
+    names its asset and checks there)."""
     while error is not None and error.cause is not None:
         error = error.cause
-    return (error.message if error else "failed").strip().splitlines()[0][:600]
+    lines = [line.strip() for line in (error.message if error else "failed").strip().splitlines() if line.strip()]
+    first = lines[0]
+    if first.endswith(":") and len(lines) > 1:
+        first = f"{first} {'; '.join(lines[1:])}"
+    return first[:600]
 
 
 class StepProgress(logging.Handler):

@@ -7,7 +7,6 @@ folder so that one command runs the whole lakehouse on a laptop.
 from __future__ import annotations
 
 import datetime as dt
-import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -57,15 +56,20 @@ def _env_value(env: dict[str, str], name: str, default: D, parse: Callable[[str]
     return value
 
 
+MAX_INT_SETTING = 2**31 - 1
+MAX_MINUTES = 366 * 24 * 60  # a freshness window longer than a year means none
+
+
 def env_int(env: dict[str, str], name: str, default: int, minimum: int = 1) -> int:
-    """``env[name]`` as a whole number of at least ``minimum`` (``default`` when unset)."""
-    return _env_value(env, name, default, int, lambda value: value >= minimum,
-                      f"a whole number of at least {minimum}")
+    """``env[name]`` as a whole number from ``minimum`` to 2^31 - 1 (``default`` when unset)."""
+    return _env_value(env, name, default, int, lambda value: minimum <= value <= MAX_INT_SETTING,
+                      f"a whole number from {minimum} to {MAX_INT_SETTING}")
 
 
 def env_minutes(env: dict[str, str], name: str, default: float) -> float:
-    """``env[name]`` as a positive, finite number of minutes (``default`` when unset)."""
-    return _env_value(env, name, default, float, lambda value: 0 < value < math.inf, "a positive number of minutes")
+    """``env[name]`` as a positive number of minutes, at most a year's (``default`` when unset)."""
+    return _env_value(env, name, default, float, lambda value: 0 < value <= MAX_MINUTES,
+                      f"a positive number of minutes, at most {MAX_MINUTES} (a year)")
 
 
 def env_date(env: dict[str, str], name: str, default: D) -> dt.date | D:

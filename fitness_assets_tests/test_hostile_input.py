@@ -229,6 +229,8 @@ def _corpus(outside: Path) -> list[Case]:
              {"invalid_value:timestamp": 1}),
         Case("profile dob garbage", KM, "km_pdob.json", km(rec("user_info", USER_INFO | {"dob": "13/45/1990"})), 0,
              {"invalid_value:dob": 1}),
+        Case("profile dob in year 0000", KM, "km_pdob0.json", km(rec("user_info", USER_INFO | {"dob": "01/01/0000"})),
+             0, {"invalid_value:dob": 1}),
         Case("profile address as text", KM, "km_paddr.json", km(rec("user_info", USER_INFO | {"address": "x"})), 1, {}),
         Case("profile non-ASCII names", KM, "km_pnames.json",
              km(rec("user_info", USER_INFO | {"first_name": "Zoë", "last_name": "Øster 😀"})), 1, {}),
@@ -438,6 +440,28 @@ def test_a_symlink_is_quarantined_never_followed(either_store, spark, tmp_path):
     assert reconcile(store, str(landing), RU, REGISTERED_USERS_BZ, REGISTERED_USERS_QR)[0]
 
 
+def test_a_name_that_is_not_utf8_is_its_own_file_and_is_reconciled_from_its_bytes(either_store, spark, tmp_path):
+    """``a<0xE9>.csv`` (Latin-1) and a file literally named ``a\\xe9.csv`` are two files: two
+    names, each row once, and the reconciliation reads the first through its real bytes (a
+    change to it after ingestion is seen)."""
+    store = either_store
+    landing = tmp_path / "landing"
+    (landing / RU).mkdir(parents=True)
+    latin = os.path.join(os.fsencode(landing / RU), b"a\xe9.csv")
+    with open(latin, "wb") as f:
+        f.write(ru(ru_row(3)))
+    (landing / RU / "a\\xe9.csv").write_bytes(ru(ru_row(4)))
+    _ingest(store, spark, landing)
+    assert _rows_by_file(store, REGISTERED_USERS_BZ) == {f"{RU}/a\\xe9.csv/(name not UTF-8)": 1, f"{RU}/a\\xe9.csv": 1}
+    assert sorted(r["user_id"] for r in store.read(REGISTERED_USERS_BZ).collect()) == [3, 4]
+    passed, detail = reconcile(store, str(landing), RU, REGISTERED_USERS_BZ, REGISTERED_USERS_QR)
+    assert passed and detail["files_by_verification"].value == {"counted": 2}
+    with open(latin, "ab") as f:
+        f.write(ru_row(5).encode() + b"\n")
+    assert not reconcile(store, str(landing), RU, REGISTERED_USERS_BZ, REGISTERED_USERS_QR)[0]
+    assert _ingest(store, spark, landing).changed_files == [f"{RU}/a\\xe9.csv/(name not UTF-8)"]
+
+
 def test_a_file_changed_after_ingestion_is_reported_not_ignored_or_doubled(either_store, spark, tmp_path):
     store = either_store
     landing = tmp_path / "landing"
@@ -501,7 +525,7 @@ def test_an_unwritable_lakehouse_fails_fast_with_one_clear_line(spark, tmp_path)
 
 
 def test_poison_values_never_crash_silver_or_gold(settings, store, run):
-    from fitness_assets.tables import GYM_SUMMARY, WORKOUT_BPM_SUMMARY
+    from fitness_assets.tables import GYM_LOGS, GYM_SUMMARY, WORKOUT_BPM_SUMMARY
 
     big = 3_000_000_000
     landing = Path(settings.landing_root)
@@ -509,7 +533,9 @@ def test_poison_values_never_crash_silver_or_gold(settings, store, run):
         (landing / source).mkdir(parents=True)
     (landing / RU / "r.csv").write_bytes(ru(ru_row(big, 1678000000), ru_row(5, "NaN", 12, "aa:bb:cc:dd:ee:02"),
                                             ru_row(6, "1e300", 13, "aa:bb:cc:dd:ee:03")))
-    (landing / GL / "g.csv").write_bytes(gl(gl_row(1678100000, 1678110000), gl_row("1e17", "")))
+    (landing / GL / "g.csv").write_bytes(gl(gl_row(1678100000, 1678110000), gl_row("1e17", ""),
+                                            # less than a microsecond apart: one visit, the later logout
+                                            gl_row(1678200000, 1678201000), gl_row("1678200000.0000002", 1678202000)))
     workout = WORKOUT | {"user_id": big, "workout_id": 1, "session_id": 1}
     (landing / KM / "k.json").write_bytes(km(
         rec("user_info", USER_INFO | {"user_id": big}),
@@ -521,15 +547,19 @@ def test_poison_values_never_crash_silver_or_gold(settings, store, run):
         rec("user_info", USER_INFO | {"user_id": 77}),
         rec("user_info", USER_INFO | {"user_id": 77, "update_type": "merge", "timestamp": T0 + 5}),
         rec("user_info", {"user_id": 77, "update_type": "delete", "timestamp": T0 + 10}),
+        rec("user_info", USER_INFO | {"user_id": 78, "dob": "01/01/0000"}),  # Spark reads year 0; Python cannot
     ))
     report = run()
     assert not [c for c in report.checks if c.severity == "ERROR" and not c.passed]
     (summary,) = store.read(WORKOUT_BPM_SUMMARY).collect()
     assert (summary["user_id"], summary["num_recordings"], summary["avg_bpm"]) == (big, 2, 90.0)
     assert store.row_count(GYM_SUMMARY) == 1
+    visits = sorted((r["login"], r["logout"]) for r in store.read(GYM_LOGS).collect())
+    assert [(str(a), str(b)) for a, b in visits] == [("2023-03-06 10:53:20", "2023-03-06 13:40:00"),
+                                                     ("2023-03-07 14:40:00", "2023-03-07 15:13:20")]
     assert report.quarantine_reasons["quarantine.kafka_multiplex_bz"] == {
         "invalid_value:heartrate": 3, "invalid_value:time": 1, "invalid_value:timestamp": 1,
-        "invalid_value:update_type": 1}
+        "invalid_value:update_type": 1, "invalid_value:dob": 1}
     # erasure: the deleted member's names, address and birth date are gone from silver and quarantine
     from fitness_assets.tables import USER_PROFILE, USER_PROFILE_HISTORY
 

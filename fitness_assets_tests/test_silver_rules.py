@@ -1,6 +1,7 @@
 """Unit tests of the silver rules on hand-written rows (real Spark)."""
 
 import datetime as dt
+import itertools
 import json
 
 from pyspark.sql import functions as F
@@ -11,9 +12,11 @@ T0 = 1678095000  # 2023-03-06 09:30:00 UTC
 
 
 def _kafka(spark, records):
-    rows = [(None, json.dumps(v), topic, p, o, T0 * 1000) for topic, v, p, o in records]
+    """Bronze rows of ``(topic, payload, partition, offset[, landing file])``."""
+    rows = [(None, json.dumps(v), topic, p, o, T0 * 1000, f"kafka_multiplex/{(file or ['k.json'])[0]}")
+            for topic, v, p, o, *file in records]
     return spark.createDataFrame(rows, "key string, value string, topic string, partition long, offset long, "
-                                       "timestamp long")
+                                       "timestamp long, source_file string")
 
 
 def _profile(uid, kind, ts, city=None, dob="01/15/1990"):
@@ -105,6 +108,21 @@ def test_member_ids_above_2_31_flow_through_workout_bpm_and_gold(spark):
                                    "mac_address string, gym long, login timestamp, logout timestamp")
     (visit,) = G.gym_summary(visits, members, completed).collect()
     assert visit["minutes_exercising"] == 60.0
+
+
+def test_a_complete_tie_goes_to_the_later_file_whatever_the_order_rows_come_in(spark):
+    """Two records of one member with the same time, partition and offset (a file delivered
+    again, corrected): the later file wins, and the same records give the same winner in any
+    order, so a result does not depend on how the records were split into batches."""
+    records = [("user_info", _profile(1, "update", T0 + 10, "First"), 1, 1, "k1.json"),
+               ("user_info", _profile(1, "update", T0 + 10, "Corrected"), 1, 1, "k2.json"),
+               ("user_info", _profile(2, "update", T0 + 10, "Same file A"), 1, 2, "k3.json"),
+               ("user_info", _profile(2, "update", T0 + 10, "Same file B"), 1, 2, "k3.json")]
+    winners = set()
+    for ordered in itertools.permutations(records):
+        changes = T.profile_changes(_kafka(spark, list(ordered)))
+        winners.add(tuple(sorted((r["user_id"], r["city"]) for r in changes.collect())))
+    assert winners == {((1, "Corrected"), (2, "Same file B"))}
 
 
 def test_a_delete_erases_personal_data_from_every_earlier_version(spark):

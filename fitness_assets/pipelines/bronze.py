@@ -102,9 +102,30 @@ class IngestReport:
     changed_files: list[str] = field(default_factory=list)
 
 
+# Marks a name that is not UTF-8. No file name holds a "/", so a marked name is never the name
+# of another file, however its escapes read.
+NOT_UTF8 = "/(name not UTF-8)"
+_ESCAPE = re.compile(rb"\\(\\|x([0-9a-f]{2}))")
+
+
 def _display_name(name: str) -> str:
-    """A file name as text: bytes that are not UTF-8 are shown as backslash escapes."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    """A file name as text, one to one: a UTF-8 name as it is; any other with its backslashes
+    doubled, its bytes that are not UTF-8 as ``\\xNN`` and ``NOT_UTF8`` after it."""
+    raw = name.encode("utf-8", "surrogateescape")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace") + NOT_UTF8
+
+
+def landing_path(landing_root: str, name: str) -> str | bytes:
+    """Where the landing file named ``name`` (``<source>/<file>``, as ``list_landing`` names
+    it) is: a name that is not UTF-8 is given back its bytes."""
+    if not name.endswith(NOT_UTF8):
+        return os.path.join(landing_root, name)
+    raw = _ESCAPE.sub(lambda m: b"\\" if m.group(2) is None else bytes([int(m.group(2), 16)]),
+                      name[:-len(NOT_UTF8)].encode("utf-8"))
+    return os.path.join(os.fsencode(landing_root), raw)
 
 
 def list_landing(landing_root: str, source: str) -> list[LandingFile]:

@@ -152,15 +152,15 @@ def _leap(year: int) -> bool:
 
 
 def dob_ok(value: object) -> bool:
-    """``try_to_timestamp(text, 'MM/dd/yyyy')`` is not NULL: exactly two, two and four digits,
-    a real day of the proleptic Gregorian calendar (year 0000 included), nothing around."""
+    """``parse_dob`` is not NULL: exactly two, two and four digits, a real day of the
+    proleptic Gregorian calendar from year 0001 on, nothing around."""
     if type(value) is not str:
         return False
     m = _DOB.match(value)  # type: ignore[arg-type]
     if m is None:
         return False
     month, day, year = int(m.group(1)), int(m.group(2)), int(m.group(3))
-    if not 1 <= month <= 12 or day < 1:
+    if not 1 <= month <= 12 or day < 1 or year < 1:
         return False
     return day <= (29 if _leap(year) else 28) if month == 2 else day <= _MONTH_DAYS[month]
 

@@ -106,7 +106,10 @@ def heartrate(value: Column) -> Column:
 
 
 def parse_dob(value: Column) -> Column:
-    return F.to_date(F.try_to_timestamp(value, F.lit(DOB_FORMAT)))
+    """A ``MM/dd/yyyy`` date of birth; NULL unless a real day from year 0001 on (Spark reads
+    year 0000, which no Python or Arrow date outside Spark can hold)."""
+    day = F.to_date(F.try_to_timestamp(value, F.lit(DOB_FORMAT)))
+    return F.when(F.year(day) >= 1, day)
 
 
 def first_problem(*checks: tuple[Column, str]) -> Column:

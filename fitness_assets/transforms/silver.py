@@ -45,12 +45,14 @@ USERS_EARLIER = ("s.registration_timestamp < t.registration_timestamp OR (s.regi
 
 
 def gym_logs(logins: DataFrame) -> DataFrame:
-    """One row per visit (mac, gym, login) with the latest logout seen (NULL while inside)."""
-    visits = logins.groupBy("mac_address", "gym", "login").agg(F.max("logout").alias("logout"))
-    return visits.select(
+    """One row per visit (mac, gym, login) with the latest logout seen (NULL while inside).
+    Times become microsecond timestamps before the visits are grouped: two logins less than a
+    microsecond apart are one visit, as the table's key sees them."""
+    times = logins.select(
         "mac_address", "gym", P.epoch_seconds_to_timestamp(F.col("login")).alias("login"),
         P.epoch_seconds_to_timestamp(F.col("logout")).alias("logout"),
     )
+    return times.groupBy("mac_address", "gym", "login").agg(F.max("logout").alias("logout"))
 
 
 LOGOUT_LATER = "s.logout IS NOT NULL AND (t.logout IS NULL OR s.logout > t.logout)"
@@ -92,9 +94,14 @@ HEARTRATE_HIGHER = "s.heartrate IS NOT NULL AND (t.heartrate IS NULL OR s.heartr
 
 
 def profile_changes(kafka: DataFrame) -> DataFrame:
-    """Profile CDC changes, one per (user, instant): on a tie the highest (partition, offset) wins."""
-    changes = decode_kafka(kafka, "user_info")
-    return _first_by(changes, ["user_id", "updated"], [F.col("partition").desc(), F.col("offset").desc()]).select(
+    """Profile CDC changes, one per (user, instant): on a tie the highest (partition, offset)
+    wins; records that tie on those too (the same record delivered twice, or two files that
+    disagree) go to the later file (names sort in delivery order), then to the greater raw
+    value: the same records give the same winner however they were split into batches."""
+    changes = decode_payloads(kafka.where(F.col("topic") == "user_info"), "user_info",
+                              ("partition", "offset", "source_file", "value"))
+    order = [F.col("partition").desc(), F.col("offset").desc(), F.col("source_file").desc(), F.col("value").desc()]
+    return _first_by(changes, ["user_id", "updated"], order).select(
         "user_id", "update_type", "updated", *PROFILE_FIELDS,
     )
 

@@ -17,6 +17,7 @@ from fitness_assets.pipelines.bronze import (
     FILE_LINE,
     UnreadableFile,
     group_count,
+    landing_path,
     landing_text_bytes,
     merged_metadata,
     of_files,
@@ -114,7 +115,7 @@ def _changed_on_disk(landing_root: str, name: str, seen: dict | None) -> bool:
     if not seen or "size" not in seen or "mtime_ns" not in seen:
         return False
     try:
-        st = os.lstat(os.path.join(landing_root, name))
+        st = os.lstat(landing_path(landing_root, name))
     except (OSError, ValueError):
         return True
     return (st.st_size, st.st_mtime_ns) != (seen["size"], seen["mtime_ns"])
@@ -167,7 +168,7 @@ def _file_verdict(landing_root: str, name: str, recorded: int, seen: dict | None
     if name.startswith(KAFKA_PREFIX):
         return bronze_rows + q.get("all", 0) == recorded, "kafka"
     accounted = bronze_rows + q.get("lines", 0)
-    path = os.path.join(landing_root, name)
+    path = landing_path(landing_root, name)
     if seen and "refused" in seen:
         return q.get("file", 0) == 1 and accounted == 0, "refused"
     if not os.path.lexists(path):
@@ -237,7 +238,7 @@ def landing_fingerprint(store: TableStore, landing_root: str, bronze: TableSpec)
     parts = []
     for name in sorted(_lines_by_file(store, bronze)):
         try:
-            st = os.lstat(os.path.join(landing_root, name))
+            st = os.lstat(landing_path(landing_root, name))
             parts.append(f"{name}\t{st.st_size}\t{st.st_mtime_ns}")
         except (OSError, ValueError):
             parts.append(f"{name}\t-")
