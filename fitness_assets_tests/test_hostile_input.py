@@ -120,6 +120,11 @@ def _corpus(outside: Path) -> list[Case]:
              b"user_id,device_id,mac_address\n1,11,aa:bb:cc:dd:ee:01\n", 0,
              {"missing_field:registration_timestamp": 1}),
         Case("header repeated mid-file", RU, "ru_rehead.csv", ru(ru_row(), RU_HEADER), 1, {"wrong_type:user_id": 1}),
+        Case("unreadable header line", RU, "ru_badheader.csv", b"caf\xe9 export\n" + ru(ru_row(1), ru_row(2)), 0,
+             {"malformed_csv": 4}),
+        Case("a column named twice", RU, "ru_twice.csv",
+             b"user_id,user_id,device_id,mac_address,registration_timestamp\n1,2,11,aa:bb:cc:dd:ee:01,1678095123\n",
+             0, {"malformed_csv": 2}),
         Case("extra column", RU, "ru_extra.csv", ru(ru_row() + ",zz"), 0, {"malformed_csv": 1}),
         Case("invalid UTF-8 line", RU, "ru_latin1.csv", ru(ru_row()) + b"2,12,aa:bb:cc:dd:ee:02,1\xe9\n",
              1, {"malformed_csv": 1}),
@@ -482,6 +487,33 @@ def test_a_file_changed_after_ingestion_is_reported_not_ignored_or_doubled(eithe
     version = store.version(REGISTERED_USERS_QR)
     _ingest(store, spark, landing)
     assert store.version(REGISTERED_USERS_QR) == version  # reported once per content
+
+
+def test_an_entry_swapped_for_or_from_a_symlink_after_ingestion_is_reported(either_store, spark, tmp_path):
+    """An ingested file replaced by a symlink, and a refused symlink replaced by a regular file,
+    are changes like any other: one ``changed_file`` notice each (the second file's content was
+    never ingested and is not silently left out), and the reconciliation passes again once
+    they are reported (it had failed on the first, blocking silver for good)."""
+    store = either_store
+    landing = tmp_path / "landing"
+    (landing / RU).mkdir(parents=True)
+    (landing / RU / "was_file.csv").write_bytes(ru(ru_row(1)))
+    os.symlink(tmp_path / "elsewhere.csv", landing / RU / "was_link.csv")
+    _ingest(store, spark, landing)
+    (landing / RU / "was_file.csv").unlink()
+    os.symlink(tmp_path / "elsewhere.csv", landing / RU / "was_file.csv")
+    (landing / RU / "was_link.csv").unlink()
+    (landing / RU / "was_link.csv").write_bytes(ru(ru_row(2)))
+    assert not reconcile(store, str(landing), RU, REGISTERED_USERS_BZ, REGISTERED_USERS_QR)[0]
+    assert _ingest(store, spark, landing).changed_files == [f"{RU}/was_file.csv", f"{RU}/was_link.csv"]
+    notices = {r["source_file"]: json.loads(r["raw"]) for r in store.read(REGISTERED_USERS_QR).collect()
+               if r["reason"] == "changed_file"}
+    assert notices[f"{RU}/was_file.csv"] == {"refused": "symlink"} and "sha256" in notices[f"{RU}/was_link.csv"]
+    assert store.row_count(REGISTERED_USERS_BZ) == 1  # files are immutable: reported, not ingested again
+    assert reconcile(store, str(landing), RU, REGISTERED_USERS_BZ, REGISTERED_USERS_QR)[0]
+    version = store.version(REGISTERED_USERS_QR)
+    _ingest(store, spark, landing)
+    assert store.version(REGISTERED_USERS_QR) == version  # reported once
 
 
 def test_a_missing_landing_root_fails_fast_with_one_clear_line(store, spark, tmp_path):

@@ -366,19 +366,26 @@ def _report_changed_files(store: TableStore, quarantine: TableSpec, listed: list
                           ingested: dict[str, dict[str, Any]], load_time: dt.datetime) -> list[str]:
     """Files whose content differs from what was ingested get one ``changed_file`` quarantine
     row (line -1, ``raw`` = the new size and checksum), written again only when the content
-    changes again. Size and mtime are compared first, so unchanged files are not re-read."""
+    changes again. Size and mtime are compared first, so unchanged files are not re-read. An
+    ingested file that became an entry no longer read (a symlink...) is a change too (``raw``
+    = why it is refused now), and so is an entry refused then that is a regular file now: its
+    content was never ingested, and is not silently left out."""
     candidates = {}
     for f in listed:
         seen = ingested.get(f.relative)
-        if not seen or "sha256" not in seen or f.refused:
+        if not seen or not ("sha256" in seen or "refused" in seen):  # not ingested, or before checksums
             continue
-        if f.size == seen.get("size") and f.mtime_ns == seen.get("mtime_ns"):
+        if f.refused:  # not read now
+            if "sha256" in seen:  # but read then
+                candidates[f.relative] = json.dumps({"refused": f.refused}, sort_keys=True)
+            continue
+        if "sha256" in seen and f.size == seen.get("size") and f.mtime_ns == seen.get("mtime_ns"):
             continue
         try:
             digest = sha256(read_landing_bytes(f.path))
         except (OSError, UnreadableFile):
             continue
-        if digest != seen["sha256"]:
+        if digest != seen.get("sha256"):
             candidates[f.relative] = json.dumps({"size": f.size, "sha256": digest}, sort_keys=True)
     if not candidates:
         return []
@@ -429,6 +436,12 @@ def _read_batch(batch: list[LandingFile], fmt: LandingFormat) -> _Batch:
             out.rejected.append((f.relative, FILE_LINE, None, f"{UNREADABLE}:{e.why}"))
             continue
         numbers, lines, bad = arrow_lines(text)
+        if fmt.header is not None and bad and (len(numbers) == 0 or bad[0][0] < numbers[0].as_py()):
+            # The header (the first line) cannot be read: no value can be told by its column,
+            # so every line is malformed, as in a file without a header.
+            out.rejected.extend((f.relative, n, line, fmt.malformed)
+                                for n, line in zip(numbers.to_pylist(), lines.to_pylist(), strict=True))
+            numbers, lines = numbers[:0], lines[:0]
         name = pa.DictionaryArray.from_arrays(pa.array(np.zeros(len(lines), np.int32)), pa.array([f.relative]))
         out.lines.append(pa.table([name, numbers, lines], names=LINES_SCHEMA.names))
         out.rejected.extend((f.relative, n, line.decode("utf-8", "backslashreplace"), fmt.malformed) for n, line in bad)

@@ -59,15 +59,18 @@ LANDING_FORMATS = {
 def _csv_fields(lines: DataFrame, header: tuple[str, ...]) -> DataFrame:
     """Split CSV lines by the header of their own file (columns may come in any order).
     Returns the data lines with one raw string column per expected column and ``_malformed``.
-    The first line is the header only when it names at least one expected column; a file
-    without a header cannot say which value is which, so all its lines, the first included,
-    are data and malformed (quarantined, never silently lost)."""
+    The first line is the header only when it names at least one expected column and none
+    twice; a file without a header (or with an ambiguous one) cannot say which value is which,
+    so all its lines, the first included, are data and malformed (quarantined, never silently
+    lost)."""
     first = lines.groupBy("source_file").agg(F.min("line").alias("_header_line"))
     with_first = lines.join(first, on="source_file", how="inner")
     clean = F.transform(F.split(P.ascii_lower(F.col("raw")), ","), lambda h: F.trim(F.regexp_replace(h, '"', "")))
     headers = with_first.where(F.col("line") == F.col("_header_line")).select(
         "source_file", clean.alias("_header"),
-        F.exists(clean, lambda h: h.isin(*header)).alias("_has_header"))
+        (F.exists(clean, lambda h: h.isin(*header))
+         & (F.size(F.array_distinct(F.filter(clean, lambda h: h.isin(*header))))
+            == F.size(F.filter(clean, lambda h: h.isin(*header))))).alias("_has_header"))
     data = with_first.join(headers, on="source_file", how="inner").where(
         (F.col("line") > F.col("_header_line")) | ~F.col("_has_header"))
     values = F.split(F.col("raw"), ",")

@@ -173,13 +173,17 @@ def _file_verdict(landing_root: str, name: str, recorded: int, seen: dict | None
         return q.get("file", 0) == 1 and accounted == 0, "refused"
     if not os.path.lexists(path):
         return accounted == recorded, "missing"
+    why = None
     try:
         data = read_landing_bytes(path)
-    except (OSError, UnreadableFile):
+    except UnreadableFile as e:
+        data, why = None, e.why
+    except OSError:
         data = None
     if data is None or (seen and seen.get("sha256") not in (None, sha256(data))):
         current = json.loads(q["changed"]) if q.get("changed") else {}
-        reported = data is not None and current.get("sha256") == sha256(data)
+        reported = (current.get("sha256") == sha256(data)) if data is not None else (
+            why is not None and current.get("refused") == why)
         return reported and accounted == recorded, "changed"
     try:
         lines, first = count_landing_lines(landing_text_bytes(data))
