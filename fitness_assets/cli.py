@@ -13,8 +13,9 @@ import signal
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fitness_assets.lakehouse.spark import SparkUnavailable
 from fitness_assets.settings import DEFAULT_DATA_ROOT, ConfigError, Settings, SparkEnv
@@ -109,15 +110,59 @@ def _jvm_output_to(folder: Path | None):
         os.close(saved)
 
 
-def run_graph(selection: list[str] | None = None, settings: Settings | None = None,
-              spark_env: SparkEnv | None = None, instance=None, verbose: bool = False):
-    """Materialize ``selection`` (asset key strings like ``silver/users``; all when empty) with
-    checks, in this process, and return the report. Progress is one line per step; with
-    ``verbose``, Dagster's whole event log is printed as well."""
-    from dagster import AssetKey, AssetSelection, colored_console_logger
+class SelectionError(ValueError):
+    """A ``--select`` entry that names no table of the graph."""
+
+
+def selected_keys(defs, selection: list[str] | None) -> list | None:
+    """The asset keys ``selection`` names (``<layer>/<table>``, or a whole layer), with the
+    quarantine table of a bronze table and the other way round (one step writes both); None
+    for the whole graph. A name that is no table is a ``SelectionError`` in one line."""
+    from dagster import AssetKey, AssetSelection
+
+    names = [s.strip() for s in selection or [] if s.strip()]
+    if not names:
+        return None
+    graph = defs.resolve_asset_graph()
+    tables = graph.materializable_asset_keys
+    layers = sorted({graph.get(k).group_name for k in tables})
+    chosen: set = set()
+    for name in names:
+        key = AssetKey.from_user_string(name)
+        if key in tables:
+            chosen.add(key)
+        elif name in layers:
+            chosen.update(k for k in tables if graph.get(k).group_name == name)
+        elif key in graph.get_all_asset_keys():
+            raise SelectionError(f"{name} is a source, observed and never materialized: select the bronze "
+                                 "table it feeds instead")
+        else:
+            raise SelectionError(f"no table {name!r} in the graph: name one as <layer>/<table> (e.g. silver/users) "
+                                 f"or a layer ({', '.join(layers)})")
+    return list(AssetSelection.assets(*chosen).required_multi_asset_neighbors().resolve(graph))
+
+
+@dataclass
+class _Prepared:
+    """A run's definitions, selection and started Spark: everything that can fail on the
+    configuration has been tried."""
+
+    defs: Any
+    keys: list | None
+    logger_config: dict
+    spark_seconds: float
+    started: float
+
+
+def _prepare(selection: list[str] | None, settings: Settings | None, spark_env: SparkEnv | None,
+             verbose: bool) -> _Prepared:
+    """Definitions, the selection's keys, the landing root (when bronze is selected), a
+    writable lakehouse and Spark: misconfiguration fails here, in one line, before anything
+    is written."""
+    from dagster import colored_console_logger
 
     from fitness_assets import report as rpt
-    from fitness_assets.definitions import ALL_ASSETS_JOB, build_definitions
+    from fitness_assets.definitions import build_definitions
     from fitness_assets.pipelines.bronze import check_landing_root
     from fitness_assets.progress import progress_logger
 
@@ -130,29 +175,40 @@ def run_graph(selection: list[str] | None = None, settings: Settings | None = No
     if verbose:
         loggers["console"], logger_config["console"] = colored_console_logger, {"config": {"log_level": "DEBUG"}}
     defs = build_definitions(settings, spark_env, loggers=loggers)
+    keys = selected_keys(defs, selection)
     resources = defs.resources
-    # Misconfiguration fails here, in one line, before Spark starts.
-    check_landing_root(resources["lakehouse"].landing_root)
+    if keys is None or any(k.path[0] == "bronze" for k in keys):
+        check_landing_root(resources["lakehouse"].landing_root)
     resources["lakehouse"].store().check_writable()
     spark_started = time.perf_counter()
     with _jvm_output_to(rpt.report_dir(resources["lakehouse"].root)):
         resources["spark"].session()
-    spark_seconds = time.perf_counter() - spark_started
-    job = defs.resolve_job_def(ALL_ASSETS_JOB)
-    keys = None
-    if selection:
-        # A bronze asset writes its quarantine table in the same step: select both together.
-        chosen = AssetSelection.assets(*[AssetKey.from_user_string(s) for s in selection])
-        keys = list(chosen.required_multi_asset_neighbors().resolve(defs.resolve_asset_graph()))
-    instance = _instance(instance)
-    result = job.execute_in_process(instance=instance, asset_selection=keys, raise_on_error=False,
-                                    run_config={"loggers": logger_config})
+    return _Prepared(defs, keys, logger_config, time.perf_counter() - spark_started, started)
+
+
+def _execute(prepared: _Prepared, instance):
+    """Materialize the prepared selection with its checks and return the report."""
+    from fitness_assets.definitions import ALL_ASSETS_JOB
+
+    job = prepared.defs.resolve_job_def(ALL_ASSETS_JOB)
+    result = job.execute_in_process(instance=instance, asset_selection=prepared.keys, raise_on_error=False,
+                                    run_config={"loggers": prepared.logger_config})
+    resources = prepared.defs.resources
     store = resources["lakehouse"].store()
     with store.step():
-        report, page = _report(result, store, resources, spark_seconds)
+        report, page = _report(result, store, resources, prepared.spark_seconds)
     report.overview = str(page) if page else None
-    report.wall_seconds = time.perf_counter() - started
+    report.wall_seconds = time.perf_counter() - prepared.started
     return report
+
+
+def run_graph(selection: list[str] | None = None, settings: Settings | None = None,
+              spark_env: SparkEnv | None = None, instance=None, verbose: bool = False):
+    """Materialize ``selection`` (asset key strings like ``silver/users``, or layers; all when
+    empty) with checks, in this process, and return the report. Progress is one line per step;
+    with ``verbose``, Dagster's whole event log is printed as well."""
+    instance = _instance(instance)
+    return _execute(_prepare(selection, settings, spark_env, verbose), instance)
 
 
 def _instance(instance=None):
@@ -182,7 +238,6 @@ def rebuild_graph(layer: str, settings: Settings | None = None, spark_env: Spark
     from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 
     from fitness_assets.databricks.rebuild import rebuild_selection, rebuild_tables
-    from fitness_assets.definitions import build_resources
 
     tables = rebuild_tables(layer)
     instance = _instance(instance)
@@ -190,11 +245,14 @@ def rebuild_graph(layer: str, settings: Settings | None = None, spark_env: Spark
     if running:
         raise RunInProgress(f"run {running[0].dagster_run.run_id} is in progress: wait for it to end, or stop "
                             "automation (FITNESS_AUTOMATION=off, or the sensors in the UI), before a rebuild")
-    store = build_resources(settings or Settings.from_env(), spark_env)["lakehouse"].store()
+    # Everything that can fail on the configuration (landing root, lakehouse, Spark) is tried
+    # before the first table is dropped.
+    prepared = _prepare(rebuild_selection(layer), settings, spark_env, verbose)
+    store = prepared.defs.resources["lakehouse"].store()
     for spec in reversed(tables):
         store.drop(spec)
         print(f"dropped {spec.qualified_name}", flush=True)
-    return run_graph(rebuild_selection(layer), settings, spark_env, instance=instance, verbose=verbose)
+    return _execute(prepared, instance)
 
 
 def _report(result, store, resources, spark_seconds: float):
@@ -382,7 +440,7 @@ def _command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             report = rebuild_graph(args.layer, settings, verbose=args.verbose)
         else:
             report = run_graph(selection, settings, verbose=args.verbose)
-    except (IngestConfigError, LakehouseNotWritable, RunInProgress) as error:
+    except (IngestConfigError, LakehouseNotWritable, RunInProgress, SelectionError) as error:
         print(f"fitness-assets: {error}", file=sys.stderr)
         return 2
     print(report.render())

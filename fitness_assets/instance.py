@@ -22,7 +22,7 @@ import yaml
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
 from fitness_assets.processes import alive
-from fitness_assets.settings import DEFAULT_DATA_ROOT
+from fitness_assets.settings import DEFAULT_DATA_ROOT, ConfigError
 
 INSTANCE_SETTINGS: dict[str, Any] = {
     "telemetry": {"enabled": False},
@@ -34,7 +34,13 @@ INSTANCE_SETTINGS: dict[str, Any] = {
 
 
 def dagster_home() -> Path:
-    return Path(os.environ.setdefault("DAGSTER_HOME", str(DEFAULT_DATA_ROOT / "dagster_home")))
+    """``DAGSTER_HOME``, made absolute (Dagster needs it so), ``.data/dagster_home`` when unset
+    or blank; a ``ConfigError`` when it names something that is not a folder."""
+    home = Path((os.environ.get("DAGSTER_HOME") or "").strip() or DEFAULT_DATA_ROOT / "dagster_home").absolute()
+    if home.exists() and not home.is_dir():
+        raise ConfigError(f"DAGSTER_HOME ({home}) is not a folder: point it at a folder for Dagster's runs and events")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
 
 
 def ensure_instance(home: Path | None = None) -> Path:

@@ -4,6 +4,7 @@ asset or check, what it wrote, how long it took) instead of Dagster's DEBUG even
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import TextIO
 
@@ -22,7 +23,10 @@ def failure_reason(error) -> str:
     first = lines[0]
     if first.endswith(":") and len(lines) > 1:
         first = f"{first} {'; '.join(lines[1:])}"
-    return first[:600]
+    return _MODULE_PATH.sub("", first)[:600]
+
+
+_MODULE_PATH = re.compile(r"^(?:[A-Za-z_]\w*\.)+(?=[A-Za-z_]\w*: )")  # "pkg.mod.Error: ..." -> "Error: ..."
 
 
 class StepProgress(logging.Handler):

@@ -67,14 +67,19 @@ def env_int(env: dict[str, str], name: str, default: int, minimum: int = 1) -> i
 
 
 def env_minutes(env: dict[str, str], name: str, default: float) -> float:
-    """``env[name]`` as a positive number of minutes, at most a year's (``default`` when unset)."""
-    return _env_value(env, name, default, float, lambda value: 0 < value <= MAX_MINUTES,
-                      f"a positive number of minutes, at most {MAX_MINUTES} (a year)")
+    """``env[name]`` as a freshness window in minutes (``default`` when unset): at least 2 (it
+    warns at half the window, and Dagster's shortest window is a minute), at most a year."""
+    return _env_value(env, name, default, float, lambda value: 2 <= value <= MAX_MINUTES,
+                      f"a number of minutes from 2 to {MAX_MINUTES} (a year)")
+
+
+FIRST_DAY, LAST_DAY = dt.date(1900, 1, 1), dt.date(9999, 12, 31)  # the times records may carry
 
 
 def env_date(env: dict[str, str], name: str, default: D) -> dt.date | D:
-    """``env[name]`` as an ISO date (``default`` when unset)."""
-    return _env_value(env, name, default, dt.date.fromisoformat, lambda _: True, "an ISO date such as 2024-01-01")
+    """``env[name]`` as an ISO date from 1900-01-01 to 9999-12-31 (``default`` when unset)."""
+    return _env_value(env, name, default, dt.date.fromisoformat, lambda day: FIRST_DAY <= day <= LAST_DAY,
+                      f"an ISO date from {FIRST_DAY} to {LAST_DAY}, such as 2024-01-01")
 
 
 def env_choice(env: dict[str, str], name: str, default: str, choices: Sequence[str]) -> str:
@@ -116,8 +121,8 @@ class Settings:
         if end < start:
             raise ConfigError(f"FITNESS_DATE_LOOKUP_END ({end}) is before FITNESS_DATE_LOOKUP_START ({start})")
         return cls(
-            landing_root=env.get("FITNESS_LANDING_ROOT") or str(DEFAULT_DATA_ROOT / "landing"),
-            lakehouse_root=env.get("FITNESS_LAKEHOUSE_ROOT") or str(DEFAULT_DATA_ROOT / "lakehouse"),
+            landing_root=(env.get("FITNESS_LANDING_ROOT") or "").strip() or str(DEFAULT_DATA_ROOT / "landing"),
+            lakehouse_root=(env.get("FITNESS_LAKEHOUSE_ROOT") or "").strip() or str(DEFAULT_DATA_ROOT / "lakehouse"),
             reference_date=env_date(env, "FITNESS_REFERENCE_DATE", None),
             date_lookup_start=start,
             date_lookup_end=end,

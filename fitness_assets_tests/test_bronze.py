@@ -88,6 +88,20 @@ def test_a_large_backlog_is_taken_in_bounded_batches_over_several_runs(tmp_path,
     assert store.row_count(KAFKA_MULTIPLEX_BZ) == truth.sources["kafka_multiplex"].valid
 
 
+def test_the_multiplex_alone_on_a_lakehouse_without_its_calendar_stops_in_one_line(settings, store, run, tmp_path):
+    """Its records' dates come from reference/date_lookup: without the table they would be NULL
+    for good, so the step stops before it takes anything in, and says what to run."""
+    stage(SimulatorConfig.tiny(seed=9), tmp_path / "staging")
+    deliver(tmp_path / "staging", tmp_path / "landing")
+    report = run("bronze/kafka_multiplex_bz", expect_success=False)
+    assert report.failures["bronze__kafka_multiplex_bz"] == (
+        "CalendarMissing: reference.date_lookup does not exist yet: materialize it with or before bronze.kafka_multiplex_bz "
+        "(fitness-assets run --select reference/date_lookup,bronze/kafka_multiplex_bz)")
+    assert not store.exists(KAFKA_MULTIPLEX_BZ)
+    run("reference/date_lookup", "bronze/kafka_multiplex_bz")
+    assert store.read(KAFKA_MULTIPLEX_BZ).where("date IS NULL").count() == 0
+
+
 def test_a_crash_after_the_commit_then_a_retry_changes_nothing(settings, store, run, tmp_path, fault_after_commit):
     truth = stage(SimulatorConfig.tiny(seed=9), tmp_path / "staging")
     deliver(tmp_path / "staging", tmp_path / "landing")

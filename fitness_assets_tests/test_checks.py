@@ -234,7 +234,8 @@ def test_a_duplicate_key_is_found_when_the_whole_table_is_checked(settings, stor
             (sample,) = failed.metadata["sample"].value
             assert sample["n"] == 2 and set(spec.keys) <= set(sample)
     report = run(expect_success=False)  # the CLI's report names each failed blocking check
-    assert report.failures["silver__heart_rate__checks"].endswith("failed with ERROR severity: silver/heart_rate: keys_unique")
+    assert report.failures["silver__heart_rate__checks"] == (
+        "DagsterAssetCheckFailedError: 1 blocking asset check failed with ERROR severity: silver/heart_rate: keys_unique")
 
 
 @pytest.mark.parametrize("reads", ["arrow", "spark"])

@@ -1,6 +1,8 @@
 """One configuration model: defaults in one place, the nested Spark resource, Unity Catalog
 names per environment, and a second, different Spark session in one process refused."""
 
+import os
+
 import pytest
 
 from fitness_assets.definitions import build_resources
@@ -158,16 +160,19 @@ def test_column_functions_do_not_record_their_python_call_site_unless_asked(spar
 
 
 @pytest.mark.parametrize(("variable", "value", "message"), [
-    ("FITNESS_REFERENCE_DATE", "tomorrow", "FITNESS_REFERENCE_DATE must be an ISO date such as 2024-01-01, not 'tomorrow'"),
+    ("FITNESS_REFERENCE_DATE", "tomorrow", "FITNESS_REFERENCE_DATE must be an ISO date from 1900-01-01 to 9999-12-31, "
+                                           "such as 2024-01-01, not 'tomorrow'"),
+    ("FITNESS_DATE_LOOKUP_START", "0999-12-25", "FITNESS_DATE_LOOKUP_START must be an ISO date from 1900-01-01"),
     ("FITNESS_DATE_LOOKUP_END", "2019-12-31", "FITNESS_DATE_LOOKUP_END (2019-12-31) is before FITNESS_DATE_LOOKUP_START"),
     ("FITNESS_MAX_FILES_PER_BATCH", "0", "FITNESS_MAX_FILES_PER_BATCH must be a whole number from 1 to 2147483647, not '0'"),
     ("FITNESS_MAX_BATCHES_PER_RUN", "ten", "FITNESS_MAX_BATCHES_PER_RUN must be a whole number from 1"),
     ("FITNESS_ERASURE_RETENTION_HOURS", "-1", "FITNESS_ERASURE_RETENTION_HOURS must be a whole number from 0"),
     ("FITNESS_MICROBATCH_SECONDS", "0", "FITNESS_MICROBATCH_SECONDS must be a whole number from 1 to 2147483647, not '0'"),
-    ("FITNESS_FRESHNESS_GOLD_MINUTES", "-5", "FITNESS_FRESHNESS_GOLD_MINUTES must be a positive number of minutes"),
-    ("FITNESS_FRESHNESS_SILVER_MINUTES", "inf", "FITNESS_FRESHNESS_SILVER_MINUTES must be a positive number"),
-    ("FITNESS_FRESHNESS_GOLD_MINUTES", "1e300", "FITNESS_FRESHNESS_GOLD_MINUTES must be a positive number of minutes, "
-                                                "at most 527040 (a year), not '1e300'"),
+    ("FITNESS_FRESHNESS_GOLD_MINUTES", "-5", "FITNESS_FRESHNESS_GOLD_MINUTES must be a number of minutes from 2"),
+    ("FITNESS_FRESHNESS_SILVER_MINUTES", "inf", "FITNESS_FRESHNESS_SILVER_MINUTES must be a number of minutes"),
+    ("FITNESS_FRESHNESS_GOLD_MINUTES", "1e300", "FITNESS_FRESHNESS_GOLD_MINUTES must be a number of minutes from 2 to "
+                                                "527040 (a year), not '1e300'"),
+    ("FITNESS_FRESHNESS_SILVER_MINUTES", "1.5", "FITNESS_FRESHNESS_SILVER_MINUTES must be a number of minutes from 2"),
     ("FITNESS_MAX_BATCHES_PER_RUN", str(10**30), "FITNESS_MAX_BATCHES_PER_RUN must be a whole number from 1 to"),
     ("FITNESS_KAFKA_MAX_RECORDS_PER_BATCH", "1e5", "FITNESS_KAFKA_MAX_RECORDS_PER_BATCH must be a whole number"),
     ("FITNESS_SPARK_JIT", "fast", "FITNESS_SPARK_JIT must be one of auto, quick, tiered, not 'fast'"),
@@ -187,6 +192,58 @@ def test_a_setting_the_platform_cannot_use_stops_the_cli_in_one_line_before_anyt
     err = capsys.readouterr().err
     assert err.startswith(f"fitness-assets: {message}") and err.count("\n") == 1
     assert not lakehouse.exists()  # stopped before Spark, before any table
+
+
+@pytest.mark.parametrize(("selection", "message"), [
+    ("silver/nope", "no table 'silver/nope' in the graph: name one as <layer>/<table> (e.g. silver/users) or a "
+                    "layer (bronze, gold, quarantine, reference, silver)"),
+    ("gold/*", "no table 'gold/*' in the graph"),
+    ("landing/gym_logins", "landing/gym_logins is a source, observed and never materialized: select the bronze "
+                           "table it feeds instead"),
+])
+def test_a_selection_that_names_no_table_stops_the_cli_in_one_line(selection, message, tmp_path, monkeypatch,
+                                                                   capsys):
+    from fitness_assets.cli import main
+
+    (tmp_path / "landing").mkdir()
+    for name, setting in {"FITNESS_LANDING_ROOT": str(tmp_path / "landing"),
+                          "FITNESS_LAKEHOUSE_ROOT": str(tmp_path / "lakehouse"),
+                          "DAGSTER_HOME": str(tmp_path / "home")}.items():
+        monkeypatch.setenv(name, setting)
+    assert main(["run", "--select", selection]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"fitness-assets: {message}") and err.count("\n") == 1
+    assert not (tmp_path / "lakehouse").exists()
+
+
+def test_a_layer_selects_its_tables_and_a_bronze_table_its_quarantine():
+    from fitness_assets.cli import selected_keys
+    from fitness_assets.definitions import build_definitions
+
+    defs = build_definitions(Settings.from_env({"FITNESS_LANDING_ROOT": "/l", "FITNESS_LAKEHOUSE_ROOT": "/h"}))
+    assert sorted(k.to_user_string() for k in selected_keys(defs, [" bronze/gym_logins_bz", "gold"])) == [
+        "bronze/gym_logins_bz", "gold/gym_occupancy", "gold/gym_summary", "gold/member_engagement",
+        "gold/workout_bpm_summary", "gold/workout_performance", "gold/workout_zones", "quarantine/gym_logins_bz"]
+    assert selected_keys(defs, []) is None and selected_keys(defs, [" "]) is None
+
+
+def test_a_rebuild_that_cannot_run_drops_nothing(tmp_path, monkeypatch, capsys, spark):
+    """The landing root, the lakehouse and Spark are tried before the first table is dropped:
+    a misconfigured rebuild leaves every table as it was."""
+    from fitness_assets.cli import main
+    from fitness_assets.lakehouse.store import DeltaRsTableStore
+    from fitness_assets.tables import REGISTERED_USERS_BZ, USERS
+
+    store = DeltaRsTableStore(str(tmp_path / "lakehouse"), lambda: spark)
+    for spec in (REGISTERED_USERS_BZ, USERS):
+        store.ensure(spec)
+    for name, setting in {"FITNESS_LANDING_ROOT": str(tmp_path / "no-such-landing"),
+                          "FITNESS_LAKEHOUSE_ROOT": str(tmp_path / "lakehouse"),
+                          "DAGSTER_HOME": str(tmp_path / "home")}.items():
+        monkeypatch.setenv(name, setting)
+    assert main(["rebuild", "bronze"]) == 2
+    assert "FITNESS_LANDING_ROOT" in capsys.readouterr().err
+    assert store.exists(REGISTERED_USERS_BZ) and store.exists(USERS)
 
 
 def test_connect_mode_without_a_server_fails_in_seconds_saying_what_to_start_not_after_pysparks_retries(
@@ -212,3 +269,23 @@ def test_connect_mode_without_a_server_fails_in_seconds_saying_what_to_start_not
     assert "\n" not in message and f"sc://127.0.0.1:{port}" in message and "fitness-assets spark-connect" in message
     with pytest.raises(ValueError, match="looks like sc://"):
         wait_for_server("http://127.0.0.1:15002")
+
+
+def test_dagster_home_is_made_absolute_and_one_that_is_no_folder_stops_the_cli_in_one_line(tmp_path, monkeypatch,
+                                                                                          capsys):
+    from fitness_assets.cli import main
+    from fitness_assets.instance import dagster_home
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", " home ")
+    assert dagster_home() == tmp_path / "home" and os.environ["DAGSTER_HOME"] == str(tmp_path / "home")
+    (tmp_path / "landing").mkdir()
+    (tmp_path / "a-file").write_text("")
+    for name, setting in {"FITNESS_LANDING_ROOT": str(tmp_path / "landing"),
+                          "FITNESS_LAKEHOUSE_ROOT": str(tmp_path / "lakehouse"),
+                          "DAGSTER_HOME": str(tmp_path / "a-file")}.items():
+        monkeypatch.setenv(name, setting)
+    assert main(["run"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"fitness-assets: DAGSTER_HOME ({tmp_path / 'a-file'}) is not a folder: point it at a folder for " \
+                  "Dagster's runs and events\n"

@@ -84,7 +84,7 @@ def test_landing_sensor_requests_each_new_delivery_once(settings, dagster_instan
     fourth = sensor.tick()
     (again,) = fourth.run_requests
     assert again.run_key not in (request.run_key,)
-    # the multiplex needs the calendar; a fresh instance has none, so it rides along
+    # the multiplex needs the calendar; a fresh lakehouse has none, so it rides along
     assert set(again.asset_selection) == BRONZE_USERS | BRONZE_KAFKA | {CALENDAR}
 
 
@@ -137,3 +137,11 @@ def test_kafka_sensor_requests_on_new_records_and_records_the_lag(settings, dags
     _produce(broker, 4, start=10)
     (later,) = sensor.tick().run_requests
     assert later.run_key != request.run_key
+    assert set(later.asset_selection) == BRONZE_KAFKA  # the calendar's table exists now
+
+    with MockKafkaBroker(port=0, partitions=2) as restarted:  # a broker restarted empty: offsets from 0
+        _produce(restarted.bootstrap_servers, 2)
+        defs = build_definitions(settings, kafka=KafkaSettings(bootstrap_servers=restarted.bootstrap_servers),
+                                 automation=AutomationSettings())
+        tick = Sensor(defs, KAFKA_SENSOR, dagster_instance).tick()
+    assert not tick.run_requests and "fewer records than bronze already read (bpm/0 ends at offset 1" in tick.skip_message

@@ -32,11 +32,12 @@ from dagster import (
 from fitness_assets.assets.common import asset_key
 from fitness_assets.assets.sources import kafka_topic_key, landing_key
 from fitness_assets.instance import fail_dead_runs
+from fitness_assets.lakehouse.store import TableStore
 from fitness_assets.pipelines.bronze import list_landing
 from fitness_assets.pipelines.bronze_kafka import stored_positions
 from fitness_assets.resources import KafkaResource, LakehouseResource, SparkResource
 from fitness_assets.settings import AutomationSettings
-from fitness_assets.streaming.source import split_key
+from fitness_assets.streaming.source import PositionsAhead, split_key
 from fitness_assets.tables import (
     DATE_LOOKUP,
     GYM_LOGINS_BZ,
@@ -63,11 +64,11 @@ def _digest(position: dict) -> str:
     return hashlib.sha256(json.dumps(position, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _with_calendar(context: SensorEvaluationContext, keys: list[AssetKey]) -> list[AssetKey]:
-    """The multiplex needs date_lookup; a fresh instance gets it in the same run."""
-    calendar = asset_key(DATE_LOOKUP)
-    if asset_key(KAFKA_MULTIPLEX_BZ) in keys and context.instance.get_latest_materialization_event(calendar) is None:
-        return [calendar, *keys]
+def _with_calendar(store: TableStore, keys: list[AssetKey]) -> list[AssetKey]:
+    """The multiplex needs date_lookup: while its table does not exist (a fresh lakehouse,
+    whatever the instance remembers), it is made in the same run."""
+    if asset_key(KAFKA_MULTIPLEX_BZ) in keys and not store.exists(DATE_LOOKUP):
+        return [asset_key(DATE_LOOKUP), *keys]
     return keys
 
 
@@ -84,7 +85,8 @@ def _in_flight(context: SensorEvaluationContext) -> int:
     return len(runs)
 
 
-def landing_files_step(context: SensorEvaluationContext, landing_root: str) -> SensorResult | SkipReason:
+def landing_files_step(context: SensorEvaluationContext, landing_root: str,
+                       store: TableStore) -> SensorResult | SkipReason:
     """One tick of the landing sensor: new file names (beyond the last one acted on, names
     sort in delivery order) -> one run of the bronze assets of those folders."""
     if _in_flight(context):
@@ -103,7 +105,7 @@ def landing_files_step(context: SensorEvaluationContext, landing_root: str) -> S
     keys = [asset_key(spec) for source in arrived for spec in LANDING_TARGETS[source]]
     return SensorResult(
         run_requests=[RunRequest(run_key="landing:" + _digest(position),
-                                 asset_selection=_with_calendar(context, keys),
+                                 asset_selection=_with_calendar(store, keys),
                                  tags={"fitness/trigger": "landing_files"})],
         cursor=json.dumps(cursor | position, sort_keys=True),
         asset_events=[AssetMaterialization(landing_key(source), description="new landing files",
@@ -125,6 +127,9 @@ def kafka_step(context: SensorEvaluationContext, kafka: KafkaResource, lakehouse
         marks = reader.watermarks()
     if not marks:
         return SkipReason(f"none of the topics {', '.join(kafka.topics)} exists on {kafka.bootstrap_servers} yet")
+    ahead = {key: (positions[key], high) for key, (_, high) in marks.items() if positions.get(key, 0) > high}
+    if ahead:  # the ingestion would stop on it: say why here, instead of a lag of 0
+        return SkipReason(str(PositionsAhead(ahead)))
     ends = {key: high for key, (_, high) in marks.items()}
     lag = {key: max(0, high - max(positions.get(key, low), low)) for key, (low, high) in marks.items()}
     cursor = json.loads(context.cursor) if context.cursor else {}
@@ -152,7 +157,7 @@ def kafka_step(context: SensorEvaluationContext, kafka: KafkaResource, lakehouse
                             cursor=new_cursor, asset_events=events)
     keys = [asset_key(spec) for spec in KAFKA_TARGET]
     return SensorResult(
-        run_requests=[RunRequest(run_key="kafka:" + _digest(ends), asset_selection=_with_calendar(context, keys),
+        run_requests=[RunRequest(run_key="kafka:" + _digest(ends), asset_selection=_with_calendar(lakehouse.store(), keys),
                                  tags={"fitness/trigger": "kafka", "fitness/kafka_lag": str(total)})],
         cursor=json.dumps({"ends": ends, "lag": lag, "requested": ends}, sort_keys=True),
         asset_events=events,
@@ -168,7 +173,7 @@ def build_sensors(settings: AutomationSettings) -> list[SensorDefinition]:
                                                   asset_key(DATE_LOOKUP)),
             description="New files in the landing folders start their bronze ingestion.")
     def landing_files_sensor(context: SensorEvaluationContext, lakehouse: LakehouseResource):
-        return landing_files_step(context, lakehouse.landing_root)
+        return landing_files_step(context, lakehouse.landing_root, lakehouse.store())
 
     @sensor(name=KAFKA_SENSOR, minimum_interval_seconds=interval, default_status=status,
             asset_selection=AssetSelection.assets(*[asset_key(s) for s in KAFKA_TARGET], asset_key(DATE_LOOKUP)),

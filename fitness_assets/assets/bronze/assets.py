@@ -38,6 +38,10 @@ from fitness_assets.transforms.kafka_arrow import plain_lines
 Parser = Callable[[TableStore], Callable[[DataFrame], DataFrame]]
 
 
+class CalendarMissing(RuntimeError):
+    """The multiplex resolves each record's date in ``reference/date_lookup``, which must exist."""
+
+
 def _spec(table: TableSpec, deps: list[AssetKey]) -> AssetSpec:
     kwargs = asset_kwargs(table)
     return AssetSpec(kwargs.pop("key"), deps=deps, **kwargs)
@@ -131,6 +135,10 @@ def kafka_multiplex_bz(context: AssetExecutionContext, spark: SparkResource, lak
                        kafka: KafkaResource) -> Iterator[MaterializeResult]:
     store = lakehouse.store()
     with store.step():
+        if not store.exists(DATE_LOOKUP):  # its rows would get no date for good
+            raise CalendarMissing(f"{DATE_LOOKUP.qualified_name} does not exist yet: materialize it with or before "
+                                  f"{KAFKA_MULTIPLEX_BZ.qualified_name} (fitness-assets run --select "
+                                  "reference/date_lookup,bronze/kafka_multiplex_bz)")
         calendar = store.read(DATE_LOOKUP)
         # Plain, usable lines are decided in Python, as Kafka records are; Spark parses the rest.
         files = _ingest_files(context, spark, lakehouse, "kafka_multiplex", KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR,
