@@ -58,6 +58,7 @@ def _simulate_to_kafka(simulator: Simulator, landing_root: str | Path,
     the hidden folder. Returns the truth and the producer's counts."""
     import tempfile
 
+    from fitness_assets.simulator.writer import publish_file
     from fitness_assets.streaming.producer import MULTIPLEX_FOLDER, multiplex_files, produce_files
 
     root = Path(landing_root)
@@ -70,7 +71,7 @@ def _simulate_to_kafka(simulator: Simulator, landing_root: str | Path,
             (root / source).mkdir(exist_ok=True)
             for path in sorted((stage / source).glob("*")):
                 if not path.name.startswith(("_", ".")):
-                    os.replace(path, root / source / path.name)
+                    publish_file(path, root / source / path.name)
         os.replace(stage / "_truth.json", root / "_truth.json")
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -428,7 +429,13 @@ def _command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             print(f"removed {path}")
         return 0
     if args.command in ("simulate", "demo"):
-        _simulate(args, settings)
+        from fitness_assets.simulator.writer import LandedFileDiffers
+
+        try:
+            _simulate(args, settings)
+        except LandedFileDiffers as error:
+            print(f"fitness-assets: {error}", file=sys.stderr)
+            return 2
         if args.command == "simulate":
             return 0
     selection = [s for s in getattr(args, "select", "").split(",") if s]

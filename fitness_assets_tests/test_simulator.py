@@ -597,3 +597,24 @@ def test_invalid_config_is_rejected() -> None:
         SimulatorConfig(workout_minutes=(10, 5))
     with pytest.raises(ValueError):
         Simulator(SimulatorConfig()).write_batch("/nonexistent", 1)
+
+
+def test_a_simulation_again_keeps_identical_files_and_never_overwrites_different_ones(tmp_path: Path,
+                                                                                      monkeypatch, capsys) -> None:
+    """Landed files are immutable: the same simulation again leaves every file as it was (its
+    modification time too, so nothing looks changed), and another one stops in one line before
+    it replaces a file that may have been ingested already."""
+    from fitness_assets.cli import main
+
+    monkeypatch.setenv("FITNESS_LANDING_ROOT", str(tmp_path))
+    assert main(["simulate", "--preset", "tiny", "--seed", "3"]) == 0
+    landed = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(tmp_path.rglob("batch-*"))}
+    assert landed
+    assert main(["simulate", "--preset", "tiny", "--seed", "3"]) == 0
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(tmp_path.rglob("batch-*"))} == landed
+    capsys.readouterr()
+    assert main(["simulate", "--preset", "tiny", "--seed", "4"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "already exists with other content, and a landed file is never overwritten" in err
+    assert all(p.read_bytes() == data for p, (data, _) in landed.items())
+    assert not list(tmp_path.rglob("_tmp-*"))  # nothing half-written left behind

@@ -43,11 +43,23 @@ def freshness_catch_up() -> AutomationCondition:
     ).with_label("freshness_catch_up")
 
 
+def never_materialized() -> AutomationCondition:
+    """The asset has no materialization yet (a new table, a new instance, upstreams filled by
+    hand before automation started: no data version moves then), until it is requested or
+    materialized. Unlike ``since_last_handled``, the first tick counts (a missing table is
+    what it is for), and a failed request is not repeated every tick."""
+    missing = AutomationCondition.missing()
+    became_missing = missing & (missing.newly_true() | AutomationCondition.initial_evaluation())
+    return became_missing.since(
+        AutomationCondition.newly_requested() | AutomationCondition.newly_updated()).with_label("never_materialized")
+
+
 def refresh_condition() -> AutomationCondition:
-    """Silver and gold: refresh on new upstream data or a freshness failure, once upstream
-    blocking checks passed, never while this asset or an upstream is running."""
+    """Silver and gold: refresh on new upstream data, when never materialized, or on a
+    freshness failure, once upstream blocking checks passed, never while this asset or an
+    upstream is running."""
     return (
-        (upstream_data_changed().since_last_handled() | freshness_catch_up())
+        (upstream_data_changed().since_last_handled() | never_materialized() | freshness_catch_up())
         & upstream_checks_not_failed()
         & ~AutomationCondition.any_deps_missing()
         & ~AutomationCondition.any_deps_in_progress()

@@ -54,7 +54,7 @@ from fitness_assets.simulator.population import (
     quarter,
 )
 from fitness_assets.simulator.truth import SOURCES, BatchTruth, Counts, SourceTruth, Truth
-from fitness_assets.simulator.writer import BatchWriter
+from fitness_assets.simulator.writer import BatchWriter, LandedFileDiffers
 
 __all__ = ["BatchTruth", "Simulator", "SimulatorConfig", "Truth", "simulate"]
 
@@ -751,7 +751,12 @@ class _Run:
 
     def publish(self, batch: int) -> BatchTruth:
         """Make the files of ``batch`` visible, in name order; return what they contain."""
-        sources = {source: SourceTruth(files=self.writers[source][batch].publish()) for source in SOURCES}
+        try:
+            sources = {source: SourceTruth(files=self.writers[source][batch].publish()) for source in SOURCES}
+        except LandedFileDiffers:
+            for source in SOURCES:  # nothing half-written is left behind
+                self.writers[source][batch].discard()
+            raise
         return BatchTruth(batch=batch, sources=sources, counts=self.counts[batch])
 
 

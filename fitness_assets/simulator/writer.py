@@ -20,6 +20,24 @@ from fitness_assets.simulator.truth import FileTruth
 LANES = 2
 
 
+class LandedFileDiffers(RuntimeError):
+    """A simulation would overwrite a landed file with other content: landed files are immutable."""
+
+
+def publish_file(tmp_path: Path, target: Path) -> None:
+    """Move a written file to its landing name. A file already there with the same bytes is
+    kept as it is (a simulation run again); one with other bytes is refused: landing files are
+    immutable, and the platform would report it as changed and never ingest the new content."""
+    if target.exists():
+        if target.read_bytes() != tmp_path.read_bytes():
+            raise LandedFileDiffers(
+                f"{target} already exists with other content, and a landed file is never overwritten: run "
+                "`fitness-assets reset` (make reset) first, or set FITNESS_LANDING_ROOT to an empty folder")
+        tmp_path.unlink()
+        return
+    os.replace(tmp_path, target)
+
+
 def part_name(batch: int, part: int, extension: str) -> str:
     """File name of a part; names sort in delivery order across batches."""
     return f"batch-{batch:05d}-part-{part:04d}{extension}"
@@ -106,6 +124,14 @@ class BatchWriter:
                 handle.close()
                 self._handles[lane] = None
 
+    def discard(self) -> None:
+        """Remove the temporary files of a batch that is not published."""
+        self.close()
+        for lane_parts in self._parts:
+            for part in lane_parts:
+                if part.tmp_path is not None:
+                    part.tmp_path.unlink(missing_ok=True)
+
     def publish(self) -> dict[str, FileTruth]:
         """Rename the temporary files to their final names, in order; return their truth
         keyed by path relative to the landing root."""
@@ -117,7 +143,7 @@ class BatchWriter:
         for lane_parts in self._parts:
             for part in lane_parts:
                 name = part_name(self.batch, number, self.extension)
-                os.replace(part.tmp_path, self.folder / name)  # type: ignore[arg-type]
+                publish_file(part.tmp_path, self.folder / name)  # type: ignore[arg-type]
                 published[f"{self.source}/{name}"] = part.stats
                 number += 1
         return published
