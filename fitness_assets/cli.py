@@ -89,7 +89,8 @@ def _kafka_servers(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
 def _jvm_output_to(folder: Path | None):
     """A local Spark's JVM inherits this process's stderr when it starts: point it at
     ``<folder>/spark-driver.log`` meanwhile, so Spark's start-up warnings (and its later log)
-    go there instead of the terminal. When the start fails, the log's last lines are shown."""
+    go there instead of the terminal. When the start fails, the last lines this start wrote
+    there are shown, and the failure becomes ``SparkUnavailable`` (one line, no traceback)."""
     folder = folder or Path(tempfile.gettempdir())
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "spark-driver.log"
@@ -97,15 +98,20 @@ def _jvm_output_to(folder: Path | None):
     saved = os.dup(2)
     try:
         with open(path, "ab") as log:
+            start = log.tell()  # the log is appended to: earlier runs' lines are not this start's
             os.dup2(log.fileno(), 2)
         yield path
-    except SparkUnavailable:
-        raise  # no JVM of ours: its log has nothing to say
-    except BaseException:
+    except (SparkUnavailable, KeyboardInterrupt):
+        raise  # no JVM of ours (its log has nothing to say), or stopped by hand
+    except Exception as error:
         os.dup2(saved, 2)
-        tail = path.read_text(errors="replace").splitlines()[-20:]
+        with open(path, "rb") as log:
+            log.seek(start)
+            tail = log.read().decode(errors="replace").splitlines()[-20:]
         print(f"Spark did not start; the end of {path}:", *tail, sep="\n", file=sys.stderr)
-        raise
+        first = (str(error).strip().splitlines() or [""])[0][:300]
+        raise SparkUnavailable(f"Spark did not start ({type(error).__name__}: {first}); "
+                               f"check FITNESS_SPARK_* and Java, and see {path}") from error
     finally:
         os.dup2(saved, 2)
         os.close(saved)

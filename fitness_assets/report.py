@@ -54,7 +54,8 @@ class RunReport:
                     lines.append(f"  {table:<36} {reason:<34} {n:>8,}")
         lines.append("")
         passed = sum(c.passed for c in self.checks)
-        lines.append(f"Checks: {passed} passed, {len(self.checks) - passed} failed")
+        warned = sum(not c.passed and c.severity == "WARN" for c in self.checks)
+        lines.append(f"Checks: {passed} passed, {warned} warned, {len(self.checks) - passed - warned} failed")
         for c in self.checks:
             if not c.passed:
                 lines.append(f"  {'WARN' if c.severity == 'WARN' else 'FAIL'} {c.asset} :: {c.check}")

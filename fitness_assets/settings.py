@@ -120,9 +120,13 @@ class Settings:
         end = env_date(env, "FITNESS_DATE_LOOKUP_END", dt.date(2030, 12, 31))
         if end < start:
             raise ConfigError(f"FITNESS_DATE_LOOKUP_END ({end}) is before FITNESS_DATE_LOOKUP_START ({start})")
+        lakehouse_root = (env.get("FITNESS_LAKEHOUSE_ROOT") or "").strip() or str(DEFAULT_DATA_ROOT / "lakehouse")
+        if "%" in lakehouse_root and "://" not in lakehouse_root:
+            raise ConfigError(f"FITNESS_LAKEHOUSE_ROOT ({lakehouse_root}) must not hold a '%': delta-rs reads a path "
+                              "as a URL, so '%20' would name another folder")
         return cls(
             landing_root=(env.get("FITNESS_LANDING_ROOT") or "").strip() or str(DEFAULT_DATA_ROOT / "landing"),
-            lakehouse_root=(env.get("FITNESS_LAKEHOUSE_ROOT") or "").strip() or str(DEFAULT_DATA_ROOT / "lakehouse"),
+            lakehouse_root=lakehouse_root,
             reference_date=env_date(env, "FITNESS_REFERENCE_DATE", None),
             date_lookup_start=start,
             date_lookup_end=end,

@@ -173,6 +173,7 @@ def test_column_functions_do_not_record_their_python_call_site_unless_asked(spar
     ("FITNESS_FRESHNESS_GOLD_MINUTES", "1e300", "FITNESS_FRESHNESS_GOLD_MINUTES must be a number of minutes from 2 to "
                                                 "527040 (a year), not '1e300'"),
     ("FITNESS_FRESHNESS_SILVER_MINUTES", "1.5", "FITNESS_FRESHNESS_SILVER_MINUTES must be a number of minutes from 2"),
+    ("FITNESS_LAKEHOUSE_ROOT", "/tmp/a%20b", "FITNESS_LAKEHOUSE_ROOT (/tmp/a%20b) must not hold a '%'"),
     ("FITNESS_MAX_BATCHES_PER_RUN", str(10**30), "FITNESS_MAX_BATCHES_PER_RUN must be a whole number from 1 to"),
     ("FITNESS_KAFKA_MAX_RECORDS_PER_BATCH", "1e5", "FITNESS_KAFKA_MAX_RECORDS_PER_BATCH must be a whole number"),
     ("FITNESS_SPARK_JIT", "fast", "FITNESS_SPARK_JIT must be one of auto, quick, tiered, not 'fast'"),
@@ -289,3 +290,23 @@ def test_dagster_home_is_made_absolute_and_one_that_is_no_folder_stops_the_cli_i
     err = capsys.readouterr().err
     assert err == f"fitness-assets: DAGSTER_HOME ({tmp_path / 'a-file'}) is not a folder: point it at a folder for " \
                   "Dagster's runs and events\n"
+
+
+def test_a_spark_that_cannot_start_is_one_line_after_its_own_log_lines_not_a_traceback(tmp_path):
+    """The JVM refuses ``-Xmxlots``: the CLI shows what this start wrote to Spark's log (not
+    an earlier run's lines) and ends with one line saying what to check, exit code 2."""
+    import subprocess
+    import sys
+
+    (tmp_path / "landing").mkdir()
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "spark-driver.log").write_text("a line of an earlier run\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FITNESS_")} | {
+        "FITNESS_LANDING_ROOT": str(tmp_path / "landing"), "FITNESS_LAKEHOUSE_ROOT": str(tmp_path / "lakehouse"),
+        "DAGSTER_HOME": str(tmp_path / "home"), "FITNESS_SPARK_DRIVER_MEMORY": "lots"}
+    done = subprocess.run([sys.executable, "-m", "fitness_assets.cli", "run"], env=env, capture_output=True,
+                          text=True, timeout=300)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert lines[-1].startswith("fitness-assets: Spark did not start (") and "spark-driver.log" in lines[-1]
+    assert "Invalid maximum heap size: -Xmxlots" in done.stderr and "earlier run" not in done.stderr
