@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fitness_assets.lakehouse.spark import SparkUnavailable
-from fitness_assets.settings import DEFAULT_DATA_ROOT, ConfigError, Settings, SparkEnv
+from fitness_assets.settings import ConfigError, Settings, SparkEnv
 
 if TYPE_CHECKING:
     from fitness_assets.simulator import Simulator, Truth
@@ -58,7 +58,7 @@ def _simulate_to_kafka(simulator: Simulator, landing_root: str | Path,
     the hidden folder. Returns the truth and the producer's counts."""
     import tempfile
 
-    from fitness_assets.simulator.writer import publish_file
+    from fitness_assets.simulator.writer import check_publishable, publish_file
     from fitness_assets.streaming.producer import MULTIPLEX_FOLDER, multiplex_files, produce_files
 
     root = Path(landing_root)
@@ -66,12 +66,13 @@ def _simulate_to_kafka(simulator: Simulator, landing_root: str | Path,
     stage = Path(tempfile.mkdtemp(prefix="_simulate-", dir=root))
     try:
         truth = simulator.write_all(stage)
+        csvs = [(path, root / source / path.name) for source in ("registered_users", "gym_logins")
+                for path in sorted((stage / source).glob("*")) if not path.name.startswith(("_", "."))]
+        check_publishable(csvs)  # before a record is produced: a refused chain sends nothing
         stats = produce_files(bootstrap_servers, multiplex_files(stage / MULTIPLEX_FOLDER))
-        for source in ("registered_users", "gym_logins"):
-            (root / source).mkdir(exist_ok=True)
-            for path in sorted((stage / source).glob("*")):
-                if not path.name.startswith(("_", ".")):
-                    publish_file(path, root / source / path.name)
+        for path, target in csvs:
+            target.parent.mkdir(exist_ok=True)
+            publish_file(path, target)
         os.replace(stage / "_truth.json", root / "_truth.json")
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -166,12 +167,13 @@ def _prepare(selection: list[str] | None, settings: Settings | None, spark_env: 
     """Definitions, the selection's keys, the landing root (when bronze is selected), a
     writable lakehouse and Spark: misconfiguration fails here, in one line, before anything
     is written."""
-    from dagster import colored_console_logger
+    from dagster import AssetKey, colored_console_logger
 
     from fitness_assets import report as rpt
     from fitness_assets.definitions import build_definitions
     from fitness_assets.pipelines.bronze import check_landing_root
     from fitness_assets.progress import progress_logger
+    from fitness_assets.tables import DATE_LOOKUP, KAFKA_MULTIPLEX_BZ
 
     started = time.perf_counter()
     loggers, logger_config = {"progress": progress_logger}, {"progress": {}}
@@ -190,6 +192,10 @@ def _prepare(selection: list[str] | None, settings: Settings | None, spark_env: 
     spark_started = time.perf_counter()
     with _jvm_output_to(rpt.report_dir(resources["lakehouse"].root)):
         resources["spark"].session()
+    calendar, multiplex = AssetKey(DATE_LOOKUP.asset_key_path), AssetKey(KAFKA_MULTIPLEX_BZ.asset_key_path)
+    if keys is not None and multiplex in keys and calendar not in keys and not resources["lakehouse"].store().exists(
+            DATE_LOOKUP):
+        keys.append(calendar)  # the multiplex's rows take their dates from it: made first, in the same run
     return _Prepared(defs, keys, logger_config, time.perf_counter() - spark_started, started)
 
 
@@ -429,8 +435,10 @@ def _command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return 0
 
     if args.command == "reset":
+        from fitness_assets.instance import dagster_home
+
         for path in (settings.landing_root, settings.lakehouse_root,
-                     os.environ.get("DAGSTER_HOME", str(DEFAULT_DATA_ROOT / "dagster_home"))):
+                     str(dagster_home())):
             shutil.rmtree(path, ignore_errors=True)
             print(f"removed {path}")
         return 0

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from fitness_assets.instance import ensure_instance
+from fitness_assets.instance import dagster_home, ensure_instance
 from fitness_assets.settings import PROJECT_ROOT
 
 WORKSPACE = PROJECT_ROOT / "workspace.yaml"
@@ -109,7 +109,7 @@ def run_live(landing_root: str, *, port: int = 9092, ui_port: int = 3000, interv
     broker = None if external else MockKafkaBroker(port=port).start()
     servers = external or broker.bootstrap_servers
     env = live_environment(os.environ, servers, microbatch_seconds)
-    env.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".data" / "dagster_home"))
+    env["DAGSTER_HOME"] = str(dagster_home())  # unset or blank: .data/dagster_home; made absolute
     print("starting a warm Spark (Spark Connect) ...", flush=True)
     spark = warm_spark(env, spark_port, Path(env["DAGSTER_HOME"]) / "spark-connect.log")
     dagster = start_dagster(env, ui_port)

@@ -6,7 +6,7 @@ from deltalake import DeltaTable
 
 from fitness_assets.pipelines.bronze import ingested_files
 from fitness_assets.simulator import SimulatorConfig
-from fitness_assets.tables import BRONZE_TABLES, KAFKA_MULTIPLEX_BZ, QUARANTINE_TABLES
+from fitness_assets.tables import BRONZE_TABLES, DATE_LOOKUP, KAFKA_MULTIPLEX_BZ, QUARANTINE_TABLES
 from fitness_assets_tests.helpers import BRONZE_SELECTION, SOURCES, deliver, stage, versions
 
 PAIRS = dict(zip(SOURCES, zip(BRONZE_TABLES, QUARANTINE_TABLES, strict=True), strict=True))
@@ -88,18 +88,29 @@ def test_a_large_backlog_is_taken_in_bounded_batches_over_several_runs(tmp_path,
     assert store.row_count(KAFKA_MULTIPLEX_BZ) == truth.sources["kafka_multiplex"].valid
 
 
-def test_the_multiplex_alone_on_a_lakehouse_without_its_calendar_stops_in_one_line(settings, store, run, tmp_path):
+def test_the_multiplex_alone_on_a_lakehouse_without_its_calendar_stops_in_one_line(settings, store, run, tmp_path,
+                                                                                     dagster_instance):
     """Its records' dates come from reference/date_lookup: without the table they would be NULL
-    for good, so the step stops before it takes anything in, and says what to run."""
+    for good. Materialized alone (as from the UI), the step stops before it takes anything in
+    and says what to run; the CLI makes the missing calendar first, in the same run."""
+    from dagster import AssetKey
+
+    from fitness_assets.definitions import ALL_ASSETS_JOB, build_definitions
+    from fitness_assets.progress import failure_reason
+    from fitness_assets_tests.conftest import TEST_SPARK
+
     stage(SimulatorConfig.tiny(seed=9), tmp_path / "staging")
     deliver(tmp_path / "staging", tmp_path / "landing")
-    report = run("bronze/kafka_multiplex_bz", expect_success=False)
-    assert report.failures["bronze__kafka_multiplex_bz"] == (
-        "CalendarMissing: reference.date_lookup does not exist yet: materialize it with or before bronze.kafka_multiplex_bz "
-        "(fitness-assets run --select reference/date_lookup,bronze/kafka_multiplex_bz)")
+    job = build_definitions(settings, TEST_SPARK).resolve_job_def(ALL_ASSETS_JOB)
+    result = job.execute_in_process(instance=dagster_instance, raise_on_error=False, asset_selection=[
+        AssetKey(["bronze", "kafka_multiplex_bz"]), AssetKey(["quarantine", "kafka_multiplex_bz"])])
+    (failed,) = [e for e in result.all_events if e.is_step_failure]
+    assert failure_reason(failed.step_failure_data.error) == (
+        "CalendarMissing: reference.date_lookup does not exist yet: materialize it with or before "
+        "bronze.kafka_multiplex_bz (fitness-assets run --select reference/date_lookup,bronze/kafka_multiplex_bz)")
     assert not store.exists(KAFKA_MULTIPLEX_BZ)
-    run("reference/date_lookup", "bronze/kafka_multiplex_bz")
-    assert store.read(KAFKA_MULTIPLEX_BZ).where("date IS NULL").count() == 0
+    run("bronze/kafka_multiplex_bz")
+    assert store.exists(DATE_LOOKUP) and store.read(KAFKA_MULTIPLEX_BZ).where("date IS NULL").count() == 0
 
 
 def test_a_crash_after_the_commit_then_a_retry_changes_nothing(settings, store, run, tmp_path, fault_after_commit):

@@ -310,3 +310,17 @@ def test_a_spark_that_cannot_start_is_one_line_after_its_own_log_lines_not_a_tra
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert lines[-1].startswith("fitness-assets: Spark did not start (") and "spark-driver.log" in lines[-1]
     assert "Invalid maximum heap size: -Xmxlots" in done.stderr and "earlier run" not in done.stderr
+
+
+def test_reset_removes_the_dagster_home_runs_use_even_when_given_as_a_relative_path(tmp_path, monkeypatch, capsys):
+    from fitness_assets.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for folder in ("landing", "lakehouse", "home"):
+        (tmp_path / folder).mkdir()
+    for name, setting in {"FITNESS_LANDING_ROOT": str(tmp_path / "landing"),
+                          "FITNESS_LAKEHOUSE_ROOT": str(tmp_path / "lakehouse"), "DAGSTER_HOME": "home "}.items():
+        monkeypatch.setenv(name, setting)
+    assert main(["reset"]) == 0
+    assert f"removed {tmp_path / 'home'}" in capsys.readouterr().out
+    assert not any((tmp_path / folder).exists() for folder in ("landing", "lakehouse", "home"))

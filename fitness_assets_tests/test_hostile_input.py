@@ -625,3 +625,22 @@ def test_check_samples_leave_personal_data_out(settings, store, spark):
     assert '"user_id": 1' in sample
     for secret in ("Ann", "Lee", "1 Main St", "1990", "Seattle", "98101"):
         assert secret not in sample
+
+
+def test_a_name_not_utf8_ingested_under_its_earlier_name_is_not_ingested_again(store, spark, tmp_path, monkeypatch):
+    """Lakehouses written before names were one to one recorded such a file under its escapes
+    alone: after the upgrade it is the same file, not a new one (its rows are not doubled)."""
+    from fitness_assets.pipelines import bronze as bronze_pipeline
+
+    landing = tmp_path / "landing"
+    (landing / RU).mkdir(parents=True)
+    with open(os.path.join(os.fsencode(landing / RU), b"a\xe9.csv"), "wb") as f:
+        f.write(ru(ru_row(3)))
+    with monkeypatch.context() as earlier:
+        earlier.setattr(bronze_pipeline, "_display_name",
+                        lambda name: name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
+        _ingest(store, spark, landing)
+    assert _rows_by_file(store, REGISTERED_USERS_BZ) == {f"{RU}/a\\xe9.csv": 1}
+    version = store.version(REGISTERED_USERS_BZ)
+    assert _ingest(store, spark, landing).files == {}
+    assert store.version(REGISTERED_USERS_BZ) == version

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+from dagster import AssetKey
 
 from fitness_assets.assets.bronze.checks import reconcile, retention_loss_check
 from fitness_assets.assets.checks_lib import evaluate_checks
@@ -210,11 +211,23 @@ def test_a_crash_on_either_side_of_the_commit_loses_and_doubles_nothing(lake, sp
     assert set(landed) | {("workout", 0, r["line"]) for r in quarantined} == set(produced)
 
 
-def test_records_deleted_by_retention_before_they_were_read_are_recorded_and_warned(lake, spark, settings):
+class _WatermarksFromBeforeRetention(KafkaReader):
+    """Answers the watermark question as the broker did just before retention deleted its
+    oldest records: the deletion falls between that answer and the fetch, which the consumer
+    then starts at the earliest record kept, later than asked."""
+
+    def watermarks(self):
+        return {key: (min(low, 20), high) for key, (low, high) in super().watermarks().items()}
+
+
+@pytest.mark.parametrize("deleted", ["before the read", "during the read"])
+def test_records_deleted_by_retention_before_they_were_read_are_recorded_and_warned(lake, spark, settings, deleted,
+                                                                                  monkeypatch):
     """The mock broker keeps ~5 MiB per partition and deletes the oldest records beyond it, as
     a topic's retention does: records produced while bronze was not reading are lost. The
     batch that moves past them records the gap in the table's log, the rest lands exactly once,
-    the reconciliation still holds, and ``no_records_lost_to_retention`` warns with the gap."""
+    the reconciliation still holds, and ``no_records_lost_to_retention`` warns with the gap;
+    also when the records were deleted after the batch asked where the partition begins."""
     store, parse = lake
     check = retention_loss_check(KAFKA_MULTIPLEX_BZ)
     with MockKafkaBroker(port=0, partitions=1) as broker:
@@ -235,6 +248,8 @@ def test_records_deleted_by_retention_before_they_were_read_are_recorded_and_war
         consumer.close()
         assert 20 < low < high == 920, "the broker deleted the oldest records"
 
+        if deleted == "during the read":
+            monkeypatch.setattr(f"{__name__}.KafkaReader", _WatermarksFromBeforeRetention)
         report = _ingest(store, spark, parse, bootstrap, max_records_per_batch=10_000)
         assert report.lost == {"bpm/0": low - 20} and report.records == high - low
 
@@ -252,7 +267,8 @@ def test_records_deleted_by_retention_before_they_were_read_are_recorded_and_war
     assert passed, "the records read are all accounted for"
 
 
-def test_a_topic_that_holds_fewer_records_than_were_read_is_refused_in_one_line(lake, spark, settings):
+def test_a_topic_that_holds_fewer_records_than_were_read_is_refused_in_one_line(lake, spark, settings, run,
+                                                                                 dagster_instance, monkeypatch):
     """A local broker restarted empty (or a topic made again) starts its offsets at 0 again:
     reading on from the stored positions would skip its first records without a word, so the
     ingestion stops, names the partition, and commits nothing."""
@@ -269,6 +285,20 @@ def test_a_topic_that_holds_fewer_records_than_were_read_is_refused_in_one_line(
     assert "\n" not in message and "bpm/0 ends at offset 10, bronze read up to 30" in message
     assert "fitness-assets rebuild bronze" in message
     assert store.version(KAFKA_MULTIPLEX_BZ) == version and len(_bronze(store)) == 30
+
+    # In the graph: the step fails on it, but the landing files it committed first are reported.
+    landing = Path(settings.landing_root) / "kafka_multiplex"
+    landing.mkdir(parents=True, exist_ok=True)
+    (landing / "late.json").write_text(json.dumps({"key": "k", "value": json.dumps(_bpm(99)), "topic": "bpm",
+                                                   "partition": 0, "offset": 500, "timestamp": BASE_MS}) + "\n")
+    with MockKafkaBroker(port=0, partitions=1) as broker:
+        monkeypatch.setenv("FITNESS_KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers)
+        report = run("bronze/kafka_multiplex_bz", expect_success=False)
+    assert report.failures["bronze__kafka_multiplex_bz"].startswith("PositionsAhead: Kafka holds fewer records")
+    reported = dagster_instance.get_latest_materialization_event(AssetKey(["bronze", "kafka_multiplex_bz"]))
+    assert reported.asset_materialization.metadata["new_files"].value == 1
+    assert reported.asset_materialization.metadata["delta_version"].value == store.version(KAFKA_MULTIPLEX_BZ)
+    monkeypatch.delenv("FITNESS_KAFKA_BOOTSTRAP_SERVERS")
 
     # `fitness-assets live` would start exactly such a broker: it refuses before starting anything.
     env = {k: v for k, v in os.environ.items() if k != "FITNESS_KAFKA_BOOTSTRAP_SERVERS"}

@@ -607,14 +607,41 @@ def test_a_simulation_again_keeps_identical_files_and_never_overwrites_different
     from fitness_assets.cli import main
 
     monkeypatch.setenv("FITNESS_LANDING_ROOT", str(tmp_path))
-    assert main(["simulate", "--preset", "tiny", "--seed", "3"]) == 0
+    assert main(["simulate", "--preset", "tiny", "--seed", "3", "--batches", "3"]) == 0
     landed = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(tmp_path.rglob("batch-*"))}
     assert landed
-    assert main(["simulate", "--preset", "tiny", "--seed", "3"]) == 0
+    assert main(["simulate", "--preset", "tiny", "--seed", "3", "--batches", "3"]) == 0
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(tmp_path.rglob("batch-*"))} == landed
     capsys.readouterr()
-    assert main(["simulate", "--preset", "tiny", "--seed", "4"]) == 2
+    assert main(["simulate", "--preset", "tiny", "--seed", "4", "--batches", "4"]) == 2  # batch 3: new names
+    assert sorted(tmp_path.rglob("batch-*")) == sorted(landed)  # not one file published
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "already exists with other content, and a landed file is never overwritten" in err
     assert all(p.read_bytes() == data for p, (data, _) in landed.items())
     assert not list(tmp_path.rglob("_tmp-*"))  # nothing half-written left behind
+
+
+def test_a_refused_simulation_to_kafka_sends_no_record(tmp_path: Path, monkeypatch) -> None:
+    """With the multiplex sent to Kafka, the landed CSV files are checked before the first
+    record is produced: a chain that would overwrite them sends nothing."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from fitness_assets.cli import main
+    from fitness_assets.streaming.broker import MockKafkaBroker
+
+    monkeypatch.setenv("FITNESS_LANDING_ROOT", str(tmp_path))
+    with MockKafkaBroker(port=0, partitions=1) as broker:
+        def ends() -> list[int]:
+            consumer = Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": "probe"})
+            try:
+                return [consumer.get_watermark_offsets(TopicPartition(t, 0), timeout=10)[1]
+                        for t in ("user_info", "workout", "bpm")]
+            finally:
+                consumer.close()
+
+        sent = ["simulate", "--preset", "tiny", "--kafka-bootstrap-servers", broker.bootstrap_servers]
+        assert main([*sent, "--seed", "3"]) == 0
+        before = ends()
+        assert sum(before) > 0
+        assert main([*sent, "--seed", "4"]) == 2
+        assert ends() == before

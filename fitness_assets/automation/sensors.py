@@ -32,7 +32,7 @@ from dagster import (
 from fitness_assets.assets.common import asset_key
 from fitness_assets.assets.sources import kafka_topic_key, landing_key
 from fitness_assets.instance import fail_dead_runs
-from fitness_assets.lakehouse.store import TableStore
+from fitness_assets.lakehouse.store import DeltaRsTableStore, TableStore
 from fitness_assets.pipelines.bronze import list_landing
 from fitness_assets.pipelines.bronze_kafka import stored_positions
 from fitness_assets.resources import KafkaResource, LakehouseResource, SparkResource
@@ -64,12 +64,18 @@ def _digest(position: dict) -> str:
     return hashlib.sha256(json.dumps(position, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _with_calendar(store: TableStore, keys: list[AssetKey]) -> list[AssetKey]:
-    """The multiplex needs date_lookup: while its table does not exist (a fresh lakehouse,
-    whatever the instance remembers), it is made in the same run."""
-    if asset_key(KAFKA_MULTIPLEX_BZ) in keys and not store.exists(DATE_LOOKUP):
-        return [asset_key(DATE_LOOKUP), *keys]
-    return keys
+def _with_calendar(context: SensorEvaluationContext, store: TableStore, keys: list[AssetKey]) -> list[AssetKey]:
+    """The multiplex needs date_lookup: while the instance has no materialization of it, or
+    its table does not exist (a fresh lakehouse under an old instance; asked of delta-rs only,
+    which reads the Delta log without Spark: a sensor does not start a Databricks session), it
+    is made in the same run."""
+    calendar = asset_key(DATE_LOOKUP)
+    if asset_key(KAFKA_MULTIPLEX_BZ) not in keys:
+        return keys
+    missing = context.instance.get_latest_materialization_event(calendar) is None
+    if not missing and isinstance(store, DeltaRsTableStore):
+        missing = not store.exists(DATE_LOOKUP)
+    return [calendar, *keys] if missing else keys
 
 
 IN_FLIGHT = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
@@ -105,7 +111,7 @@ def landing_files_step(context: SensorEvaluationContext, landing_root: str,
     keys = [asset_key(spec) for source in arrived for spec in LANDING_TARGETS[source]]
     return SensorResult(
         run_requests=[RunRequest(run_key="landing:" + _digest(position),
-                                 asset_selection=_with_calendar(store, keys),
+                                 asset_selection=_with_calendar(context, store, keys),
                                  tags={"fitness/trigger": "landing_files"})],
         cursor=json.dumps(cursor | position, sort_keys=True),
         asset_events=[AssetMaterialization(landing_key(source), description="new landing files",
@@ -157,7 +163,7 @@ def kafka_step(context: SensorEvaluationContext, kafka: KafkaResource, lakehouse
                             cursor=new_cursor, asset_events=events)
     keys = [asset_key(spec) for spec in KAFKA_TARGET]
     return SensorResult(
-        run_requests=[RunRequest(run_key="kafka:" + _digest(ends), asset_selection=_with_calendar(lakehouse.store(), keys),
+        run_requests=[RunRequest(run_key="kafka:" + _digest(ends), asset_selection=_with_calendar(context, lakehouse.store(), keys),
                                  tags={"fitness/trigger": "kafka", "fitness/kafka_lag": str(total)})],
         cursor=json.dumps({"ends": ends, "lag": lag, "requested": ends}, sort_keys=True),
         asset_events=events,

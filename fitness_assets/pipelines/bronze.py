@@ -118,6 +118,14 @@ def _display_name(name: str) -> str:
         return raw.replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace") + NOT_UTF8
 
 
+def _legacy_name(source: str, f: LandingFile) -> str | None:
+    """The name a file whose name is not UTF-8 was ingested under before names were one to
+    one (escapes only, no mark): such a file is not ingested a second time."""
+    if not f.relative.endswith(NOT_UTF8):
+        return None
+    return f"{source}/{os.fsencode(f.path).rsplit(b'/', 1)[-1].decode('utf-8', 'backslashreplace')}"
+
+
 def landing_path(landing_root: str, name: str) -> str | bytes:
     """Where the landing file named ``name`` (``<source>/<file>``, as ``list_landing`` names
     it) is: a name that is not UTF-8 is given back its bytes."""
@@ -338,7 +346,8 @@ def ingest(
     app_id = f"ingest:{bronze.name}"
     while report.batches < max_batches:
         done = ingested_files(store, bronze)
-        pending = [f for f in list_landing(landing_root, source) if f.relative not in done]
+        pending = [f for f in list_landing(landing_root, source)
+                   if f.relative not in done and _legacy_name(source, f) not in done]
         report.pending_files = len(pending)
         if not pending:
             break

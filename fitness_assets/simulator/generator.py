@@ -54,7 +54,7 @@ from fitness_assets.simulator.population import (
     quarter,
 )
 from fitness_assets.simulator.truth import SOURCES, BatchTruth, Counts, SourceTruth, Truth
-from fitness_assets.simulator.writer import BatchWriter, LandedFileDiffers
+from fitness_assets.simulator.writer import BatchWriter, LandedFileDiffers, check_publishable
 
 __all__ = ["BatchTruth", "Simulator", "SimulatorConfig", "Truth", "simulate"]
 
@@ -749,14 +749,20 @@ class _Run:
         login = self.config.end_epoch - 2000
         return [member.mac_address, str(member.home_gym), str(login), str(login + 600)]
 
+    def check_publishable(self) -> None:
+        """``LandedFileDiffers`` when a file of any batch would replace a landed file with other
+        bytes; then every temporary file is removed and nothing is published."""
+        try:
+            check_publishable(pair for writers in self.writers.values() for w in writers for pair in w.targets())
+        except LandedFileDiffers:
+            for writers in self.writers.values():
+                for writer in writers:
+                    writer.discard()
+            raise
+
     def publish(self, batch: int) -> BatchTruth:
         """Make the files of ``batch`` visible, in name order; return what they contain."""
-        try:
-            sources = {source: SourceTruth(files=self.writers[source][batch].publish()) for source in SOURCES}
-        except LandedFileDiffers:
-            for source in SOURCES:  # nothing half-written is left behind
-                self.writers[source][batch].discard()
-            raise
+        sources = {source: SourceTruth(files=self.writers[source][batch].publish()) for source in SOURCES}
         return BatchTruth(batch=batch, sources=sources, counts=self.counts[batch])
 
 
@@ -783,6 +789,7 @@ class Simulator:
         root = Path(landing_root)
         run = _Run(self.config, root, set(range(self.config.batches)))
         run.generate()
+        run.check_publishable()
         truth = Truth.from_batches(self.config.to_dict(), [run.publish(b) for b in range(self.config.batches)])
         root.mkdir(parents=True, exist_ok=True)
         tmp = root / "_truth.json.tmp"

@@ -9,7 +9,7 @@ sort before it.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TextIO
 
@@ -24,15 +24,24 @@ class LandedFileDiffers(RuntimeError):
     """A simulation would overwrite a landed file with other content: landed files are immutable."""
 
 
-def publish_file(tmp_path: Path, target: Path) -> None:
-    """Move a written file to its landing name. A file already there with the same bytes is
-    kept as it is (a simulation run again); one with other bytes is refused: landing files are
-    immutable, and the platform would report it as changed and never ingest the new content."""
-    if target.exists():
-        if target.read_bytes() != tmp_path.read_bytes():
+def check_publishable(pairs: Iterable[tuple[Path, Path]]) -> None:
+    """Raise ``LandedFileDiffers`` when a written file (first of a pair) would replace a landed
+    one (second) that holds other bytes: landing files are immutable, and the platform would
+    report the file as changed and never ingest the new content. Checked for all the files of
+    a simulation before the first is published, so a refused one publishes nothing."""
+    for tmp_path, target in pairs:
+        if target.exists() and target.read_bytes() != tmp_path.read_bytes():
             raise LandedFileDiffers(
                 f"{target} already exists with other content, and a landed file is never overwritten: run "
                 "`fitness-assets reset` (make reset) first, or set FITNESS_LANDING_ROOT to an empty folder")
+
+
+def publish_file(tmp_path: Path, target: Path) -> None:
+    """Move a written file to its landing name; a file already there (with the same bytes,
+    ``check_publishable``) is kept as it is, its modification time too (a simulation run
+    again)."""
+    check_publishable([(tmp_path, target)])
+    if target.exists():
         tmp_path.unlink()
         return
     os.replace(tmp_path, target)
@@ -123,6 +132,15 @@ class BatchWriter:
             if handle is not None:
                 handle.close()
                 self._handles[lane] = None
+
+    def targets(self) -> list[tuple[Path, Path]]:
+        """(temporary file, landing name) of every part, once written."""
+        self.close()
+        if self.folder is None:
+            return []
+        parts = [part for lane_parts in self._parts for part in lane_parts]
+        return [(part.tmp_path, self.folder / part_name(self.batch, number, self.extension))  # type: ignore[misc]
+                for number, part in enumerate(parts)]
 
     def discard(self) -> None:
         """Remove the temporary files of a batch that is not published."""

@@ -170,7 +170,30 @@ class KafkaReader:
                     break
         self._consumer.unassign()
         batch.next_offsets.update({partition_key(*where): offset for where, offset in after.items()})
+        self._gaps_while_reading(batch, set(after))
         return batch
+
+    def _gaps_while_reading(self, batch: Batch, read: set[tuple[str, int]]) -> None:
+        """Retention may delete records between the watermark question and the fetch: the
+        consumer then starts at the earliest record kept, later than asked, without a word.
+        Where a partition's first record read is after its start and the earliest offset kept
+        is now after the start too, the offsets up to it are a gap like any other (added to one
+        found before the read). A start on a transaction marker, or a compacted hole, is no gap:
+        the earliest offset kept is not after it."""
+        seen: dict[tuple[str, int], int] = {}  # the first offset read of each partition
+        for topic, partition, offset in zip(batch.topics, batch.partitions, batch.offsets, strict=True):
+            if (topic, partition) not in seen:
+                seen[(topic, partition)] = offset
+                if len(seen) == len(read):
+                    break
+        for (topic, partition), first in seen.items():
+            key = partition_key(topic, partition)
+            start = batch.start[key]
+            if first <= start:
+                continue
+            low, _ = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=self.metadata_timeout)
+            if low > start:
+                batch.lost[key] = (batch.lost.get(key, (start, start))[0], min(first, low))
 
     def commit(self, next_offsets: Mapping[PartitionKey, int]) -> None:
         """Record positions in the consumer group (for lag tools only; Delta is the truth)."""
