@@ -208,8 +208,11 @@ def _execute(prepared: _Prepared, instance):
                                     run_config={"loggers": prepared.logger_config})
     resources = prepared.defs.resources
     store = resources["lakehouse"].store()
-    with store.step():
-        report, page = _report(result, store, resources, prepared.spark_seconds)
+    try:
+        with store.step():
+            report, page = _report(result, store, resources, prepared.spark_seconds)
+    except Exception as error:  # Spark gone (a Connect server stopped): the run's outcome still
+        report, page = _outcome_only(result, prepared.spark_seconds, error), None
     report.overview = str(page) if page else None
     report.wall_seconds = time.perf_counter() - prepared.started
     return report
@@ -266,6 +269,23 @@ def rebuild_graph(layer: str, settings: Settings | None = None, spark_env: Spark
         store.drop(spec)
         print(f"dropped {spec.qualified_name}", flush=True)
     return _execute(prepared, instance)
+
+
+def _outcome_only(result, spark_seconds: float, error: Exception):
+    """The report of a run whose tables cannot be read afterwards: its steps and checks, and
+    why the rest is missing."""
+    from fitness_assets import report as rpt
+    from fitness_assets.progress import failure_reason
+
+    failures = {e.step_key: failure_reason(e.step_failure_data.error) for e in result.all_events
+                if e.is_step_failure}
+    failures["(report)"] = f"tables, quarantine and headlines not read: {type(error).__name__}: " + (
+        str(error).strip().splitlines() or [""])[0][:300]
+    return rpt.RunReport(
+        success=False, wall_seconds=0.0, spark_start_seconds=spark_seconds,
+        checks=[rpt.CheckOutcome(e.asset_key.to_user_string(), e.check_name, e.passed, e.severity.value)
+                for e in result.get_asset_check_evaluations()],
+        failed_steps=[e.step_key for e in result.all_events if e.is_step_failure], failures=failures)
 
 
 def _report(result, store, resources, spark_seconds: float):

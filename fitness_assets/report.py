@@ -41,7 +41,7 @@ class RunReport:
                  f"(Spark start-up {self.spark_start_seconds:.1f} s{': ' + self.spark if self.spark else ''})"]
         if self.failed_steps:
             lines.append("Failed steps: " + ", ".join(self.failed_steps))
-            lines.extend(f"  {step}: {why}" for step, why in self.failures.items())
+        lines.extend(f"  {step}: {why}" for step, why in self.failures.items())
         lines.append("")
         lines.append(f"{'table':<40} {'rows':>12}")
         for name, rows in self.tables.items():

@@ -128,3 +128,22 @@ def test_a_crash_after_the_commit_then_a_retry_changes_nothing(settings, store, 
     assert store.row_count(KAFKA_MULTIPLEX_BZ) == rows
     assert versions(store)[KAFKA_MULTIPLEX_BZ.qualified_name] == committed[KAFKA_MULTIPLEX_BZ.qualified_name]
     _assert_matches_truth(store, truth)
+
+
+def test_a_report_that_cannot_read_the_tables_still_gives_the_run_outcome(settings, run, tmp_path, monkeypatch):
+    """Spark gone after the steps (a Connect server that stopped): the report still lists the
+    steps' failures and the checks, says why tables and headlines are missing, and the run
+    counts as failed; no traceback instead of a report."""
+    import fitness_assets.headlines as headlines
+
+    def gone(*_):
+        raise RuntimeError("the Spark Connect server at sc://127.0.0.1:1 stopped answering")
+
+    stage(SimulatorConfig.tiny(seed=9), tmp_path / "staging")
+    deliver(tmp_path / "staging", tmp_path / "landing")
+    monkeypatch.setattr(headlines, "overview", gone)
+    report = run(*BRONZE_SELECTION, expect_success=False)
+    assert not report.success and report.checks and not report.tables
+    assert report.failures == {"(report)": "tables, quarantine and headlines not read: RuntimeError: the Spark "
+                                           "Connect server at sc://127.0.0.1:1 stopped answering"}
+    assert "(report): tables, quarantine and headlines not read" in report.render()

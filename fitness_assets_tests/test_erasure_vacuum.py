@@ -82,3 +82,30 @@ def test_a_delete_erases_at_once_and_the_vacuum_removes_the_old_files(settings, 
     history = store.read(USER_PROFILE_HISTORY).collect()
     assert history and all(r["first_name"] is None and r["street_address"] is None for r in history)
     assert store.row_count(USER_PROFILE) == 0
+
+
+def test_change_data_vacuumed_before_a_reader_took_it_in_stops_the_reader_saying_rebuild(settings, store, run,
+                                                                                           dagster_instance):
+    """A retention shorter than a table lagged: the vacuum deleted change data its reader had
+    not taken in yet. The reader stops in one line that says to rebuild (not a storage error),
+    and a rebuild of its layer gives the tables a run from scratch gives."""
+    from fitness_assets.cli import rebuild_graph
+
+    landing = Path(settings.landing_root)
+    _deliver(landing, "batch-1.json", _profile_change(0, "new", 1_690_000_000))
+    run(*SELECTION)
+    _deliver(landing, "batch-2.json", _profile_change(1, "delete", 1_690_100_000))
+    run(*SELECTION[:3])  # user_profile lags one version of the history behind
+    no_retention = Settings.from_env({"FITNESS_LANDING_ROOT": settings.landing_root,
+                                      "FITNESS_LAKEHOUSE_ROOT": settings.lakehouse_root,
+                                      "FITNESS_REFERENCE_DATE": "2024-01-01",
+                                      "FITNESS_ERASURE_RETENTION_HOURS": "0"})
+    build_definitions(no_retention, TEST_SPARK).resolve_job_def(VACUUM_JOB).execute_in_process(
+        instance=dagster_instance)
+    report = run("silver/user_profile", expect_success=False)
+    assert report.failures["silver__user_profile"].startswith(
+        "ChangesGone: the change data of silver.user_profile_history after version ")
+    assert "run `fitness-assets rebuild <layer>` with the layer of the step that failed" in \
+        report.failures["silver__user_profile"]
+    assert rebuild_graph("silver", settings, TEST_SPARK, instance=dagster_instance).success
+    assert store.row_count(USER_PROFILE) == 0  # the delete is in: the member is gone

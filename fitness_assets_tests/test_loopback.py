@@ -65,3 +65,24 @@ def test_spark_connect_and_the_broker_listen_on_loopback_only(tmp_path):
         _assert_loopback_only(spark.port)
         # The server's JVM runs the local driver's collector.
         assert DRIVER_GC in Path(f"/proc/{spark.pid}/cmdline").read_bytes().decode().split("\0")
+
+
+def test_a_connect_server_that_dies_fails_the_next_call_in_seconds_not_after_ten_minutes(tmp_path):
+    """PySpark's client retries a server that stopped answering for about ten minutes per call;
+    a session of this platform gives up after ~10 s, and the check made when a step asks for
+    the session says in one line that the server stopped."""
+    import signal
+
+    from fitness_assets.lakehouse.spark import SparkSettings, SparkUnavailable, _build, wait_for_server
+
+    with SparkConnectServer(port=free_port(), driver_memory="1g", log_path=tmp_path / "connect.log") as server:
+        session = _build(SparkSettings(mode="connect", connect_url=server.url))
+        assert session.range(3).count() == 3
+        os.kill(server.pid, signal.SIGKILL)
+        started = time.monotonic()
+        with pytest.raises(Exception):  # noqa: B017 - gRPC's own error, whatever its class
+            session.range(1).count()
+        print(f"failed after {time.monotonic() - started:.1f} s")
+        assert time.monotonic() - started < 60
+        with pytest.raises(SparkUnavailable, match="stopped answering during this run"):
+            wait_for_server(server.url, seconds=0.5, stopped=True)

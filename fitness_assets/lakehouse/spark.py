@@ -176,10 +176,11 @@ CONNECT_DEFAULT_PORT = 15002
 CONNECT_WAIT_SECONDS = 10.0
 
 
-def wait_for_server(url: str, seconds: float | None = None) -> None:
+def wait_for_server(url: str, seconds: float | None = None, stopped: bool = False) -> None:
     """Return once something accepts connections at the Spark Connect ``url``'s host and port;
     raise ``SparkUnavailable`` after ``seconds`` (a server that is starting gets that long).
-    PySpark's client would otherwise retry an absent server for about ten minutes."""
+    PySpark's client would otherwise retry an absent server for about ten minutes. ``stopped``:
+    the session was made, and its server has stopped answering since."""
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme != "sc" or not parsed.hostname:
         raise ValueError(f"a Spark Connect URL looks like sc://127.0.0.1:15002, not {url!r}")
@@ -191,6 +192,11 @@ def wait_for_server(url: str, seconds: float | None = None) -> None:
                 return
         except OSError as error:
             if time.monotonic() >= deadline:
+                if stopped:
+                    raise SparkUnavailable(
+                        f"the Spark Connect server at {url} stopped answering during this run "
+                        f"({error.strerror or error}): start it again, then run again (what was committed "
+                        "stays, nothing is taken in twice)") from None
                 raise SparkUnavailable(
                     f"no Spark Connect server answers at {url} ({error.strerror or error}): start one "
                     "(fitness-assets spark-connect) or point FITNESS_SPARK_CONNECT_URL at one, or set "
@@ -239,6 +245,16 @@ def _build(settings: SparkSettings, archive: bool = True) -> SparkSession:
         raise ValueError(f"unknown Spark mode {settings.mode!r}: use local, connect or databricks")
     for key, value in _base_conf(settings).items():
         builder = builder.config(key, value)
+    if settings.mode == "connect":
+        session = builder.getOrCreate()
+        # PySpark's client retries a server that stopped answering for ~10 minutes per call, so
+        # a run whose server died would hang that long in every remaining step: ~10 s here,
+        # as long as a starting server gets (Databricks keeps its own client's policy).
+        from pyspark.sql.connect.client.retries import DefaultPolicy
+
+        session.client.set_retry_policies([DefaultPolicy(max_retries=5, backoff_multiplier=2.0, initial_backoff=250,
+                                                         max_backoff=4000)])
+        return session
     if settings.mode != "local":
         return builder.getOrCreate()
     builder = builder.config("spark.driver.extraJavaOptions", _driver_java_options(settings, archive))
@@ -256,6 +272,9 @@ def _build(settings: SparkSettings, archive: bool = True) -> SparkSession:
     return session
 
 
+_ALIVE = [0.0]  # when the Spark Connect server last answered (monotonic seconds)
+
+
 def get_session(settings: SparkSettings | None = None) -> SparkSession:
     """The process's Spark session, started on first use."""
     global _SESSION, _SESSION_KEY
@@ -266,6 +285,10 @@ def get_session(settings: SparkSettings | None = None) -> SparkSession:
                 raise RuntimeError(
                     f"this process already runs {_SESSION_DESCRIPTION}; a second, different Spark session "
                     f"({settings.describe()}) cannot start in it: give every resource the same Spark settings")
+            if settings.mode == "connect" and time.monotonic() - _ALIVE[0] > 1.0:
+                # A server that stopped answering fails the step now (asked at most once a second).
+                wait_for_server(settings.connect_url, seconds=0.5, stopped=True)
+                _ALIVE[0] = time.monotonic()
             for key, value in _base_conf(settings).items():
                 if key in RUNTIME_CONF:
                     _SESSION.conf.set(key, value)

@@ -79,6 +79,10 @@ def _sweep_handoff(parent: str) -> None:
             pass  # another user's live process
 
 
+class ChangesGone(RuntimeError):
+    """A table's change data that a reader has not taken in yet was deleted (vacuumed)."""
+
+
 class LakehouseNotWritable(RuntimeError):
     """The lakehouse root cannot be written; the message says what to fix."""
 
@@ -620,9 +624,18 @@ class DeltaRsTableStore(TableStore):
         schema = _schema_of(spec, columns).append(pa.field("_change_type", pa.string()))
         if up_to_version <= after_version:
             return schema.empty_table()
-        reader = self._table(spec).load_cdf(starting_version=after_version + 1, ending_version=up_to_version,
-                                            columns=[*columns, "_change_type"])
-        return pa.table(reader).select([*columns, "_change_type"]).cast(schema)
+        try:
+            reader = self._table(spec).load_cdf(starting_version=after_version + 1, ending_version=up_to_version,
+                                                columns=[*columns, "_change_type"])
+            table = pa.table(reader)
+        except (OSError, pa.ArrowException) as error:
+            if "_change_data" not in str(error):
+                raise
+            raise ChangesGone(
+                f"the change data of {spec.qualified_name} after version {after_version} is gone (vacuumed before a "
+                "table reading it took it in: FITNESS_ERASURE_RETENTION_HOURS is shorter than that table lagged): "
+                "run `fitness-assets rebuild <layer>` with the layer of the step that failed") from None
+        return table.select([*columns, "_change_type"]).cast(schema)
 
     def read_changes(self, spec: TableSpec, after_version: int, up_to_version: int) -> DataFrame:
         if up_to_version <= after_version:
