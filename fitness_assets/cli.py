@@ -271,21 +271,27 @@ def rebuild_graph(layer: str, settings: Settings | None = None, spark_env: Spark
     return _execute(prepared, instance)
 
 
+def _outcome(result) -> dict[str, Any]:
+    """What the run itself says, with no table read: its checks, failed steps and why."""
+    from fitness_assets import report as rpt
+    from fitness_assets.progress import failure_reason
+
+    failed = [e for e in result.all_events if e.is_step_failure]
+    return {"checks": [rpt.CheckOutcome(e.asset_key.to_user_string(), e.check_name, e.passed, e.severity.value)
+                       for e in result.get_asset_check_evaluations()],
+            "failed_steps": [e.step_key for e in failed],
+            "failures": {e.step_key: failure_reason(e.step_failure_data.error) for e in failed}}
+
+
 def _outcome_only(result, spark_seconds: float, error: Exception):
     """The report of a run whose tables cannot be read afterwards: its steps and checks, and
     why the rest is missing."""
     from fitness_assets import report as rpt
-    from fitness_assets.progress import failure_reason
 
-    failures = {e.step_key: failure_reason(e.step_failure_data.error) for e in result.all_events
-                if e.is_step_failure}
-    failures["(report)"] = f"tables, quarantine and headlines not read: {type(error).__name__}: " + (
+    outcome = _outcome(result)
+    outcome["failures"]["(report)"] = f"tables, quarantine and headlines not read: {type(error).__name__}: " + (
         str(error).strip().splitlines() or [""])[0][:300]
-    return rpt.RunReport(
-        success=False, wall_seconds=0.0, spark_start_seconds=spark_seconds,
-        checks=[rpt.CheckOutcome(e.asset_key.to_user_string(), e.check_name, e.passed, e.severity.value)
-                for e in result.get_asset_check_evaluations()],
-        failed_steps=[e.step_key for e in result.all_events if e.is_step_failure], failures=failures)
+    return rpt.RunReport(success=False, wall_seconds=0.0, spark_start_seconds=spark_seconds, **outcome)
 
 
 def _report(result, store, resources, spark_seconds: float):
@@ -294,7 +300,6 @@ def _report(result, store, resources, spark_seconds: float):
     from fitness_assets import report as rpt
     from fitness_assets.headlines import headlines, overview
     from fitness_assets.lakehouse.spark import running_description
-    from fitness_assets.progress import failure_reason
 
     data = overview(store)  # shared by the headlines and the overview page
     report = rpt.RunReport(
@@ -303,13 +308,9 @@ def _report(result, store, resources, spark_seconds: float):
         spark_start_seconds=spark_seconds,
         tables=rpt.table_rows(store),
         quarantine_reasons=rpt.quarantine_reasons(store),
-        checks=[rpt.CheckOutcome(e.asset_key.to_user_string(), e.check_name, e.passed, e.severity.value)
-                for e in result.get_asset_check_evaluations()],
         headlines=headlines(store, resources["spark"].session(), data),
-        failed_steps=[e.step_key for e in result.all_events if e.is_step_failure],
-        failures={e.step_key: failure_reason(e.step_failure_data.error) for e in result.all_events
-                  if e.is_step_failure},
         spark=running_description(),
+        **_outcome(result),
     )
     page = rpt.write_overview(store, rpt.report_dir(resources["lakehouse"].root), report.headlines, data=data)
     return report, page

@@ -37,7 +37,7 @@ from fitness_assets.pipelines.bronze import list_landing
 from fitness_assets.pipelines.bronze_kafka import stored_positions
 from fitness_assets.resources import KafkaResource, LakehouseResource, SparkResource
 from fitness_assets.settings import AutomationSettings
-from fitness_assets.streaming.source import PositionsAhead, split_key
+from fitness_assets.streaming.source import PositionsAhead, check_positions, split_key
 from fitness_assets.tables import (
     DATE_LOOKUP,
     GYM_LOGINS_BZ,
@@ -133,9 +133,10 @@ def kafka_step(context: SensorEvaluationContext, kafka: KafkaResource, lakehouse
         marks = reader.watermarks()
     if not marks:
         return SkipReason(f"none of the topics {', '.join(kafka.topics)} exists on {kafka.bootstrap_servers} yet")
-    ahead = {key: (positions[key], high) for key, (_, high) in marks.items() if positions.get(key, 0) > high}
-    if ahead:  # the ingestion would stop on it: say why here, instead of a lag of 0
-        return SkipReason(str(PositionsAhead(ahead)))
+    try:
+        check_positions(positions, marks)
+    except PositionsAhead as ahead:  # the ingestion would stop on it: say why here, instead of a lag of 0
+        return SkipReason(str(ahead))
     ends = {key: high for key, (_, high) in marks.items()}
     lag = {key: max(0, high - max(positions.get(key, low), low)) for key, (low, high) in marks.items()}
     cursor = json.loads(context.cursor) if context.cursor else {}

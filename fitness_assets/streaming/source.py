@@ -67,6 +67,14 @@ class PositionsAhead(RuntimeError):
             "the topic again from its start, or `make reset` for a local broker")
 
 
+def check_positions(positions: Mapping[PartitionKey, int], watermarks: Mapping[PartitionKey, tuple[int, int]]) -> None:
+    """Raise ``PositionsAhead`` when a partition (``(low, high)`` watermarks) ends before the
+    position read from it."""
+    ahead = {key: (positions[key], high) for key, (_, high) in watermarks.items() if positions.get(key, 0) > high}
+    if ahead:
+        raise PositionsAhead(ahead)
+
+
 class KafkaReader:
     """A consumer handle for bounded reads and lag questions; use as a context manager."""
 
@@ -110,9 +118,7 @@ class KafkaReader:
         batch = Batch()
         assignment = []
         watermarks = self.watermarks()
-        ahead = {key: (positions[key], high) for key, (_, high) in watermarks.items() if positions.get(key, 0) > high}
-        if ahead:
-            raise PositionsAhead(ahead)
+        check_positions(positions, watermarks)
         for key, (low, high) in watermarks.items():
             # A partition never read starts at offset 0: offsets below its low watermark
             # were deleted before bronze read them, and count as lost like any other gap.
