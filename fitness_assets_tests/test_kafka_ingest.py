@@ -23,7 +23,7 @@ from fitness_assets.lakehouse.store import DeltaRsTableStore
 from fitness_assets.pipelines.bronze_kafka import ingest_kafka, lost_to_retention, stored_positions
 from fitness_assets.streaming.broker import MockKafkaBroker
 from fitness_assets.streaming.settings import KafkaSettings
-from fitness_assets.streaming.source import KafkaReader, PositionsAhead
+from fitness_assets.streaming.source import KafkaReader, PositionsAhead, TopicReplaced
 from fitness_assets.tables import DATE_LOOKUP, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR
 from fitness_assets.transforms import bronze as parsers
 from fitness_assets.transforms import reference
@@ -307,6 +307,36 @@ def test_a_topic_that_holds_fewer_records_than_were_read_is_refused_in_one_line(
     live = subprocess.run([sys.executable, "-m", "fitness_assets.cli", "live", "--port", "0", "--ui-port", "0"],
                           env=env, capture_output=True, text=True, timeout=120, start_new_session=True)
     assert (live.returncode, live.stderr.strip()) == (2, LOCAL_BROKER_AFTER_EARLIER_ONE)
+
+
+def test_a_topic_made_again_that_holds_more_records_than_were_read_is_refused(lake, spark):
+    """Offsets cannot tell a topic made again that already holds more records than bronze read:
+    its records from the stored position on would be read, and its first ones skipped, without a
+    word. The record before each position is compared with the one bronze read there."""
+    store, parse = lake
+    with MockKafkaBroker(port=0, partitions=2) as broker:
+        _produce(broker.bootstrap_servers, [("bpm", i % 2, json.dumps(_bpm(i)).encode()) for i in range(30)])
+        _ingest(store, spark, parse, broker.bootstrap_servers, max_records_per_batch=7)
+        # The same topic, more records: the record before each position is the one read, so it goes on.
+        _produce(broker.bootstrap_servers, [("bpm", i % 2, json.dumps(_bpm(i)).encode()) for i in range(30, 40)])
+        _ingest(store, spark, parse, broker.bootstrap_servers)
+    assert len(_bronze(store)) == 40
+    version = store.version(KAFKA_MULTIPLEX_BZ)
+    with MockKafkaBroker(port=0, partitions=2) as broker:  # made again, with other records, and more of them
+        _produce(broker.bootstrap_servers, [("bpm", i % 2, json.dumps(_bpm(1000 + i)).encode()) for i in range(60)])
+        with pytest.raises(TopicReplaced) as refused:
+            _ingest(store, spark, parse, broker.bootstrap_servers)
+    message = str(refused.value)
+    assert "\n" not in message and "bpm/0 offset 19, bpm/1 offset 19" in message
+    assert "fitness-assets rebuild bronze" in message and isinstance(refused.value, PositionsAhead)
+    assert store.version(KAFKA_MULTIPLEX_BZ) == version and len(_bronze(store)) == 40
+
+    # The same records at the same offsets (a broker replayed from the same source) are read on.
+    with MockKafkaBroker(port=0, partitions=2) as broker:
+        for batch in (range(30), range(30, 40), range(40, 44)):  # as produced the first time
+            _produce(broker.bootstrap_servers, [("bpm", i % 2, json.dumps(_bpm(i)).encode()) for i in batch])
+        report = _ingest(store, spark, parse, broker.bootstrap_servers)
+    assert report.records == 4 and sorted(o for _, _, o in _bronze(store)) == sorted([*range(22)] * 2)
 
 
 class _EverythingUnreadDeleted(KafkaReader):

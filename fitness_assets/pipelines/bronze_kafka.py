@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 OFFSETS_KEY = "kafka_offsets"
 LOST_KEY = "kafka_lost"  # commit metadata: [first, end) offsets retention deleted before they were read
+LAST_SEEN_KEY = "kafka_last_seen"  # commit metadata: fingerprint of the record before each position
 SOURCE_PREFIX = "kafka://"
 #: The bronze columns a parser gives besides the audit columns.
 KAFKA_COLUMNS = ("key", "value", "topic", "partition", "offset", "timestamp", "date", "week_part")
@@ -81,11 +82,17 @@ class KafkaIngestReport:
 
 def stored_positions(store: TableStore, bronze: TableSpec) -> tuple[dict[str, int], dict[str, int]]:
     """(next offset, records taken in) per partition, as of the last Kafka commit of ``bronze``."""
+    return _stored(store, bronze)[:2]
+
+
+def _stored(store: TableStore, bronze: TableSpec) -> tuple[dict[str, int], dict[str, int], dict[str, str]]:
+    """``stored_positions``, and the fingerprint of the record before each position (none in
+    commits made before fingerprints were kept)."""
     meta = store.latest_commit_metadata(bronze, OFFSETS_KEY)
     if not meta:
-        return {}, {}
+        return {}, {}, {}
     counts = {k[len(SOURCE_PREFIX):]: v for k, v in meta.get("files", {}).items() if k.startswith(SOURCE_PREFIX)}
-    return dict(meta[OFFSETS_KEY]), counts
+    return dict(meta[OFFSETS_KEY]), counts, dict(meta.get(LAST_SEEN_KEY, {}))
 
 
 def lost_to_retention(store: TableStore, bronze: TableSpec) -> dict[str, list[list[int]]]:
@@ -168,9 +175,9 @@ def ingest_kafka(
     report = KafkaIngestReport()
     store.ensure(bronze)
     store.ensure(quarantine)
-    positions, counts = stored_positions(store, bronze)
+    positions, counts, last_seen = _stored(store, bronze)
     while report.batches < max_batches:
-        batch = reader.read(positions, max_records_per_batch)
+        batch = reader.read(positions, max_records_per_batch, last_seen)
         if not len(batch) and not batch.lost:
             break
         if parse is None and calendar is None:
@@ -183,12 +190,12 @@ def ingest_kafka(
             store.codegen.reading(len(batch))
             good, quarantine_rows = _spark_parse(spark, parse, batch, staging)
         committed = _commit_batch(store, bronze, quarantine, good, quarantine_rows, batch, positions, counts,
-                                  sequence, now(), report)
+                                  last_seen, sequence, now(), report)
         report.batches += 1
         if not committed:
             report.skipped_batches += 1
         # Re-read what is recorded: after a lost race the winner's positions are the truth.
-        positions, counts = stored_positions(store, bronze)
+        positions, counts, last_seen = _stored(store, bronze)
         try:
             reader.commit(positions)
         except Exception as exc:  # lag tools only: Delta already holds the positions
@@ -217,7 +224,8 @@ def _spark_parse(spark, parse, batch: Batch, staging: Path | None) -> tuple[pa.T
 
 
 def _commit_batch(store: TableStore, bronze: TableSpec, quarantine: TableSpec, good: pa.Table,
-                  quarantine_rows: pa.Table, batch: Batch, positions, counts, sequence: int, load_time: dt.datetime,
+                  quarantine_rows: pa.Table, batch: Batch, positions, counts, last_seen, sequence: int,
+                  load_time: dt.datetime,
                   report: KafkaIngestReport) -> bool:
     stamp = pa.scalar(load_time, type=pa.timestamp("us", tz="UTC"))
     good = good.append_column("load_time", pa.repeat(stamp, good.num_rows))
@@ -235,8 +243,11 @@ def _commit_batch(store: TableStore, bronze: TableSpec, quarantine: TableSpec, g
     read = batch.records_by_partition()
     new_positions = dict(positions) | batch.next_offsets
     new_counts = {k: counts.get(k, 0) + read.get(k, 0) for k in set(counts) | set(read)}
+    # A position moved past a gap, with nothing read after it, has no record before it to compare.
+    new_last_seen = {k: v for k, v in last_seen.items() if new_positions.get(k) == positions.get(k)} | batch.last_seen
     metadata = {OFFSETS_KEY: new_positions, "batch": sequence,
-                "files": {source_name(k): n for k, n in sorted(new_counts.items())}}
+                "files": {source_name(k): n for k, n in sorted(new_counts.items())},
+                LAST_SEEN_KEY: dict(sorted(new_last_seen.items()))}
     if batch.lost:  # kept in the log for good: the check ``no_records_lost_to_retention`` reads it
         metadata[LOST_KEY] = {source_name(k): list(gap) for k, gap in sorted(batch.lost.items())}
     result = store.append(bronze, good, txns=[Txn(app_id(bronze), sequence)], metadata=metadata)

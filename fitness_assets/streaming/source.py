@@ -5,10 +5,16 @@ Kafka: a reader is told where to start, assigns those partitions explicitly (no 
 rebalancing) and reads up to the end offsets it saw when it started, so one batch is bounded
 and two readers given the same positions read the same records. Offsets may be committed to
 the consumer group afterwards, for lag tools, once the data is safely in Delta.
+
+Offsets alone cannot tell a topic made again from the one read before. So the caller also keeps
+a fingerprint of the last record read from each partition (``Batch.last_seen``); the next read
+starts one record early, and a different record there stops it (``TopicReplaced``) instead of
+silently skipping the new topic's first records.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import Counter
 from collections.abc import Mapping
@@ -45,6 +51,7 @@ class Batch:
     next_offsets: dict[PartitionKey, int] = field(default_factory=dict)  # position after the batch
     end_offsets: dict[PartitionKey, int] = field(default_factory=dict)  # high watermarks at start
     lost: dict[PartitionKey, tuple[int, int]] = field(default_factory=dict)  # [first, end) deleted unread
+    last_seen: dict[PartitionKey, str] = field(default_factory=dict)  # fingerprint of the last record read
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -65,6 +72,31 @@ class PositionsAhead(RuntimeError):
             f"Kafka holds fewer records than bronze already read ({where}): the topic was deleted and "
             "made again, or a local broker restarted empty. Run `fitness-assets rebuild bronze` to read "
             "the topic again from its start, or `make reset` for a local broker")
+
+
+class TopicReplaced(PositionsAhead):
+    """The record just before a stored position is not the one bronze read there: the topic was
+    deleted and made again (or a local broker restarted) and already holds at least as many
+    records as bronze had read. Reading on would silently skip the new topic's first records."""
+
+    def __init__(self, replaced: Mapping[PartitionKey, int]):
+        self.ahead = {}
+        self.replaced = dict(replaced)
+        where = ", ".join(f"{key} offset {offset}" for key, offset in sorted(self.replaced.items()))
+        RuntimeError.__init__(
+            self,
+            f"Kafka holds other records than bronze read ({where}): the topic was deleted and made again, "
+            "or a local broker restarted. Run `fitness-assets rebuild bronze` to read the topic again from "
+            "its start, or `make reset` for a local broker")
+
+
+def fingerprint(timestamp: int | None, key: bytes | None, value: bytes | None) -> str:
+    """A short digest of one record's timestamp, key and value: what tells the record at an
+    offset from another record at the same offset of a topic made again."""
+    digest = hashlib.blake2b(digest_size=8)
+    for part in (b"" if timestamp is None else str(timestamp).encode(), key, value):
+        digest.update(b"\xff" if part is None else len(part).to_bytes(8, "big") + part)
+    return digest.hexdigest()
 
 
 def check_positions(positions: Mapping[PartitionKey, int], watermarks: Mapping[PartitionKey, tuple[int, int]]) -> None:
@@ -111,12 +143,17 @@ class KafkaReader:
             for t, p in self.partitions()
         }
 
-    def read(self, positions: Mapping[PartitionKey, int], max_records: int) -> Batch:
+    def read(self, positions: Mapping[PartitionKey, int], max_records: int,
+             last_seen: Mapping[PartitionKey, str] | None = None) -> Batch:
         """Records from ``positions`` (next offset per partition; partitions not listed start
         at offset 0) up to the end offsets seen now, at most ``max_records``. Raises
-        ``PositionsAhead`` when a partition ends before its position."""
+        ``PositionsAhead`` when a partition ends before its position, and ``TopicReplaced`` when
+        the record before a position does not match its fingerprint in ``last_seen`` (a record
+        no longer there, deleted by retention or compaction, cannot be compared and is passed)."""
         batch = Batch()
         assignment = []
+        verify: dict[tuple[str, int], tuple[int, str]] = {}  # the record before the start, to compare
+        last_seen = last_seen or {}
         watermarks = self.watermarks()
         check_positions(positions, watermarks)
         for key, (low, high) in watermarks.items():
@@ -133,7 +170,11 @@ class KafkaReader:
                 topic, partition = split_key(key)
                 batch.start[key] = first
                 batch.next_offsets[key] = first
-                assignment.append(TopicPartition(topic, partition, first))
+                if key in last_seen and first > low and first == positions.get(key):
+                    verify[(topic, partition)] = (first - 1, last_seen[key])
+                    assignment.append(TopicPartition(topic, partition, first - 1))
+                else:
+                    assignment.append(TopicPartition(topic, partition, first))
         if not assignment:
             return batch
         self._consumer.assign(assignment)
@@ -144,6 +185,7 @@ class KafkaReader:
         topics, partitions, offsets = batch.topics.append, batch.partitions.append, batch.offsets.append
         timestamps, keys, values = batch.timestamps.append, batch.keys.append, batch.values.append
         count = 0
+        replaced: dict[PartitionKey, int] = {}
         deadline = time.monotonic() + self.settings.poll_timeout_seconds
         while pending and count < max_records and time.monotonic() < deadline:
             for message in self._consumer.consume(num_messages=min(10_000, max_records - count), timeout=0.5):
@@ -157,6 +199,14 @@ class KafkaReader:
                 if where not in pending:
                     continue
                 offset = message.offset()
+                if where in verify:  # the first record of this partition: the one before the start?
+                    before, expected = verify.pop(where)
+                    if offset == before:
+                        if fingerprint(message.timestamp()[1] if message.timestamp()[0] else None,
+                                       message.key(), message.value()) != expected:
+                            replaced[partition_key(*where)] = offset
+                            pending.discard(where)
+                        continue
                 end = ends[where]
                 if offset >= end:
                     pending.discard(where)  # arrived after this batch started: the next batch takes it
@@ -175,9 +225,24 @@ class KafkaReader:
                 if count >= max_records:
                     break
         self._consumer.unassign()
+        if replaced:
+            raise TopicReplaced(replaced)
         batch.next_offsets.update({partition_key(*where): offset for where, offset in after.items()})
         self._gaps_while_reading(batch, set(after))
+        self._fingerprint_last(batch, set(after))
         return batch
+
+    @staticmethod
+    def _fingerprint_last(batch: Batch, read: set[tuple[str, int]]) -> None:
+        """The fingerprint of the last record read from each partition read."""
+        for i in range(len(batch) - 1, -1, -1):
+            where = (batch.topics[i], batch.partitions[i])
+            if where in read:
+                read.discard(where)
+                batch.last_seen[partition_key(*where)] = fingerprint(batch.timestamps[i], batch.keys[i],
+                                                                     batch.values[i])
+                if not read:
+                    break
 
     def _gaps_while_reading(self, batch: Batch, read: set[tuple[str, int]]) -> None:
         """Retention may delete records between the watermark question and the fetch: the
