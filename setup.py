@@ -14,8 +14,6 @@ setup(
         # the integrations below are released in lock-step with it (0.29.x <-> 1.13.x).
         "dagster==1.13.27",
         "dagster-webserver==1.13.27",
-        "dagster-pyspark==0.29.27",
-        "dagster-databricks==0.29.27",
         # `dg`, Dagster's current CLI (dg check defs, dg dev, dg launch), same release line.
         "dagster-dg-cli==1.13.27",
         # delta-rs: the embedded Delta engine (merge, CDF, app transactions, constraints).
@@ -32,8 +30,14 @@ setup(
         # (installing the wheel there must not replace it). Spark 4.1: what Databricks Runtime
         # 18.x runs; 4.3 warns with pandas 3. The connect extra brings the Spark Connect client
         # for the warm Spark that `fitness-assets live` and `spark-connect` start, and that
-        # Databricks Connect speaks. `make install` installs it.
-        "local": ["pyspark[connect]==4.1.1"],
+        # Databricks Connect speaks. `make install` installs it. dagster-pyspark (the Spark
+        # resource's base) and dagster-databricks (Pipes, which needs it) require pyspark from
+        # PyPI, so they come with it: the job cluster does without both (test_deployment.py).
+        "local": [
+            "pyspark[connect]==4.1.1",
+            "dagster-pyspark==0.29.27",
+            "dagster-databricks==0.29.27",
+        ],
         "dev": [
             # Delta's Python API on Spark: the table-store contract tests run the spark-delta
             # store with it where Delta's jars are on the classpath (not here: no Maven).

@@ -227,6 +227,15 @@ def run_graph(selection: list[str] | None = None, settings: Settings | None = No
     return _execute(_prepare(selection, settings, spark_env, verbose), instance)
 
 
+def prepare_graph(selection: list[str] | None = None, settings: Settings | None = None,
+                  spark_env: SparkEnv | None = None, verbose: bool = False):
+    """``run_graph`` in two halves: everything that can fail on the configuration (the
+    selection, the landing root, the lakehouse, Spark) now, and the returned function, given an
+    instance, runs it and returns the report. A rebuild drops its tables in between."""
+    prepared = _prepare(selection, settings, spark_env, verbose)
+    return lambda instance=None: _execute(prepared, _instance(instance))
+
+
 def _instance(instance=None):
     """``instance``, or the project's own under DAGSTER_HOME, with no run left STARTED whose
     process is gone (kill -9, OOM)."""
@@ -274,10 +283,12 @@ def rebuild_graph(layer: str, settings: Settings | None = None, spark_env: Spark
 def _outcome(result) -> dict[str, Any]:
     """What the run itself says, with no table read: its checks, failed steps and why."""
     from fitness_assets import report as rpt
+    from fitness_assets.assets.checks_lib import KEPT_KEY
     from fitness_assets.progress import failure_reason
 
     failed = [e for e in result.all_events if e.is_step_failure]
-    return {"checks": [rpt.CheckOutcome(e.asset_key.to_user_string(), e.check_name, e.passed, e.severity.value)
+    return {"checks": [rpt.CheckOutcome(e.asset_key.to_user_string(), e.check_name, e.passed, e.severity.value,
+                                        KEPT_KEY in e.metadata)
                        for e in result.get_asset_check_evaluations()],
             "failed_steps": [e.step_key for e in failed],
             "failures": {e.step_key: failure_reason(e.step_failure_data.error) for e in failed}}

@@ -32,7 +32,7 @@ from fitness_assets.automation.maintenance import maintenance
 from fitness_assets.automation.policies import condition_for, freshness_policy
 from fitness_assets.automation.sensors import build_sensors
 from fitness_assets.resources import KafkaResource, LakehouseResource, SparkResource
-from fitness_assets.settings import AutomationSettings, Settings, SparkEnv
+from fitness_assets.settings import AutomationSettings, ConfigError, Settings, SparkEnv
 from fitness_assets.streaming.settings import KafkaSettings
 from fitness_assets.tables import ALL_TABLES, TableSpec
 
@@ -61,6 +61,12 @@ def build_resources(settings: Settings | None = None, spark_env: SparkEnv | None
     settings = settings or Settings.from_env()
     spark_env = spark_env or SparkEnv.from_env()
     kafka = kafka or KafkaSettings.from_env()
+    root = settings.lakehouse_root
+    if spark_env.mode == "databricks" and settings.backend == "delta-rs" and ("://" not in root
+                                                                            or root.startswith("file://")):
+        raise ConfigError(f"FITNESS_SPARK_MODE=databricks cannot read the tables of a local lakehouse ({root}): set "
+                          "FITNESS_TABLE_BACKEND=spark-delta (Delta on Databricks), or FITNESS_LAKEHOUSE_ROOT to "
+                          "object storage the cluster reads")
     spark = SparkResource(mode=spark_env.mode, master=spark_env.master, connect_url=spark_env.connect_url,
                           driver_memory=spark_env.driver_memory, compile_from_rows=spark_env.compile_from_rows,
                           jit=spark_env.jit, data_roots=[settings.lakehouse_root, settings.landing_root])
@@ -84,8 +90,10 @@ def build_resources(settings: Settings | None = None, spark_env: SparkEnv | None
 def databricks_resources() -> dict[str, object]:
     """The Databricks client (finding the deployed rebuild job, Pipes runs), present only where
     a workspace is configured (``DATABRICKS_HOST``); credentials come from the environment:
-    ``DATABRICKS_TOKEN``, or ``DATABRICKS_CLIENT_ID`` + ``DATABRICKS_CLIENT_SECRET``."""
-    if not os.environ.get("DATABRICKS_HOST"):
+    ``DATABRICKS_TOKEN``, or ``DATABRICKS_CLIENT_ID`` + ``DATABRICKS_CLIENT_SECRET``. Not on a
+    Databricks cluster itself: the rebuild job runs there, and launches no other (nor has
+    dagster-databricks installed)."""
+    if not os.environ.get("DATABRICKS_HOST") or os.environ.get("DATABRICKS_RUNTIME_VERSION"):
         return {}
     # Imported only here: dagster-databricks and the Databricks SDK take ~1 s to import, paid
     # by every process that loads the code location (each run worker among them).

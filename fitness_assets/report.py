@@ -20,6 +20,7 @@ class CheckOutcome:
     check: str
     passed: bool
     severity: str
+    kept: bool = False  # recorded again from an evaluation on the same data, not evaluated now
 
 
 @dataclass
@@ -55,7 +56,9 @@ class RunReport:
         lines.append("")
         passed = sum(c.passed for c in self.checks)
         warned = sum(not c.passed and c.severity == "WARN" for c in self.checks)
-        lines.append(f"Checks: {passed} passed, {warned} warned, {len(self.checks) - passed - warned} failed")
+        kept = sum(c.kept for c in self.checks)
+        lines.append(f"Checks: {passed} passed, {warned} warned, {len(self.checks) - passed - warned} failed"
+                     + (f" ({kept} kept from an evaluation on the same data)" if kept else ""))
         for c in self.checks:
             if not c.passed:
                 lines.append(f"  {'WARN' if c.severity == 'WARN' else 'FAIL'} {c.asset} :: {c.check}")

@@ -5,7 +5,6 @@ local, Spark Connect and Databricks differ only in the values given to them."""
 import datetime as dt
 
 from dagster import ConfigurableResource, InitResourceContext
-from dagster_pyspark import PySparkResource
 from pydantic import Field, PrivateAttr
 from pyspark.sql import SparkSession
 
@@ -25,12 +24,18 @@ from fitness_assets.lakehouse.store import DeltaRsTableStore, SparkDeltaTableSto
 from fitness_assets.streaming.settings import DEFAULT_GROUP_ID, KafkaSettings
 from fitness_assets.tables import KAFKA_TOPICS
 
+try:
+    from dagster_pyspark import PySparkResource
+except ImportError:  # on a Databricks job cluster: dagster-pyspark would bring PyPI's pyspark over the runtime's
+    PySparkResource = ConfigurableResource
+
 
 class SparkResource(PySparkResource):
     """The process's Spark session: local (default), Spark Connect, or Databricks.
 
     dagster-pyspark's resource, so ``spark_config`` (any ``spark.*`` setting) and
-    ``spark_session`` work as Dagster users know them; the session is started on first use
+    ``spark_session`` work as Dagster users know them (the same fields on a plain resource where
+    dagster-pyspark is not installed: a Databricks job cluster); the session is started on first use
     (a step with nothing to do starts no JVM) and shared by the whole process. Local mode
     runs an embedded JVM, ``connect`` talks to a Spark Connect server (``fitness-assets
     spark-connect``), ``databricks`` uses Databricks Connect from a workstation or the

@@ -181,3 +181,40 @@ def test_freshness_windows_and_the_automation_switch_come_from_the_environment(s
     assert {s.default_status.value for s in running.sensors} == {"RUNNING"}
     with pytest.raises(ValueError, match="FITNESS_AUTOMATION"):
         AutomationSettings.from_env({"FITNESS_AUTOMATION": "sometimes"})
+
+
+def test_a_refresh_that_only_records_its_progress_keeps_its_data_version(settings, run, store, dagster_instance,
+                                                                          tmp_path):
+    """A new member with no workout: the tables that read `users` but hold nothing of that
+    member commit their progress on it (a commit of no rows, a new Delta version). Their data
+    version stays, so automation sees no new data below them; `users` itself takes its new
+    version. Real runs of the whole graph."""
+    from pathlib import Path
+
+    from fitness_assets.simulator import SimulatorConfig
+    from fitness_assets.tables import ALL_TABLES
+    from fitness_assets_tests.helpers import deliver, stage
+
+    stage(SimulatorConfig.tiny(seed=5, batches=1), tmp_path / "staging")
+    deliver(tmp_path / "staging", Path(settings.landing_root))
+    run()
+    tables = [t for t in ALL_TABLES if t.layer in ("silver", "gold")]
+
+    def latest(spec):
+        return dagster_instance.get_latest_materialization_event(AssetKey(spec.asset_key_path)).asset_materialization
+
+    before = {t.qualified_name: latest(t) for t in tables}
+    (Path(settings.landing_root) / "registered_users" / "late-member.csv").write_text(
+        "user_id,device_id,mac_address,registration_timestamp\n990001,990001,aa:bb:cc:dd:ee:99,1690000000\n")
+    run()
+    progress_only = []
+    for spec in tables:
+        old, new = before[spec.qualified_name], latest(spec)
+        moved = new.metadata["delta_version"].value > old.metadata["delta_version"].value
+        if new.metadata["rows_changed"].value == 0:
+            assert new.tags[DATA_VERSION_TAG] == old.tags[DATA_VERSION_TAG], spec.qualified_name
+            progress_only += [spec.qualified_name] if moved else []
+        else:
+            assert new.tags[DATA_VERSION_TAG] == str(store.version(spec)) != old.tags[DATA_VERSION_TAG]
+    assert progress_only, "no table recorded progress without rows: the test shows nothing"
+    assert latest(next(t for t in tables if t.qualified_name == "silver.users")).metadata["rows_changed"].value == 1

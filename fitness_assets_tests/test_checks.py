@@ -5,9 +5,9 @@ count carried over, following the change feed), and a blocking failure is always
 again."""
 
 import pytest
-from dagster import AssetKey
+from dagster import AssetCheckKey, AssetKey
 
-from fitness_assets.assets.checks_lib import CARRIED_KEY, SAMPLE_ROWS, SINCE_KEY, key_checks
+from fitness_assets.assets.checks_lib import CARRIED_KEY, KEPT_KEY, SAMPLE_ROWS, SINCE_KEY, key_checks
 from fitness_assets.definitions import ALL_ASSETS_JOB, build_definitions
 from fitness_assets.simulator import SimulatorConfig
 from fitness_assets.tables import COMPLETED_WORKOUTS, HEART_RATE, LONG, USERS, WORKOUT_BPM, TableSpec
@@ -56,7 +56,11 @@ def test_unchanged_upstream_costs_no_spark_job_and_checks_are_not_reevaluated(se
     assert result.success
     assert _spark_jobs(spark) == before, "a run with nothing new upstream started Spark jobs"
     assert store.version(USERS) == version
-    assert result.get_asset_check_evaluations() == []  # kept from the evaluation on this very data
+    # Kept from the evaluation on this very data: recorded again unchanged, with the run that evaluated them.
+    kept = result.get_asset_check_evaluations()
+    assert {e.check_name: e.passed for e in kept} == {c.check: c.passed for c in first.checks
+                                                      if c.asset == "silver/users"}
+    assert all(e.metadata[KEPT_KEY].value not in ("", result.run_id) for e in kept)
     [materialization] = [e.materialization for e in result.get_asset_materialization_events()
                          if e.materialization.asset_key == AssetKey(USERS.asset_key_path)]
     assert materialization.metadata["rows_changed"].value == 0
@@ -77,8 +81,20 @@ def test_a_standing_warning_on_unchanged_data_costs_no_spark_job(settings, store
 
     before = _spark_jobs(spark)
     result = _run_one(defs, dagster_instance, HEART_RATE)
-    assert result.success and result.get_asset_check_evaluations() == []
     assert _spark_jobs(spark) == before, "a standing warning on unchanged data started Spark jobs"
+    # The warning stays the latest materialization's result (not shown skipped), as evaluated.
+    kept = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert result.success and set(kept) == set(warned)
+    for name, evaluation in warned.items():
+        assert (kept[name].passed, kept[name].severity) == (evaluation.passed, evaluation.severity)
+        assert kept[name].metadata["offending_rows"] == evaluation.metadata["offending_rows"]
+        assert kept[name].metadata[KEPT_KEY].value not in ("", result.run_id)
+    again = _run_one(defs, dagster_instance, HEART_RATE)  # kept again: still the run that evaluated it
+    assert {e.metadata[KEPT_KEY].value for e in again.get_asset_check_evaluations()} == {
+        kept["device_id_in_users"].metadata[KEPT_KEY].value}
+    latest = dagster_instance.event_log_storage.get_asset_check_execution_history(
+        AssetCheckKey(AssetKey(HEART_RATE.asset_key_path), "device_id_in_users"), limit=1)[0]
+    assert latest.run_id == again.run_id and latest.status.value == "FAILED"
 
 
 def test_row_rules_look_at_new_rows_and_a_failure_is_evaluated_again(settings, store, run, spark,

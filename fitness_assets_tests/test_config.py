@@ -20,7 +20,7 @@ from fitness_assets.lakehouse.spark import (
     jit_of,
     running_description,
 )
-from fitness_assets.settings import Settings, SparkEnv
+from fitness_assets.settings import ConfigError, Settings, SparkEnv
 from fitness_assets_tests.conftest import skip_on_connect
 
 
@@ -159,6 +159,23 @@ def test_column_functions_do_not_record_their_python_call_site_unless_asked(spar
     assert not is_debugging_enabled()
 
 
+def test_a_databricks_session_gets_the_utc_time_zone_and_the_callers_settings_only(spark):
+    """A session made by Databricks (its cluster's, or Databricks Connect's) is not built here:
+    it gets what can be set at run time, the contract's UTC time zone and spark_config, and
+    keeps the cluster's shuffle partitions and Arrow settings. Applied here to a real session."""
+    from fitness_assets.lakehouse.spark import _with_conf
+
+    settings = SparkSettings(mode="databricks", extra_conf={"spark.sql.files.maxPartitionBytes": "64m"})
+    assert _base_conf(settings) == {"spark.sql.session.timeZone": "UTC", "spark.sql.files.maxPartitionBytes": "64m"}
+    before = spark.conf.get("spark.sql.files.maxPartitionBytes")
+    try:
+        assert _with_conf(spark, settings) is spark
+        assert spark.conf.get("spark.sql.files.maxPartitionBytes") == "64m"
+        assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
+    finally:
+        spark.conf.set("spark.sql.files.maxPartitionBytes", before)
+
+
 @pytest.mark.parametrize(("variable", "value", "message"), [
     ("FITNESS_REFERENCE_DATE", "tomorrow", "FITNESS_REFERENCE_DATE must be an ISO date from 1900-01-01 to 9999-12-31, "
                                            "such as 2024-01-01, not 'tomorrow'"),
@@ -193,6 +210,23 @@ def test_a_setting_the_platform_cannot_use_stops_the_cli_in_one_line_before_anyt
     err = capsys.readouterr().err
     assert err.startswith(f"fitness-assets: {message}") and err.count("\n") == 1
     assert not lakehouse.exists()  # stopped before Spark, before any table
+
+
+def test_databricks_spark_over_a_local_delta_rs_lakehouse_stops_the_cli_in_one_line(tmp_path, monkeypatch, capsys):
+    """A Databricks cluster cannot read the Parquet files of a lakehouse on this machine."""
+    from fitness_assets.cli import main
+
+    landing, lakehouse = tmp_path / "landing", tmp_path / "lakehouse"
+    landing.mkdir()
+    for name, setting in {"FITNESS_LANDING_ROOT": str(landing), "FITNESS_LAKEHOUSE_ROOT": str(lakehouse),
+                          "DAGSTER_HOME": str(tmp_path / "home"), "FITNESS_SPARK_MODE": "databricks"}.items():
+        monkeypatch.setenv(name, setting)
+    assert main(["run"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"fitness-assets: FITNESS_SPARK_MODE=databricks cannot read the tables of a local lakehouse "
+                   f"({lakehouse}): set FITNESS_TABLE_BACKEND=spark-delta (Delta on Databricks), or "
+                   "FITNESS_LAKEHOUSE_ROOT to object storage the cluster reads\n")
+    assert not lakehouse.exists()
 
 
 @pytest.mark.parametrize(("selection", "message"), [
@@ -245,6 +279,28 @@ def test_a_rebuild_that_cannot_run_drops_nothing(tmp_path, monkeypatch, capsys, 
     assert main(["rebuild", "bronze"]) == 2
     assert "FITNESS_LANDING_ROOT" in capsys.readouterr().err
     assert store.exists(REGISTERED_USERS_BZ) and store.exists(USERS)
+
+
+def test_the_databricks_jobs_rebuild_that_cannot_run_drops_nothing(tmp_path, monkeypatch, spark):
+    """The rebuild job on Databricks (databricks/jobs/rebuild_layer.py) prepares its run, with
+    the CLI's checks, before it drops a table: here Spark cannot read the lakehouse."""
+    from fitness_assets.cli import prepare_graph
+    from fitness_assets.databricks.rebuild import rebuild
+    from fitness_assets.lakehouse.store import DeltaRsTableStore
+    from fitness_assets.tables import GOLD_TABLES, GYM_SUMMARY
+
+    store = DeltaRsTableStore(str(tmp_path / "lakehouse"), lambda: spark)
+    store.ensure(GYM_SUMMARY)
+    for name, setting in {"FITNESS_LANDING_ROOT": str(tmp_path), "FITNESS_LAKEHOUSE_ROOT": str(tmp_path / "lakehouse"),
+                          "DAGSTER_HOME": str(tmp_path / "home"), "FITNESS_SPARK_MODE": "databricks"}.items():
+        monkeypatch.setenv(name, setting)
+    with pytest.raises(ConfigError, match="FITNESS_SPARK_MODE=databricks cannot read"):
+        rebuild("gold", store, prepare_graph)
+    assert store.exists(GYM_SUMMARY)
+    # Prepared: the tables are dropped before the run starts.
+    dropped_before_run = []
+    rebuild("gold", store, lambda selection: lambda: dropped_before_run.append(not store.exists(GYM_SUMMARY)) or True)
+    assert dropped_before_run == [True] and not any(store.exists(spec) for spec in GOLD_TABLES)
 
 
 def test_connect_mode_without_a_server_fails_in_seconds_saying_what_to_start_not_after_pysparks_retries(

@@ -111,7 +111,7 @@ def test_create_table_has_the_specs_schema_partitioning_comment_properties_and_c
     if spec.description:
         assert table_spec.comment().get() == spec.description
     properties = _properties(table_spec)
-    assert properties == {**spec.properties, "delta.enableChangeDataFeed": "true"}
+    assert properties == {**spec.properties, "delta.enableChangeDataFeed": "true", "delta.enableDeletionVectors": "false"}
 
 
 def test_create_schema_if_not_exists(parser):
@@ -141,6 +141,7 @@ def test_missing_properties_compare_values_and_turn_the_change_feed_on(parser):
     spec = KAFKA_MULTIPLEX_BZ
     wanted = delta_sql.table_properties(spec)
     assert wanted["delta.enableChangeDataFeed"] == "true"
+    assert wanted["delta.enableDeletionVectors"] == "false"  # or erased rows outlive VACUUM
     assert delta_sql.missing_properties(spec, {k.upper(): v.upper() for k, v in wanted.items()}) == {}
     off = dict(wanted) | {"delta.enableChangeDataFeed": "false"}
     assert delta_sql.missing_properties(spec, off) == {"delta.enableChangeDataFeed": "true"}
@@ -245,6 +246,9 @@ def test_delta_only_statements_name_the_table_exactly(parser):
     vacuum = delta_sql.vacuum_sql("c", HOSTILE, 168)
     assert _parts(parser, vacuum.removeprefix("VACUUM ").removesuffix(" RETAIN 168 HOURS")) == [
         "c", HOSTILE.layer, HOSTILE.name]
+    reorg = delta_sql.reorg_purge_sql("c", HOSTILE)
+    assert _parts(parser, reorg.removeprefix("REORG TABLE ").removesuffix(" APPLY (PURGE)")) == [
+        "c", HOSTILE.layer, HOSTILE.name]
     optimize = delta_sql.optimize_sql("c", HOSTILE)
     assert _parts(parser, optimize.removeprefix("OPTIMIZE ")) == ["c", HOSTILE.layer, HOSTILE.name]
     for bad in (-1, "1; DROP TABLE x", 2.5):
@@ -277,9 +281,13 @@ def test_append_only_operations():
     assert delta_sql.is_append_only("WRITE", {"mode": "Append"})
     assert delta_sql.is_append_only("WRITE", {"mode": '"Append"'})
     assert not delta_sql.is_append_only("WRITE", {"mode": "Overwrite", "predicate": "x"})
-    for op in ("MERGE", "DELETE", "UPDATE", "TRUNCATE", "RESTORE", "SOMETHING NEW"):
+    # An overwrite by saveAsTable is recorded as CREATE OR REPLACE TABLE AS SELECT.
+    for op in ("MERGE", "DELETE", "UPDATE", "TRUNCATE", "RESTORE", "SOMETHING NEW", "CREATE OR REPLACE TABLE AS SELECT",
+               "REPLACE TABLE AS SELECT", "DROP COLUMNS", "RENAME COLUMN"):
         assert not delta_sql.is_append_only(op, {})
-    for op in ("CREATE TABLE", "OPTIMIZE", "SET TBLPROPERTIES", "ADD CONSTRAINT", "STREAMING UPDATE"):
+    # Maintenance that changes no row: Databricks' liquid clustering, purging deletion vectors.
+    for op in ("CREATE TABLE", "OPTIMIZE", "SET TBLPROPERTIES", "ADD CONSTRAINT", "STREAMING UPDATE", "REORG",
+               "CLUSTER BY", "UNSET TBLPROPERTIES", "DROP CONSTRAINT"):
         assert delta_sql.is_append_only(op, None)
 
 

@@ -143,6 +143,12 @@ def test_the_rebuild_job_points_at_files_that_exist(bundle):
     assert (base / task["spark_python_task"]["python_file"]).resolve() == ENTRY
     (wheel,) = [lib["whl"] for lib in task["libraries"]]
     assert (base / wheel).resolve().parent == ROOT / "dist"  # what `python -m build --wheel` writes
+    # The tested wheel is deployed as it is: an artifact of files with no build command. Without
+    # an artifacts block the CLI would build its own from setup.py at the bundle's root.
+    assert (ROOT / "setup.py").exists()
+    (artifact,) = bundle["artifacts"].values()
+    assert "build" not in artifact and artifact["type"] == "whl"
+    assert [(ROOT / f["source"]).parent for f in artifact["files"]] == [ROOT / "dist"]
     assert job["tags"][dbx.TARGET_TAG] == "${bundle.target}"
     assert job["max_concurrent_runs"] == 1  # two rebuilds of one target must not overlap
 
@@ -316,6 +322,48 @@ def test_the_job_script_runs_on_its_own_without_dagster(tmp_path):
                                text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert completed.returncode == 0, completed.stderr
     assert '"kind": "fitness_rebuild"' in completed.stdout and "gold.gym_summary" in completed.stdout
+
+
+def test_the_wheel_brings_no_pypi_pyspark_to_a_databricks_cluster():
+    """The job cluster installs the wheel with its requirements, and the runtime's own pyspark
+    must stay: no requirement of the wheel without an extra leads to pyspark, however deep
+    (dagster-pyspark and dagster-databricks require it: they come with the `local` extra)."""
+    import importlib.metadata as md
+
+    from packaging.requirements import Requirement
+
+    seen, pending, paths = set(), ["fitness_assets"], {"fitness_assets": ["fitness_assets"]}
+    while pending:
+        name = pending.pop()
+        for text in md.requires(name) or []:
+            requirement = Requirement(text)
+            if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+                continue  # an extra's, or another platform's
+            dep = requirement.name.lower().replace("_", "-")
+            if dep not in seen:
+                seen.add(dep)
+                paths[dep] = [*paths[name], dep]
+                pending.append(dep)
+    assert "dagster" in seen and "deltalake" in seen  # the walk follows installed distributions
+    assert "pyspark" not in seen, " -> ".join(paths.get("pyspark", []))
+
+
+def test_the_code_location_and_the_job_script_load_without_the_pyspark_integrations(tmp_path):
+    """What the job cluster has: the runtime's pyspark, no dagster-pyspark nor dagster-databricks
+    (both hidden from imports here), DATABRICKS_HOST set by the workspace. The definitions load
+    with the same Spark resource, and the job script plans its rebuild."""
+    hide = ("import sys; sys.modules['dagster_pyspark'] = None; sys.modules['dagster_databricks'] = None; "
+            "sys.argv = ['rebuild_layer.py', '--layer', 'silver', '--dry-run']; ")
+    code = hide + ("from fitness_assets.definitions import build_definitions; "
+                   "defs = build_definitions(); spark = defs.resources['spark']; "
+                   "assert spark.spark_config == {} and spark.mode == 'local', spark; "
+                   "assert 'databricks' not in defs.resources; "
+                   f"import runpy; runpy.run_path({str(ENTRY)!r}, run_name='__main__')")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DATABRICKS_HOST": "https://example.cloud.databricks.com",
+           "DATABRICKS_RUNTIME_VERSION": "18.0", "DAGSTER_HOME": str(tmp_path)}
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert completed.returncode == 0, completed.stderr
+    assert '"kind": "fitness_rebuild"' in completed.stdout and "silver.users" in completed.stdout
 
 
 def test_reported_tables_become_materializations_with_their_delta_version(dagster_instance):

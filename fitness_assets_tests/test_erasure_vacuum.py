@@ -109,3 +109,39 @@ def test_change_data_vacuumed_before_a_reader_took_it_in_stops_the_reader_saying
         report.failures["silver__user_profile"]
     assert rebuild_graph("silver", settings, TEST_SPARK, instance=dagster_instance).success
     assert store.row_count(USER_PROFILE) == 0  # the delete is in: the member is gone
+
+
+def test_spark_deltas_missing_change_data_error_becomes_the_same_rebuild_line(settings, store, run):
+    """Spark's Delta (Databricks) finds vacuumed change data missing only when the query runs,
+    and says so by its error condition, which the refresh turns into the delta-rs store's
+    ChangesGone. Spark's Delta does not run here: the error is the one Databricks Connect
+    raises, the refresh and its planning are real."""
+    import dataclasses
+
+    import pytest
+    from pyspark.errors.exceptions.connect import SparkConnectGrpcException
+
+    from fitness_assets.lakehouse.store import ChangesGone
+    from fitness_assets.pipelines import silver
+
+    landing = Path(settings.landing_root)
+    _deliver(landing, "batch-1.json", _profile_change(0, "new", 1_690_000_000))
+    run(*SELECTION)
+    _deliver(landing, "batch-2.json", _profile_change(1, "delete", 1_690_100_000))
+    run(*SELECTION[:3])  # user_profile has a version of the history to take in
+
+    def vacuumed(store, increment):
+        raise SparkConnectGrpcException(
+            "[FAILED_READ_FILE.DBR_FILE_NOT_EXIST] Error while reading file. [DELTA_CHANGE_DATA_FILE_NOT_FOUND] File "
+            "_change_data/cdc-00000.snappy.parquet referenced in the transaction log cannot be found.",
+            errorClass="FAILED_READ_FILE.DBR_FILE_NOT_EXIST")
+
+    with pytest.raises(ChangesGone) as gone:
+        dataclasses.replace(silver.user_profile, body=vacuumed)(store)
+    assert "\n" not in str(gone.value) and str(gone.value).endswith("run `fitness-assets rebuild silver`")
+
+    def other(store, increment):
+        raise SparkConnectGrpcException("[DELTA_FILE_NOT_FOUND] a data file is missing", errorClass="DELTA_FILE_NOT_FOUND")
+
+    with pytest.raises(SparkConnectGrpcException):  # any other error is left as it is
+        dataclasses.replace(silver.user_profile, body=other)(store)

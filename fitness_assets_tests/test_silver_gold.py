@@ -193,12 +193,16 @@ def test_a_table_made_again_is_refused_downstream_until_a_rebuild_and_a_run_with
 
     stage(SimulatorConfig.tiny(seed=8, members=6), tmp_path / "staging")
     deliver(tmp_path / "staging", tmp_path / "landing")
-    run()
+    first_report = run()
     first = _snapshot(store)
 
-    with caplog.at_level(logging.WARNING):  # checks with no result: no warning per gated step
-        quiet = run()  # nothing new: silver's and gold's checks are not evaluated again
-    assert not [c for c in quiet.checks if c.asset.startswith(("silver/", "gold/"))]
+    with caplog.at_level(logging.WARNING):  # every check has a result to gate on: no warning per gated step
+        quiet = run()  # nothing new: silver's and gold's checks are not evaluated again, their results kept
+    later = [c for c in quiet.checks if c.asset.startswith(("silver/", "gold/"))]
+    assert later and all(c.kept for c in later)
+    assert {(c.asset, c.check, c.passed) for c in later} == {(c.asset, c.check, c.passed) for c in first_report.checks
+                                                             if c.asset.startswith(("silver/", "gold/"))}
+    assert "kept from an evaluation on the same data" in quiet.render()
     assert not [r for r in caplog.records if "emitted no result" in r.getMessage()]
 
     store.drop(USER_PROFILE)

@@ -58,7 +58,7 @@ def run(layer: str, dry_run: bool, log) -> dict:
 
     from pyspark.sql import SparkSession
 
-    from fitness_assets.cli import run_graph
+    from fitness_assets.cli import prepare_graph
     from fitness_assets.lakehouse.store import SparkDeltaTableStore
 
     catalog = os.environ.get("FITNESS_CATALOG") or None
@@ -70,14 +70,19 @@ def run(layer: str, dry_run: bool, log) -> dict:
 
     from dagster import DagsterInstance
 
-    def run_selection(selection):
-        # The run's record lives in the orchestrating Dagster (through Pipes); here a
-        # throw-away instance, nothing written to the cluster's disk.
-        report = run_graph(list(selection), instance=DagsterInstance.ephemeral())
-        log(report.render())
-        return report.success
+    def prepare(selection):
+        run_graph = prepare_graph(list(selection))  # fails on the configuration before any drop
 
-    tables = rebuild(layer, store, run_selection)
+        def run_selection():
+            # The run's record lives in the orchestrating Dagster (through Pipes); here a
+            # throw-away instance, nothing written to the cluster's disk.
+            report = run_graph(DagsterInstance.ephemeral())
+            log(report.render())
+            return report.success
+
+        return run_selection
+
+    tables = rebuild(layer, store, prepare)
     return {"kind": MESSAGE_KIND, "layer": layer, "dry_run": False, "plan": intended, "tables": tables}
 
 

@@ -20,9 +20,10 @@ multi-check per table, so a table's rules cost one Dagster step instead of one e
 - when nothing a table's checks read has changed since their last evaluation (the Delta
   identity and version of the table and of every other table they read, the landing files'
   sizes and times for the reconciliation, the reference date) and none of them failed
-  blocking, the step evaluates nothing and says so: no Spark job. The UI keeps the previous
-  results (a standing warning stays a warning); a blocking failure is always evaluated again
-  (incrementally, as above), so it is never skipped.
+  blocking, the step evaluates nothing and says so: no Spark job. It records the previous
+  results again, unchanged, with the run that evaluated them (``evaluated_in_run``), so the
+  latest materialization has them (a standing warning stays a warning, a blocking check
+  gates); a blocking failure is always evaluated again (incrementally, as above), never kept.
 
 Each result carries the number of offending rows and a small sample, never personal columns.
 """
@@ -33,6 +34,7 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -60,6 +62,7 @@ from fitness_assets.transforms import quality
 
 SAMPLE_ROWS = 5
 STATE_KEY = "checked_state"  # metadata of every result: what the evaluation read
+KEPT_KEY = "evaluated_in_run"  # metadata of a result kept from an evaluation on the same data
 SINCE_KEY = "checked_rows"
 CARRIED_KEY = "offending_rows_before"  # carried over from the previous evaluation
 
@@ -222,6 +225,8 @@ class Prior:
     state: dict | None
     offending: int | None
     sample: list | None = None
+    evaluation: Any = None  # Dagster's AssetCheckEvaluation, to record it again unchanged
+    run_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -530,8 +535,20 @@ def _previous(context: AssetCheckExecutionContext, keys: Sequence[AssetCheckKey]
         sample = getattr(evaluation.metadata.get("sample"), "value", None)
         out[key] = Prior(evaluation.passed, recorded if isinstance(recorded, dict) else None,
                          offending if isinstance(offending, int) else None,
-                         sample if isinstance(sample, list) else None)
+                         sample if isinstance(sample, list) else None, evaluation, event.run_id)
     return out
+
+
+def kept(prior: Prior) -> AssetCheckResult:
+    """A check's previous result recorded again for this materialization, unchanged, with the
+    run that evaluated it (``evaluated_in_run``; kept from the first when kept again). Without
+    a result Dagster shows the check skipped for the latest materialization, so a standing
+    warning would vanish from the asset's page, and a blocking check would not gate."""
+    evaluation = prior.evaluation
+    metadata = {KEPT_KEY: MetadataValue.text(prior.run_id or "")} | dict(evaluation.metadata)
+    return AssetCheckResult(asset_key=evaluation.asset_key, check_name=evaluation.check_name,
+                            passed=evaluation.passed, severity=evaluation.severity,
+                            description=evaluation.description, metadata=metadata)
 
 
 def table_checks(checks: Sequence[Check], upstreams: Upstreams) -> list[AssetChecksDefinition]:
@@ -594,7 +611,10 @@ def _multi_check(checks: list[Check], upstreams: Upstreams) -> AssetChecksDefini
         if len(previous) == len(selected) and all(
                 previous[c.key()].state == state and (previous[c.key()].passed or not c.is_blocking) for c in selected):
             context.log.info("%s: the checks were evaluated on exactly this data (%s), none failed blocking; "
-                             "not evaluated again", spec.qualified_name, json.dumps(state, sort_keys=True))
+                             "their results are kept, not evaluated again", spec.qualified_name,
+                             json.dumps(state, sort_keys=True))
+            for c in selected:
+                yield kept(previous[c.key()])
             return
         scopes = {c.name: scope_of(c, previous.get(c.key()), state) for c in selected}
         with store.step():

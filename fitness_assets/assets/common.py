@@ -19,6 +19,7 @@ from dagster import (
     TableSchema,
     asset,
 )
+from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
 from fitness_assets.catalog import column_description
 from fitness_assets.lakehouse.store import CommitResult, TableStore
@@ -94,6 +95,23 @@ def rows_changed(commits: Sequence[CommitResult]) -> int:
     return sum(int(c.metrics.get(m) or 0) for c in commits if not c.skipped for m in CHANGE_METRICS)
 
 
+def data_version(context: AssetExecutionContext, store: TableStore, spec: TableSpec,
+                 commits: Sequence[CommitResult]) -> DataVersion:
+    """The Delta version of the table, except after a refresh that changed no row: one that
+    only recorded its progress on its upstreams (a commit of no rows, which moves the Delta
+    version) keeps the data version it had, so nothing downstream runs or looks stale. A table
+    whose row count differs from its last materialization's (made again, written by someone
+    else) takes its version."""
+    if rows_changed(commits) == 0:
+        event = context.instance.get_latest_materialization_event(asset_key(spec))
+        last = event.asset_materialization if event is not None else None
+        before = last.tags.get(DATA_VERSION_TAG) if last is not None and last.tags else None
+        rows = getattr(last.metadata.get("dagster/row_count"), "value", None) if last is not None else None
+        if before is not None and rows == store.row_count(spec):
+            return DataVersion(before)
+    return DataVersion(str(store.version(spec)))
+
+
 def column_lineage(lineage: dict[str, list[tuple[TableSpec, str]]]) -> TableColumnLineage:
     """Column lineage from ``{column: [(upstream spec, upstream column), ...]}``."""
     return TableColumnLineage(deps_by_column={
@@ -131,10 +149,8 @@ def refresh_asset(refresh: TableRefresh, extra_args: Callable[[], tuple] = tuple
         if result.skipped:
             context.log.info("%s: nothing new upstream (%s)", spec.qualified_name, result.increment.describe())
         commits = [result.commit] if result.commit is not None else []
-        # The data version is the Delta version: a run that changed nothing keeps it, so
-        # downstream assets stay up to date and automation sees no new data.
         return MaterializeResult(
-            data_version=DataVersion(str(store.version(spec))),
+            data_version=data_version(context, store, spec, commits),
             metadata=materialization_metadata(
                 store, spec, *commits, upstream_versions=MetadataValue.json(result.increment.describe()),
                 rows_changed=rows_changed(commits), refresh_seconds=round(seconds, 3)))

@@ -50,14 +50,19 @@ def plan(layer: str) -> dict[str, Any]:
             "materializes": rebuild_selection(layer)}
 
 
-def rebuild(layer: str, store: Any, run_selection: Callable[[Sequence[str]], bool]) -> list[dict[str, Any]]:
+def rebuild(layer: str, store: Any, prepare: Callable[[Sequence[str]], Callable[[], bool]]) -> list[dict[str, Any]]:
     """Drop the layer's tables and those downstream (downstream first), materialize them again
-    with ``run_selection`` and return one result per table (asset key, Delta version, rows,
-    table name). ``store`` must be able to drop tables (the Spark Delta store)."""
+    and return one result per table (asset key, Delta version, rows, table name).
+
+    ``prepare(selection)`` does everything that can fail on the configuration (the landing
+    root, the lakehouse, Spark) and returns the run of the selection (true when it succeeded):
+    it is called before the first table is dropped, so a rebuild that cannot run drops nothing.
+    ``store`` must be able to drop tables."""
     tables = rebuild_tables(layer)
+    run_selection = prepare(rebuild_selection(layer))
     for spec in reversed(tables):
         store.drop(spec)
-    if not run_selection(rebuild_selection(layer)):
+    if not run_selection():
         raise RuntimeError(f"the rebuild of {layer} failed: see the run's steps above")
     return [{"asset_key": asset_key_string(spec), "table": store.location(spec), "delta_version": store.version(spec),
              "rows": store.row_count(spec)} for spec in tables if store.exists(spec)]

@@ -20,6 +20,7 @@ import pyarrow as pa
 from fitness_assets.tables import TableSpec
 
 CDF_PROPERTY = "delta.enableChangeDataFeed"
+DELETION_VECTORS_PROPERTY = "delta.enableDeletionVectors"
 CONSTRAINT_PREFIX = "delta.constraints."
 # Session confs that make a Delta SQL write (MERGE, INSERT, UPDATE, DELETE) idempotent: Delta
 # records (app id, version) in the commit and skips a later write whose version is not newer.
@@ -97,8 +98,13 @@ def table_properties(spec: TableSpec) -> dict[str, str]:
     """Table properties the store creates ``spec`` with: the spec's own, and the change data
     feed on every table. CDF is what the store reads changes from and, for append-only tables,
     what it reads appended rows from; on a table that is only appended to, Delta writes no
-    change files (inserts are read from the data files), so it costs nothing there."""
-    return dict(spec.properties) | {CDF_PROPERTY: "true"}
+    change files (inserts are read from the data files), so it costs nothing there.
+
+    Deletion vectors are off (Databricks turns them on for new tables by default): with them, a
+    MERGE or DELETE only marks rows as removed, and an erased member's rows stay in data files
+    the table still uses, which VACUUM never deletes. The store's vacuum also purges any
+    deletion vectors a table made elsewhere has (``reorg_purge_sql``)."""
+    return dict(spec.properties) | {CDF_PROPERTY: "true", DELETION_VECTORS_PROPERTY: "false"}
 
 
 def create_schema_sql(catalog: str | None, layer: str) -> str:
@@ -181,10 +187,13 @@ def appended_rows_sql(catalog: str | None, spec: TableSpec, after_version: int, 
 
 # Operations that only add rows (or change nothing readable); anything else between two
 # versions means the table was not append-only there.
+# (``CREATE OR REPLACE TABLE AS SELECT`` is not one: it is how Delta names an overwrite by
+# ``saveAsTable``, which replaces every row.)
 APPEND_ONLY_OPERATIONS = frozenset({
-    "CREATE TABLE", "CREATE OR REPLACE TABLE AS SELECT", "CREATE TABLE AS SELECT", "STREAMING UPDATE",
-    "SET TBLPROPERTIES", "ADD CONSTRAINT", "CHANGE COLUMN", "OPTIMIZE", "VACUUM START", "VACUUM END",
-    "UPGRADE PROTOCOL", "ADD COLUMNS", "SET TBLPROPERTIES AND ADD CONSTRAINT",
+    "CREATE TABLE", "CREATE TABLE AS SELECT", "STREAMING UPDATE",
+    "SET TBLPROPERTIES", "UNSET TBLPROPERTIES", "ADD CONSTRAINT", "DROP CONSTRAINT", "CHANGE COLUMN",
+    "OPTIMIZE", "REORG", "CLUSTER BY", "VACUUM START", "VACUUM END", "UPGRADE PROTOCOL", "ADD COLUMNS",
+    "SET TBLPROPERTIES AND ADD CONSTRAINT",
 })
 
 
@@ -249,6 +258,12 @@ def merge_sql(catalog: str | None, spec: TableSpec, source: str, predicate: str,
 
 def vacuum_sql(catalog: str | None, spec: TableSpec, retention_hours: int) -> str:
     return f"VACUUM {table_name(catalog, spec)} RETAIN {_non_negative(retention_hours, 'retention_hours')} HOURS"
+
+
+def reorg_purge_sql(catalog: str | None, spec: TableSpec) -> str:
+    """Rewrite the data files that deletion vectors mark rows of, without those rows (the old
+    files then go with the next VACUUM); a table without deletion vectors is left as it is."""
+    return f"REORG TABLE {table_name(catalog, spec)} APPLY (PURGE)"
 
 
 def optimize_sql(catalog: str | None, spec: TableSpec) -> str:

@@ -107,6 +107,10 @@ class SparkSettings:
 
 
 def _base_conf(settings: SparkSettings) -> dict[str, str]:
+    if settings.mode == "databricks":
+        # The cluster keeps its own shuffle partitions and Arrow settings (serverless compute
+        # refuses to set most); the time zone is the contract's, and the caller's settings stand.
+        return {"spark.sql.session.timeZone": "UTC"} | dict(settings.extra_conf)
     conf = {
         # Every timestamp of the contract is UTC; Spark must not shift them to the host's zone.
         "spark.sql.session.timeZone": "UTC",
@@ -231,7 +235,7 @@ def _build(settings: SparkSettings, archive: bool = True) -> SparkSession:
         wait_for_server(settings.connect_url)
         builder = SparkSession.builder.remote(settings.connect_url)
     elif settings.mode == "databricks" and os.environ.get("DATABRICKS_RUNTIME_VERSION"):
-        return SparkSession.builder.getOrCreate()  # on a Databricks cluster: its own session
+        return _with_conf(SparkSession.builder.getOrCreate(), settings)  # on a Databricks cluster: its own session
     elif settings.mode == "databricks":
         try:
             from databricks.connect import DatabricksSession  # type: ignore[import-not-found]
@@ -240,7 +244,7 @@ def _build(settings: SparkSettings, archive: bool = True) -> SparkSession:
                 "Spark mode 'databricks' needs databricks-connect, which must live in its own "
                 "virtual environment (it replaces pyspark); see README, 'Running on Databricks'."
             ) from exc
-        return DatabricksSession.builder.getOrCreate()
+        return _with_conf(DatabricksSession.builder.getOrCreate(), settings)
     else:
         raise ValueError(f"unknown Spark mode {settings.mode!r}: use local, connect or databricks")
     for key, value in _base_conf(settings).items():
@@ -269,6 +273,14 @@ def _build(settings: SparkSettings, archive: bool = True) -> SparkSession:
         class_archive.discard()
         return session
     session.sparkContext.setLogLevel("ERROR")
+    return session
+
+
+def _with_conf(session: SparkSession, settings: SparkSettings) -> SparkSession:
+    """A session made elsewhere (a Databricks cluster's, Databricks Connect's) with this
+    platform's settings that can be set at run time: the UTC time zone, the caller's own."""
+    for key, value in _base_conf(settings).items():
+        session.conf.set(key, value)
     return session
 
 

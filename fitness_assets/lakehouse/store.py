@@ -1006,6 +1006,9 @@ class SparkDeltaTableStore(TableStore):
             return []
         # The retention is this platform's setting (erasure), not Delta's 7-day floor.
         self.spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
+        # Rows that deletion vectors only mark as removed stay in files the table still uses:
+        # rewritten without them first, so that this VACUUM (or the next) deletes them for good.
+        self._sql(delta_sql.reorg_purge_sql(self.catalog, self._target(spec)))
         self._sql(delta_sql.vacuum_sql(self.catalog, self._target(spec), int(retention_hours)))
         return []  # Delta on Spark does not say which files it deleted
 

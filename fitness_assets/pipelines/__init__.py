@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from fitness_assets.lakehouse import incremental as inc
 from fitness_assets.lakehouse.incremental import Increment
-from fitness_assets.lakehouse.store import CommitResult, TableStore
+from fitness_assets.lakehouse.store import ChangesGone, CommitResult, TableStore
 from fitness_assets.tables import TableSpec
 
 Lineage = dict[str, list[tuple[TableSpec, str]]]
@@ -49,7 +49,35 @@ class TableRefresh:
         i = inc.plan(store, self.target, self.upstreams)
         if i.is_empty and not (self.stale is not None and self.stale(store, *args)):
             return Refresh(i)
-        return Refresh(i, self.body(store, i, *args))
+        try:
+            return Refresh(i, self.body(store, i, *args))
+        except Exception as error:
+            if not _change_data_gone(error):
+                raise
+            # Spark's Delta finds the files missing only when the query runs (the delta-rs
+            # store raises ChangesGone itself, when it reads them).
+            raise ChangesGone(
+                f"the change data of an upstream of {self.target.qualified_name} is gone (vacuumed before "
+                f"{self.target.qualified_name} took it in: FITNESS_ERASURE_RETENTION_HOURS is shorter than it "
+                f"lagged): run `fitness-assets rebuild {self.target.layer}`") from None
+
+
+#: Delta's error condition for a change data file that is missing (vacuumed).
+CHANGE_DATA_GONE = "DELTA_CHANGE_DATA_FILE_NOT_FOUND"
+
+
+def _change_data_gone(error: BaseException) -> bool:
+    """Whether Spark's Delta failed on vacuumed change data: by its error condition, which
+    classic PySpark and Spark Connect both put in the message (Databricks may wrap it in a
+    read-file error, so the causes are looked at too)."""
+    seen: BaseException | None = error
+    for _ in range(10):  # a chain of causes, never a long one
+        if seen is None:
+            break
+        if CHANGE_DATA_GONE in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def refresh(target: TableSpec, upstreams: Sequence[TableSpec], lineage: Lineage, needs_reference_date: bool = False,
