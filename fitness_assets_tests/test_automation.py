@@ -218,3 +218,26 @@ def test_a_refresh_that_only_records_its_progress_keeps_its_data_version(setting
             assert new.tags[DATA_VERSION_TAG] == str(store.version(spec)) != old.tags[DATA_VERSION_TAG]
     assert progress_only, "no table recorded progress without rows: the test shows nothing"
     assert latest(next(t for t in tables if t.qualified_name == "silver.users")).metadata["rows_changed"].value == 1
+
+
+def test_new_upstream_data_is_requested_while_the_next_bronze_run_is_in_progress(defs, dagster_instance):
+    """Under a steady stream the sensors' next bronze run is queued or running at almost every
+    tick: the tables below must not wait for a moment with no bronze run in progress. The
+    instance runs one run at a time, so the refresh runs after that bronze run, on committed
+    data."""
+
+    from dagster import DagsterRunStatus
+    from dagster._core.execution.api import create_execution_plan
+
+    from fitness_assets.definitions import ALL_ASSETS_JOB
+
+    tick = Ticks(defs, dagster_instance)
+    _everything_materialized_and_checked(dagster_instance, defs)
+    tick()
+    _materialize(dagster_instance, REGISTRATIONS, "2")
+    bronze = {REGISTRATIONS, AssetKey(["quarantine", "registered_users_bz"])}
+    job = defs.resolve_job_def(ALL_ASSETS_JOB).get_subset(asset_selection=bronze)
+    # Started, not finished: its planned materializations make bronze in progress.
+    dagster_instance.create_run_for_job(job, execution_plan=create_execution_plan(job),
+                                        asset_selection=frozenset(bronze), status=DagsterRunStatus.STARTED)
+    assert USERS in tick()

@@ -66,7 +66,8 @@ def test_produced_records_reach_gold_and_a_profile_change_follows_without_a_manu
         env.update(FITNESS_LAKEHOUSE_ROOT=str(lake), FITNESS_LANDING_ROOT=str(landing), DAGSTER_HOME=str(home),
                    FITNESS_REFERENCE_DATE="2024-01-01")
         env.pop("FITNESS_SPARK_MODE", None)
-        spark = warm_spark(env, free_port(), tmp_path / "spark-connect.log")
+        # Its log in a DAGSTER_HOME not made yet, as `make reset && make live` has it.
+        spark = warm_spark(env, free_port(), home / "spark-connect.log")
         daemon = None
         try:
             assert env["FITNESS_SPARK_MODE"] == "connect"

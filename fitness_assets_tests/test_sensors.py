@@ -12,7 +12,7 @@ from confluent_kafka import Producer
 from dagster import AssetKey, AssetMaterialization, AssetObservation, DagsterRunStatus, build_sensor_context
 from dagster._core.storage.dagster_run import DagsterRun
 
-from fitness_assets.automation.sensors import KAFKA_SENSOR, LANDING_SENSOR
+from fitness_assets.automation.sensors import KAFKA_SENSOR, LANDING_SENSOR, MAX_ATTEMPTS
 from fitness_assets.definitions import build_definitions
 from fitness_assets.pipelines.bronze_kafka import ingest_kafka
 from fitness_assets.settings import AutomationSettings
@@ -56,7 +56,7 @@ def test_landing_sensor_requests_each_new_delivery_once(settings, dagster_instan
     landing = tmp_path / "landing"
 
     first = sensor.tick()
-    assert not first.run_requests and "no new files" in first.skip_message
+    assert not first.run_requests and "no new or changed files" in first.skip_message
 
     _write(landing, "registered_users", "batch-0001.csv")
     _write(landing, "gym_logins", "batch-0001.csv")
@@ -67,11 +67,31 @@ def test_landing_sensor_requests_each_new_delivery_once(settings, dagster_instan
     assert set(request.asset_selection) == BRONZE_USERS | BRONZE_LOGINS
     arrived = {e.asset_key for e in second.asset_events if isinstance(e, AssetMaterialization)}
     assert arrived == {AssetKey(["landing", "registered_users"]), AssetKey(["landing", "gym_logins"])}
-    assert json.loads(sensor.cursor) == {"registered_users": "registered_users/batch-0001.csv",
-                                         "gym_logins": "gym_logins/batch-0001.csv"}
+    assert json.loads(sensor.cursor)["requested"] == ["gym_logins", "registered_users"]
 
     third = sensor.tick()
-    assert not third.run_requests and "registered_users/batch-0001.csv" in third.skip_message
+    assert not third.run_requests and "no new or changed files" in third.skip_message
+
+    # A name that sorts before the ones acted on (a correction file), and a file rewritten in
+    # place, are requested too: the bronze step takes in every file it has not ingested.
+    _write(landing, "gym_logins", "0000-correction.csv")
+    (early,) = sensor.tick().run_requests
+    assert set(early.asset_selection) == BRONZE_LOGINS
+    assert not sensor.tick().run_requests
+    _write(landing, "gym_logins", "0000-correction.csv", "mac_address,gym,login,logout\n")
+    (rewritten,) = sensor.tick().run_requests
+    assert set(rewritten.asset_selection) == BRONZE_LOGINS and rewritten.run_key != early.run_key
+
+    # Its run failed (a killed worker): requested again, as a new attempt, up to MAX_ATTEMPTS.
+    for attempt in range(2, MAX_ATTEMPTS + 1):
+        dagster_instance.add_run(DagsterRun(job_name="__ASSET_JOB", status=DagsterRunStatus.FAILURE,
+                                            tags={"dagster/sensor_name": LANDING_SENSOR}))
+        (retry,) = sensor.tick().run_requests
+        assert retry.run_key.endswith(f":attempt-{attempt}") and set(retry.asset_selection) == BRONZE_LOGINS
+    dagster_instance.add_run(DagsterRun(job_name="__ASSET_JOB", status=DagsterRunStatus.FAILURE,
+                                        tags={"dagster/sensor_name": LANDING_SENSOR}))
+    given_up = sensor.tick()
+    assert not given_up.run_requests and f"{MAX_ATTEMPTS} runs for them failed" in given_up.skip_message
 
     _write(landing, "registered_users", "batch-0002.csv")
     _write(landing, "kafka_multiplex", "batch-0002.json", "{}\n")
@@ -125,6 +145,16 @@ def test_kafka_sensor_requests_on_new_records_and_records_the_lag(settings, dags
 
     waiting = sensor.tick()
     assert not waiting.run_requests and "already requested" in waiting.skip_message
+    # The run failed or was killed, and no record came since: requested again, up to MAX_ATTEMPTS.
+    for attempt in range(2, MAX_ATTEMPTS + 1):
+        dagster_instance.add_run(DagsterRun(job_name="__ASSET_JOB", status=DagsterRunStatus.FAILURE,
+                                            tags={"dagster/sensor_name": KAFKA_SENSOR}))
+        (retry,) = sensor.tick().run_requests
+        assert retry.run_key == f"{request.run_key}:attempt-{attempt}"
+    dagster_instance.add_run(DagsterRun(job_name="__ASSET_JOB", status=DagsterRunStatus.FAILURE,
+                                        tags={"dagster/sensor_name": KAFKA_SENSOR}))
+    given_up = sensor.tick()
+    assert not given_up.run_requests and f"{MAX_ATTEMPTS} runs for them failed" in given_up.skip_message
 
     store.overwrite(DATE_LOOKUP, reference.date_lookup(spark, dt.date(2023, 1, 1), dt.date(2024, 12, 31)))
     calendar = store.read(DATE_LOOKUP)

@@ -91,32 +91,65 @@ def _in_flight(context: SensorEvaluationContext) -> int:
     return len(runs)
 
 
+MAX_ATTEMPTS = 3  # runs requested for one source position when the earlier ones failed
+
+
+def _attempt_after_failure(context: SensorEvaluationContext, cursor: dict) -> tuple[bool, int | None]:
+    """Whether the sensor's last run, requested for the position it still sees, failed or was
+    cancelled (a killed worker, a broker gone for a moment), and the number of the attempt to
+    request now: None when it succeeded or MAX_ATTEMPTS failed (then the next position, or a
+    person, takes over). A run key is requested once, so each attempt has its own."""
+    records = context.instance.get_run_records(filters=RunsFilter(tags={"dagster/sensor_name": context.sensor_name}),
+                                               limit=1)
+    if not records or records[0].dagster_run.status not in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED):
+        return False, None
+    attempt = int(cursor.get("attempt", 1)) + 1
+    return True, (attempt if attempt <= MAX_ATTEMPTS else None)
+
+
+def _listing(files) -> str:
+    """What a landing folder holds: names, sizes and times (a file rewritten in place counts)."""
+    return _digest([[f.relative, f.size, f.mtime_ns] for f in files])
+
+
 def landing_files_step(context: SensorEvaluationContext, landing_root: str,
                        store: TableStore) -> SensorResult | SkipReason:
-    """One tick of the landing sensor: new file names (beyond the last one acted on, names
-    sort in delivery order) -> one run of the bronze assets of those folders."""
+    """One tick of the landing sensor: a folder whose listing changed since the run last
+    requested (a new file, whatever its name sorts as; a file rewritten in place) -> one run of
+    the bronze assets of those folders, which take in every file they have not ingested."""
     if _in_flight(context):
         return SkipReason("a run this sensor requested is still queued or running; new files wait for the next tick")
     cursor = json.loads(context.cursor) if context.cursor else {}
-    arrived: dict[str, list[str]] = {}
+    seen = cursor.get("listings", {})  # source -> [digest of its listing, number of files]
+    changed: dict[str, list] = {}
     for source in LANDING_TARGETS:
-        names = [f.relative for f in list_landing(landing_root, source)]
-        newer = [n for n in names if n > cursor.get(source, "")]
-        if newer:
-            arrived[source] = newer
-    if not arrived:
-        return SkipReason(f"no new files in {landing_root} since "
-                          + (", ".join(f"{s}: {n}" for s, n in sorted(cursor.items())) or "the start"))
-    position = {source: names[-1] for source, names in arrived.items()}
-    keys = [asset_key(spec) for source in arrived for spec in LANDING_TARGETS[source]]
+        files = list_landing(landing_root, source)
+        listing = [_listing(files), len(files)]
+        if files and listing[0] != (seen.get(source) or [None])[0]:
+            changed[source] = listing
+    if not changed:
+        failed, attempt = _attempt_after_failure(context, cursor)
+        if attempt is None:
+            return SkipReason(f"no new or changed files in {landing_root}" + (" since the last request" if seen else "")
+                              + (f" ({MAX_ATTEMPTS} runs for them failed: the next file, or a run by hand, takes them "
+                                 "in)" if failed else ""))
+        retry = set(cursor.get("requested", []))
+        keys = [asset_key(spec) for source in sorted(retry) for spec in LANDING_TARGETS[source]]
+        return SensorResult(
+            run_requests=[RunRequest(run_key=f"landing:{_digest(seen)}:attempt-{attempt}",
+                                     asset_selection=_with_calendar(context, store, keys),
+                                     tags={"fitness/trigger": "landing_files", "fitness/attempt": str(attempt)})],
+            cursor=json.dumps(cursor | {"attempt": attempt}, sort_keys=True))
+    listings = seen | changed
+    keys = [asset_key(spec) for source in changed for spec in LANDING_TARGETS[source]]
     return SensorResult(
-        run_requests=[RunRequest(run_key="landing:" + _digest(position),
+        run_requests=[RunRequest(run_key="landing:" + _digest(listings),
                                  asset_selection=_with_calendar(context, store, keys),
                                  tags={"fitness/trigger": "landing_files"})],
-        cursor=json.dumps(cursor | position, sort_keys=True),
-        asset_events=[AssetMaterialization(landing_key(source), description="new landing files",
-                                           metadata={"new_files": len(names), "latest_file": names[-1]})
-                      for source, names in arrived.items()],
+        cursor=json.dumps({"listings": listings, "requested": sorted(changed), "attempt": 1}, sort_keys=True),
+        asset_events=[AssetMaterialization(landing_key(source), description="new or changed landing files",
+                                           metadata={"files": n, "new_files": max(0, n - (seen.get(source) or [0, 0])[1])})
+                      for source, (_, n) in changed.items()],
     )
 
 
@@ -154,19 +187,27 @@ def kafka_step(context: SensorEvaluationContext, kafka: KafkaResource, lakehouse
             events.append(AssetObservation(kafka_topic_key(topic), metadata={
                 "lag": sum(topic_lag.values()), "lag_by_partition": MetadataValue.json(topic_lag)}))
     total = sum(lag.values())
-    new_cursor = json.dumps({"ends": ends, "lag": lag, "requested": cursor.get("requested", {})}, sort_keys=True)
+    new_cursor = json.dumps({"ends": ends, "lag": lag, "requested": cursor.get("requested", {}),
+                             "attempt": cursor.get("attempt", 1)}, sort_keys=True)
     if total == 0:
         return SensorResult(skip_reason=SkipReason("bronze is level with Kafka: lag 0 on every partition"),
                             cursor=new_cursor, asset_events=events)
+    attempt: int | None = 1
     if ends == cursor.get("requested"):
-        return SensorResult(skip_reason=SkipReason(f"lag {total}, but a run for these end offsets was already "
-                                                   "requested (queued, running or failed)"),
-                            cursor=new_cursor, asset_events=events)
+        failed, attempt = _attempt_after_failure(context, cursor)
+        if attempt is None:
+            return SensorResult(skip_reason=SkipReason(
+                f"lag {total}, but a run for these end offsets was already requested"
+                + (f" ({MAX_ATTEMPTS} runs for them failed: new records, or a run by hand, take them in)"
+                   if failed else "")),
+                cursor=new_cursor, asset_events=events)
     keys = [asset_key(spec) for spec in KAFKA_TARGET]
     return SensorResult(
-        run_requests=[RunRequest(run_key="kafka:" + _digest(ends), asset_selection=_with_calendar(context, lakehouse.store(), keys),
-                                 tags={"fitness/trigger": "kafka", "fitness/kafka_lag": str(total)})],
-        cursor=json.dumps({"ends": ends, "lag": lag, "requested": ends}, sort_keys=True),
+        run_requests=[RunRequest(run_key="kafka:" + _digest(ends) + (f":attempt-{attempt}" if attempt > 1 else ""),
+                                 asset_selection=_with_calendar(context, lakehouse.store(), keys),
+                                 tags={"fitness/trigger": "kafka", "fitness/kafka_lag": str(total),
+                                       "fitness/attempt": str(attempt)})],
+        cursor=json.dumps({"ends": ends, "lag": lag, "requested": ends, "attempt": attempt}, sort_keys=True),
         asset_events=events,
     )
 

@@ -73,6 +73,8 @@ class SparkConnectServer:
             *[arg for key, value in STATIC_CONF.items() for arg in ("--conf", f"{key}={value}")],
             "--class", SERVER_CLASS, "spark-internal",
         ]
+        if self.log_path:
+            Path(self.log_path).parent.mkdir(parents=True, exist_ok=True)  # a DAGSTER_HOME not made yet
         self._log = open(self.log_path, "ab") if self.log_path else None
         self._process = subprocess.Popen(command, env=os.environ | {"SPARK_HOME": str(home)},
                                          stdout=self._log or subprocess.DEVNULL, stderr=subprocess.STDOUT,
