@@ -31,6 +31,7 @@ from fitness_assets.assets.sources import source_specs
 from fitness_assets.automation.maintenance import maintenance
 from fitness_assets.automation.policies import condition_for, freshness_policy
 from fitness_assets.automation.sensors import build_sensors
+from fitness_assets.lakehouse.store import DeltaRsTableStore, SparkDeltaTableStore
 from fitness_assets.resources import KafkaResource, LakehouseResource, SparkResource
 from fitness_assets.settings import AutomationSettings, ConfigError, Settings, SparkEnv
 from fitness_assets.streaming.settings import KafkaSettings
@@ -122,13 +123,21 @@ def apply_layer_policies(assets: list[AssetsDefinition | AssetSpec], automation:
     group: sources, reference, bronze, quarantine, silver, gold), and each table its location
     (``dagster/uri``), so the asset page shows where it lives without opening an event."""
     tables = {tuple(t.asset_key_path): t for t in ALL_TABLES}
+    # Where the store puts each table (no Spark is started for it): a path on delta-rs, the
+    # Unity Catalog name (<catalog>.<schema>.<table>, schemas as configured) on Spark's Delta.
+    store = (SparkDeltaTableStore(lambda: None, settings.catalog, dict(settings.schemas))
+             if settings.backend == "spark-delta" else DeltaRsTableStore(settings.lakehouse_root, lambda: None))
 
     def policy(spec: AssetSpec) -> AssetSpec:
         layer = spec.group_name or ""
         table = tables.get(tuple(spec.key.path))
         metadata = dict(spec.metadata)
+        if spec.key.path[0] == "landing":  # the folder a landing source is, as configured
+            metadata["folder"] = f"{settings.landing_root.rstrip('/')}/{spec.key.path[-1]}/"
         if table is not None:
-            metadata["dagster/uri"] = f"{settings.lakehouse_root.rstrip('/')}/{table.layer}/{table.name}"
+            metadata["dagster/uri"] = store.location(table)
+            if settings.backend == "spark-delta":
+                metadata["dagster/table_name"] = store.location(table)
         return spec.replace_attributes(freshness_policy=freshness_policy(automation, layer),
                                        automation_condition=condition_for(layer), metadata=metadata)
 

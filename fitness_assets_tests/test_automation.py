@@ -217,6 +217,9 @@ def test_a_refresh_that_only_records_its_progress_keeps_its_data_version(setting
         else:
             assert new.tags[DATA_VERSION_TAG] == str(store.version(spec)) != old.tags[DATA_VERSION_TAG]
     assert progress_only, "no table recorded progress without rows: the test shows nothing"
+    # The date its ages are computed at is on the asset's page, not only in the Delta log.
+    bins = latest(next(t for t in tables if t.qualified_name == "silver.user_bins"))
+    assert bins.metadata["reference_date"].value == "2024-01-01"
     assert latest(next(t for t in tables if t.qualified_name == "silver.users")).metadata["rows_changed"].value == 1
 
 

@@ -55,6 +55,20 @@ def test_unity_catalog_names_come_from_the_environment():
 
     assert store.location(USERS).replace("`", "") == "fitness_staging.dev_ann_silver.users"
     assert store.location(GYM_SUMMARY).replace("`", "") == "fitness_staging.gold.gym_summary"
+    # The asset pages name the same tables the store writes (not the local lakehouse's paths).
+    from dagster import AssetKey
+
+    from fitness_assets.definitions import build_definitions
+
+    specs = {s.key: s for s in build_definitions(settings, SparkEnv()).resolve_all_asset_specs()}
+    users = specs[AssetKey(USERS.asset_key_path)].metadata
+    assert users["dagster/table_name"] == users["dagster/uri"] == store.location(USERS)
+    local = build_definitions(Settings.from_env({"FITNESS_LAKEHOUSE_ROOT": "/data/lake"}), SparkEnv())
+    local_users = {s.key: s for s in local.resolve_all_asset_specs()}[AssetKey(USERS.asset_key_path)].metadata
+    assert (local_users["dagster/uri"], local_users["dagster/table_name"]) == ("/data/lake/silver/users", "silver.users")
+    landing = {s.key: s for s in build_definitions(Settings.from_env({"FITNESS_LANDING_ROOT": "/data/in"}),
+                                                   SparkEnv()).resolve_all_asset_specs()}
+    assert landing[AssetKey(["landing", "gym_logins"])].metadata["folder"] == "/data/in/gym_logins/"
 
 
 def test_an_unknown_table_backend_fails_in_one_line():

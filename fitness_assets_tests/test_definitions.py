@@ -15,8 +15,17 @@ def test_definitions_load_with_every_table_as_an_asset(settings):
         assert node.group_name == spec.layer
         assert node.owners == ["team:data-engineering"]
         assert node.description
-        assert "dagster/column_schema" in node.metadata
+        types = {c.name: c.type for c in node.metadata["dagster/column_schema"].columns}
+        # Type names as Spark and Delta write them (what an analyst reads in a DESCRIBE).
+        assert all(t == _spark_type(f.type) for f, t in zip(spec.schema, types.values(), strict=True)), spec.name
     assert defs.resolve_job_def(ALL_ASSETS_JOB).executor_def.name == "in_process"
+
+
+def _spark_type(dtype) -> str:
+    from pyspark.sql.pandas.types import from_arrow_type
+
+    name = from_arrow_type(dtype).simpleString()
+    return {"bigint": "long", "string": "string"}.get(name, name)
 
 
 def test_every_table_has_checks_and_error_checks_block(settings):

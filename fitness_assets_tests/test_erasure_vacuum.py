@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from dagster import AssetKey
 
 from fitness_assets.automation.maintenance import VACUUM_JOB
 from fitness_assets.definitions import build_definitions
 from fitness_assets.settings import Settings
-from fitness_assets.tables import USER_PROFILE, USER_PROFILE_HISTORY
+from fitness_assets.tables import KAFKA_MULTIPLEX_QR, USER_PROFILE, USER_PROFILE_HISTORY
 from fitness_assets_tests.conftest import TEST_SPARK
 
 NAME, STREET = "Zebulonia", "77 Quixotic Lane"
@@ -58,13 +59,26 @@ def _files_holding_the_person(lakehouse: Path, current_only: bool, store) -> lis
 
 def test_a_delete_erases_at_once_and_the_vacuum_removes_the_old_files(settings, store, run, dagster_instance):
     landing, lakehouse = Path(settings.landing_root), Path(settings.lakehouse_root)
-    _deliver(landing, "batch-1.json", _profile_change(0, "new", 1_690_000_000))
+    # Besides the record, two lines quarantined: an array of the member's records, and another's.
+    other = _profile_change(5, "new", 1_690_000_000).replace("4242", "5151")
+    _deliver(landing, "batch-1.json", _profile_change(0, "new", 1_690_000_000),
+             "[" + _profile_change(3, "update", 1_690_000_100) + "]", "[" + other + "]")
     run(*SELECTION)
     assert _files_holding_the_person(lakehouse, True, store)  # the member is there, as themselves
+    quarantined = {r["line"]: r["raw"] for r in store.read(KAFKA_MULTIPLEX_QR).collect()}
+    assert set(quarantined) == {2, 3} and NAME in quarantined[2]
 
     _deliver(landing, "batch-2.json", _profile_change(1, "delete", 1_690_100_000))
     run(*SELECTION)
     assert _files_holding_the_person(lakehouse, True, store) == []  # erased from what the tables show
+    quarantined = {r["line"]: r["raw"] for r in store.read(KAFKA_MULTIPLEX_QR).collect()}
+    assert quarantined[2] is None and "5151" in quarantined[3]  # the member's line, not the other's
+    # The write shows on the quarantine table's page, with what it did.
+    event = dagster_instance.get_latest_materialization_event(AssetKey(KAFKA_MULTIPLEX_QR.asset_key_path))
+    written = event.asset_materialization
+    assert written.description == "written by the refresh of silver.user_profile_history"
+    assert written.metadata["erased_rows"].value == 1
+    assert written.metadata["delta_version"].value == store.version(KAFKA_MULTIPLEX_QR)
     assert _files_holding_the_person(lakehouse, False, store)  # but still in files of older versions
 
     keep_a_week = build_definitions(settings, TEST_SPARK)

@@ -147,11 +147,24 @@ def test_quarantined_profile_records_of_deleted_members_are_found_for_erasure(sp
 
     escaped = line(1).replace('"topic": "user_info"', '"topic": "user\\u005finfo"')  # still the topic
     assert json.loads(escaped)["topic"] == "user_info" and "user_info" not in escaped
+    # Lines that are not one record still name the member: an array of records, a line cut
+    # short, a user_id written as a string; other members' lines and longer ids are kept.
+    array, cut = "[" + line(2) + ", " + line(1) + "]", line(1)[:-30]
+    as_string = line(1).replace('\\"user_id\\": 1', '\\"user_id\\": \\"1\\"')
+    assert json.loads(json.loads(as_string)["value"])["user_id"] == "1"
     quarantine = spark.createDataFrame(
         [("f", 1, line(1), "invalid_value:update_type"), ("f", 2, line(2), "invalid_value:update_type"),
          ("f", 3, line(1, "workout"), "missing_field:workout_id"), ("f", 4, None, "unreadable_file:binary"),
-         ("f", 5, escaped, "invalid_value:update_type")],
+         ("f", 5, escaped, "invalid_value:update_type"), ("g", 1, array, "malformed_json"),
+         ("g", 2, cut, "malformed_json"), ("g", 3, "[" + line(2) + "]", "malformed_json"),
+         ("g", 4, line(10), "invalid_value:update_type"), ("g", 5, as_string, "wrong_type:user_id"),
+         ("g", 6, line(10**30).replace(str(10**30), "1" + "0" * 30), "malformed_json"),
+         ("g", 7, json.dumps({"key": "k", "value": json.dumps({"user_id": 1, "workout_id": 3}), "topic": "workout"}),
+          "missing_field:session_id")],
         "source_file string, line long, raw string, reason string").withColumn("load_time", F.current_timestamp())
     members = spark.createDataFrame([(1,)], "user_id long")
     rows = T.erased_quarantine_rows(quarantine, members).collect()
-    assert sorted((r["source_file"], r["line"], r["raw"]) for r in rows) == [("f", 1, None), ("f", 5, None)]
+    # f/3 is a workout record, but holds the member's first name: erased too. A workout line
+    # with no personal field (g/7) is kept, as the member's workouts are.
+    assert sorted((r["source_file"], r["line"], r["raw"]) for r in rows) == [
+        ("f", 1, None), ("f", 3, None), ("f", 5, None), ("g", 1, None), ("g", 2, None), ("g", 5, None)]

@@ -8,6 +8,7 @@ import pyarrow as pa
 from dagster import (
     AssetExecutionContext,
     AssetKey,
+    AssetMaterialization,
     AssetsDefinition,
     DataVersion,
     MaterializeResult,
@@ -37,6 +38,8 @@ def asset_key(spec: TableSpec) -> AssetKey:
 def _type_name(dtype: pa.DataType) -> str:
     if pa.types.is_timestamp(dtype):
         return "timestamp"
+    if pa.types.is_decimal(dtype):
+        return f"decimal({dtype.precision},{dtype.scale})"  # as Spark and Delta name it
     return {"int64": "long", "int32": "int", "date32[day]": "date", "bool": "boolean"}.get(str(dtype), str(dtype))
 
 
@@ -95,6 +98,12 @@ def rows_changed(commits: Sequence[CommitResult]) -> int:
     return sum(int(c.metrics.get(m) or 0) for c in commits if not c.skipped for m in CHANGE_METRICS)
 
 
+def _last_commit(store: TableStore, spec: TableSpec) -> dict[str, Any]:
+    """What the table's latest commit says of itself (its commit metadata: ``erased_rows``...)."""
+    meta = store.commit_metadata(spec)[-1:] if store.exists(spec) else []
+    return {k: v for k, v in (meta[0] if meta else {}).items() if not k.startswith("_") and isinstance(v, int | str)}
+
+
 def data_version(context: AssetExecutionContext, store: TableStore, spec: TableSpec,
                  commits: Sequence[CommitResult]) -> DataVersion:
     """The Delta version of the table, except after a refresh that changed no row: one that
@@ -144,7 +153,15 @@ def refresh_asset(refresh: TableRefresh, extra_args: Callable[[], tuple] = tuple
         args = ((lakehouse.reference(),) if refresh.needs_reference_date else ()) + extra_args()
         started = time.perf_counter()
         with store.step():
+            others = [(other, store.version(other)) for other in refresh.also_writes]
             result = refresh(store, *args)
+            for other, version in others:
+                if store.version(other) != version:  # written here too: on that table's page as well
+                    context.log_event(AssetMaterialization(
+                        asset_key(other), description=f"written by the refresh of {spec.qualified_name}",
+                        metadata=materialization_metadata(store, other, written_by=spec.qualified_name,
+                                                          **_last_commit(store, other)),
+                        tags={DATA_VERSION_TAG: str(store.version(other))}))
         seconds = time.perf_counter() - started
         if result.skipped:
             context.log.info("%s: nothing new upstream (%s)", spec.qualified_name, result.increment.describe())
@@ -153,6 +170,8 @@ def refresh_asset(refresh: TableRefresh, extra_args: Callable[[], tuple] = tuple
             data_version=data_version(context, store, spec, commits),
             metadata=materialization_metadata(
                 store, spec, *commits, upstream_versions=MetadataValue.json(result.increment.describe()),
-                rows_changed=rows_changed(commits), refresh_seconds=round(seconds, 3)))
+                rows_changed=rows_changed(commits), refresh_seconds=round(seconds, 3),
+                # Ages and the like are computed at this date (FITNESS_REFERENCE_DATE, else the day of the run).
+                **({"reference_date": args[0].isoformat()} if refresh.needs_reference_date else {})))
 
     return _asset

@@ -44,6 +44,9 @@ class TableRefresh:
     # threshold): ``stale(store, *args)`` is true when it was computed with other values, and
     # the body then runs with nothing new upstream too.
     stale: Callable[..., bool] | None = None
+    # Other tables the body may write besides its target (an erasure in a quarantine table):
+    # the asset reports a materialization of each one it changed.
+    also_writes: tuple[TableSpec, ...] = ()
 
     def __call__(self, store: TableStore, *args) -> Refresh:
         i = inc.plan(store, self.target, self.upstreams)
@@ -81,10 +84,11 @@ def _change_data_gone(error: BaseException) -> bool:
 
 
 def refresh(target: TableSpec, upstreams: Sequence[TableSpec], lineage: Lineage, needs_reference_date: bool = False,
-            stale: Callable[..., bool] | None = None) -> Callable[[Callable[..., CommitResult | None]], TableRefresh]:
+            stale: Callable[..., bool] | None = None,
+            also_writes: Sequence[TableSpec] = ()) -> Callable[[Callable[..., CommitResult | None]], TableRefresh]:
     """Declare ``target``'s refresh from the function that computes and writes an increment."""
     def declare(body: Callable[..., CommitResult | None]) -> TableRefresh:
-        return TableRefresh(target, tuple(upstreams), body, lineage, needs_reference_date, stale)
+        return TableRefresh(target, tuple(upstreams), body, lineage, needs_reference_date, stale, tuple(also_writes))
 
     return declare
 

@@ -121,7 +121,7 @@ def _new_readings_arrow(store: TableStore, i: Increment) -> pa.Table | None:
     return A.per_instant(readings)
 
 
-@refresh(USER_PROFILE_HISTORY, [KAFKA_MULTIPLEX_BZ], _from_value(USER_PROFILE_HISTORY))
+@refresh(USER_PROFILE_HISTORY, [KAFKA_MULTIPLEX_BZ], _from_value(USER_PROFILE_HISTORY), also_writes=[KAFKA_MULTIPLEX_QR])
 def user_profile_history(store: TableStore, i: Increment) -> CommitResult | None:
     """Recompute the whole history of every member named in new profile changes."""
     # Only the topic's partition is listed and read (its size, not the table's, picks the codegen).

@@ -129,19 +129,34 @@ def profile_history(changes: DataFrame) -> DataFrame:
     ).select("user_id", *PROFILE_FIELDS, "updated", "valid_from", "valid_to", "is_current", "is_deleted")
 
 
+#: A ``user_id`` named in a raw line, as JSON writes it in a record or escaped inside a value
+#: string (``"user_id": 7``, ``\"user_id\":\"7\"``): found in lines that are not one record.
+NAMED_USER_ID = r'user_id\\?"\s*:\s*\\?"?([0-9]{1,18})(?![0-9])'
+
+
 def erased_quarantine_rows(quarantine: DataFrame, members: DataFrame) -> DataFrame:
-    """Quarantined `user_info` records of ``members`` (``user_id``) whose raw line still
-    holds their data, with ``raw`` emptied: what a delete must write back there."""
+    """Quarantined `user_info` lines naming one of ``members`` (``user_id``) whose raw line
+    still holds their data, with ``raw`` emptied: what a delete must write back there. A line
+    is a member's when it parses as a `user_info` record of theirs, or when it names their
+    ``user_id`` anywhere (a JSON array of records, a line cut short, other malformed JSON)."""
     record = _from_json(F.col("raw"), KAFKA_FIELDS)
     payload = _from_json(record["value"], PAYLOAD_FIELDS)
     # JSON writes the topic's letters and underscore as themselves or as \u escapes (no other
     # escape is accepted for them), so a line with neither cannot be a `user_info` record and is
     # not parsed: most quarantined lines are readings (5M readings: 76k lines, two JSON parses each).
+    # A line cut before its topic is looked at when it holds a personal field's name.
     named = F.col("raw").contains("user_info") | F.col("raw").contains("\\u")
-    rows = quarantine.where(F.col("raw").isNotNull() & named).select(
-        "*", record["topic"].alias("_topic"), P.as_long(payload["user_id"]).alias("user_id"))
-    erased = rows.where(F.col("_topic") == "user_info").join(
-        F.broadcast(members.select("user_id").distinct()), on="user_id", how="left_semi")
+    for field_name in ("first_name", "last_name", "street_address", "dob"):
+        named = named | F.col("raw").contains(field_name)
+    keys = ["source_file", "line"]
+    lines = quarantine.where(F.col("raw").isNotNull() & named).select(
+        *keys, record["topic"].alias("_topic"), P.as_long(payload["user_id"]).alias("user_id"),
+        F.regexp_extract_all(F.col("raw"), F.lit(NAMED_USER_ID), F.lit(1)).alias("_named"))
+    as_record = lines.where(F.col("_topic") == "user_info").select(*keys, "user_id")
+    as_text = lines.select(*keys, F.explode("_named").alias("_id")).select(*keys, F.col("_id").cast("long").alias("user_id"))
+    hits = as_record.unionByName(as_text).join(
+        F.broadcast(members.select("user_id").distinct()), on="user_id", how="left_semi").select(*keys).distinct()
+    erased = quarantine.join(hits, on=keys, how="left_semi")
     return erased.select("source_file", "line", F.lit(None).cast("string").alias("raw"), "reason", "load_time")
 
 
