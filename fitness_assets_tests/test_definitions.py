@@ -45,3 +45,14 @@ def test_silver_and_gold_lineage(settings):
                                                     "kafka/user_info", "kafka/workout", "kafka/bpm"}
     assert parents["bronze/gym_logins_bz"] == {"landing/gym_logins"}
     assert "dagster/column_lineage" in graph.get(AssetKey(["gold", "workout_bpm_summary"])).metadata
+
+
+def test_quarantine_comes_from_its_sources_not_from_bronze(settings):
+    """The bronze step writes both tables from the landing files and Kafka records: the
+    quarantine's lineage shows where its lines came from."""
+    graph = build_definitions(settings).resolve_asset_graph()
+    users = graph.get(AssetKey(["quarantine", "registered_users_bz"]))
+    assert users.parent_keys == {AssetKey(["landing", "registered_users"])}
+    multiplex = graph.get(AssetKey(["quarantine", "kafka_multiplex_bz"]))
+    assert multiplex.parent_keys == {AssetKey(["landing", "kafka_multiplex"]), AssetKey(["kafka", "user_info"]),
+                                     AssetKey(["kafka", "workout"]), AssetKey(["kafka", "bpm"])}

@@ -49,7 +49,11 @@ def _spec(table: TableSpec, deps: list[AssetKey]) -> AssetSpec:
 
 
 def _specs(source: str, bronze: TableSpec, quarantine: TableSpec, deps: list[AssetKey]) -> list[AssetSpec]:
-    return [_spec(bronze, [landing_key(source), *deps]), _spec(quarantine, [asset_key(bronze)])]
+    """Bronze and its quarantine come from the same sources, written in one step: the lines
+    and records that pass go to bronze, the others to quarantine (not read from bronze). Only
+    bronze reads the calendar."""
+    sources = [landing_key(source), *deps]
+    return [_spec(bronze, sources), _spec(quarantine, [d for d in sources if d != asset_key(DATE_LOOKUP)])]
 
 
 def _results(store: TableStore, bronze: TableSpec, quarantine: TableSpec, files: IngestReport,
