@@ -9,7 +9,7 @@ import json
 
 import pytest
 from confluent_kafka import Producer
-from dagster import AssetKey, AssetMaterialization, AssetObservation, DagsterRunStatus, build_sensor_context
+from dagster import AssetKey, AssetMaterialization, AssetObservation, DagsterRunStatus, RunRequest, build_sensor_context
 from dagster._core.storage.dagster_run import DagsterRun
 
 from fitness_assets.automation.sensors import KAFKA_SENSOR, LANDING_SENSOR, MAX_ATTEMPTS
@@ -50,11 +50,19 @@ def _write(root, source, name, text="user_id,device_id,mac_address,registration_
     (folder / name).write_text(text)
 
 
+def _failed(instance, sensor_name: str, request) -> None:
+    """The run the daemon made of ``request``, failed (a killed worker)."""
+    instance.add_run(DagsterRun(job_name="__ASSET_JOB", status=DagsterRunStatus.FAILURE,
+                                tags={"dagster/sensor_name": sensor_name, "dagster/run_key": request.run_key}))
+
+
 def test_landing_sensor_requests_each_new_delivery_once(settings, dagster_instance, tmp_path):
     defs = build_definitions(settings, kafka=KafkaSettings(), automation=AutomationSettings())
     sensor = Sensor(defs, LANDING_SENSOR, dagster_instance)
     landing = tmp_path / "landing"
 
+    # A failed run of another request (another cursor's) is not this sensor's to retry.
+    _failed(dagster_instance, LANDING_SENSOR, RunRequest(run_key="landing:earlier"))
     first = sensor.tick()
     assert not first.run_requests and "no new or changed files" in first.skip_message
 
@@ -83,13 +91,12 @@ def test_landing_sensor_requests_each_new_delivery_once(settings, dagster_instan
     assert set(rewritten.asset_selection) == BRONZE_LOGINS and rewritten.run_key != early.run_key
 
     # Its run failed (a killed worker): requested again, as a new attempt, up to MAX_ATTEMPTS.
+    ran = rewritten
     for attempt in range(2, MAX_ATTEMPTS + 1):
-        dagster_instance.add_run(DagsterRun(job_name="__ASSET_JOB", status=DagsterRunStatus.FAILURE,
-                                            tags={"dagster/sensor_name": LANDING_SENSOR}))
-        (retry,) = sensor.tick().run_requests
-        assert retry.run_key.endswith(f":attempt-{attempt}") and set(retry.asset_selection) == BRONZE_LOGINS
-    dagster_instance.add_run(DagsterRun(job_name="__ASSET_JOB", status=DagsterRunStatus.FAILURE,
-                                        tags={"dagster/sensor_name": LANDING_SENSOR}))
+        _failed(dagster_instance, LANDING_SENSOR, ran)
+        (ran,) = sensor.tick().run_requests
+        assert ran.run_key.endswith(f":attempt-{attempt}") and set(ran.asset_selection) == BRONZE_LOGINS
+    _failed(dagster_instance, LANDING_SENSOR, ran)
     given_up = sensor.tick()
     assert not given_up.run_requests and f"{MAX_ATTEMPTS} runs for them failed" in given_up.skip_message
 
@@ -146,13 +153,12 @@ def test_kafka_sensor_requests_on_new_records_and_records_the_lag(settings, dags
     waiting = sensor.tick()
     assert not waiting.run_requests and "already requested" in waiting.skip_message
     # The run failed or was killed, and no record came since: requested again, up to MAX_ATTEMPTS.
+    ran = request
     for attempt in range(2, MAX_ATTEMPTS + 1):
-        dagster_instance.add_run(DagsterRun(job_name="__ASSET_JOB", status=DagsterRunStatus.FAILURE,
-                                            tags={"dagster/sensor_name": KAFKA_SENSOR}))
-        (retry,) = sensor.tick().run_requests
-        assert retry.run_key == f"{request.run_key}:attempt-{attempt}"
-    dagster_instance.add_run(DagsterRun(job_name="__ASSET_JOB", status=DagsterRunStatus.FAILURE,
-                                        tags={"dagster/sensor_name": KAFKA_SENSOR}))
+        _failed(dagster_instance, KAFKA_SENSOR, ran)
+        (ran,) = sensor.tick().run_requests
+        assert ran.run_key == f"{request.run_key}:attempt-{attempt}"
+    _failed(dagster_instance, KAFKA_SENSOR, ran)
     given_up = sensor.tick()
     assert not given_up.run_requests and f"{MAX_ATTEMPTS} runs for them failed" in given_up.skip_message
 

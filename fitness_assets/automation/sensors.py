@@ -95,12 +95,15 @@ MAX_ATTEMPTS = 3  # runs requested for one source position when the earlier ones
 
 
 def _attempt_after_failure(context: SensorEvaluationContext, cursor: dict) -> tuple[bool, int | None]:
-    """Whether the sensor's last run, requested for the position it still sees, failed or was
-    cancelled (a killed worker, a broker gone for a moment), and the number of the attempt to
-    request now: None when it succeeded or MAX_ATTEMPTS failed (then the next position, or a
-    person, takes over). A run key is requested once, so each attempt has its own."""
-    records = context.instance.get_run_records(filters=RunsFilter(tags={"dagster/sensor_name": context.sensor_name}),
-                                               limit=1)
+    """Whether the run last requested (its run key in the cursor), for the position the sensor
+    still sees, failed or was cancelled (a killed worker, a broker gone for a moment), and the
+    number of the attempt to request now: None when it succeeded, is not there, or MAX_ATTEMPTS
+    failed (then the next position, or a person, takes over). A run key is requested once, so
+    each attempt has its own."""
+    if not cursor.get("run_key"):
+        return False, None
+    records = context.instance.get_run_records(filters=RunsFilter(tags={
+        "dagster/sensor_name": context.sensor_name, "dagster/run_key": cursor["run_key"]}), limit=1)
     if not records or records[0].dagster_run.status not in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED):
         return False, None
     attempt = int(cursor.get("attempt", 1)) + 1
@@ -133,20 +136,20 @@ def landing_files_step(context: SensorEvaluationContext, landing_root: str,
             return SkipReason(f"no new or changed files in {landing_root}" + (" since the last request" if seen else "")
                               + (f" ({MAX_ATTEMPTS} runs for them failed: the next file, or a run by hand, takes them "
                                  "in)" if failed else ""))
-        retry = set(cursor.get("requested", []))
-        keys = [asset_key(spec) for source in sorted(retry) for spec in LANDING_TARGETS[source]]
+        keys = [asset_key(spec) for source in cursor["requested"] for spec in LANDING_TARGETS[source]]
+        run_key = f"landing:{_digest(seen)}:attempt-{attempt}"
         return SensorResult(
-            run_requests=[RunRequest(run_key=f"landing:{_digest(seen)}:attempt-{attempt}",
-                                     asset_selection=_with_calendar(context, store, keys),
+            run_requests=[RunRequest(run_key=run_key, asset_selection=_with_calendar(context, store, keys),
                                      tags={"fitness/trigger": "landing_files", "fitness/attempt": str(attempt)})],
-            cursor=json.dumps(cursor | {"attempt": attempt}, sort_keys=True))
+            cursor=json.dumps(cursor | {"attempt": attempt, "run_key": run_key}, sort_keys=True))
     listings = seen | changed
     keys = [asset_key(spec) for source in changed for spec in LANDING_TARGETS[source]]
+    run_key = "landing:" + _digest(listings)
     return SensorResult(
-        run_requests=[RunRequest(run_key="landing:" + _digest(listings),
-                                 asset_selection=_with_calendar(context, store, keys),
+        run_requests=[RunRequest(run_key=run_key, asset_selection=_with_calendar(context, store, keys),
                                  tags={"fitness/trigger": "landing_files"})],
-        cursor=json.dumps({"listings": listings, "requested": sorted(changed), "attempt": 1}, sort_keys=True),
+        cursor=json.dumps({"listings": listings, "requested": sorted(changed), "attempt": 1, "run_key": run_key},
+                          sort_keys=True),
         asset_events=[AssetMaterialization(landing_key(source), description="new or changed landing files",
                                            metadata={"files": n, "new_files": max(0, n - (seen.get(source) or [0, 0])[1])})
                       for source, (_, n) in changed.items()],
@@ -188,7 +191,7 @@ def kafka_step(context: SensorEvaluationContext, kafka: KafkaResource, lakehouse
                 "lag": sum(topic_lag.values()), "lag_by_partition": MetadataValue.json(topic_lag)}))
     total = sum(lag.values())
     new_cursor = json.dumps({"ends": ends, "lag": lag, "requested": cursor.get("requested", {}),
-                             "attempt": cursor.get("attempt", 1)}, sort_keys=True)
+                             "attempt": cursor.get("attempt", 1), "run_key": cursor.get("run_key")}, sort_keys=True)
     if total == 0:
         return SensorResult(skip_reason=SkipReason("bronze is level with Kafka: lag 0 on every partition"),
                             cursor=new_cursor, asset_events=events)
@@ -202,12 +205,13 @@ def kafka_step(context: SensorEvaluationContext, kafka: KafkaResource, lakehouse
                    if failed else "")),
                 cursor=new_cursor, asset_events=events)
     keys = [asset_key(spec) for spec in KAFKA_TARGET]
+    run_key = "kafka:" + _digest(ends) + (f":attempt-{attempt}" if attempt > 1 else "")
     return SensorResult(
-        run_requests=[RunRequest(run_key="kafka:" + _digest(ends) + (f":attempt-{attempt}" if attempt > 1 else ""),
-                                 asset_selection=_with_calendar(context, lakehouse.store(), keys),
+        run_requests=[RunRequest(run_key=run_key, asset_selection=_with_calendar(context, lakehouse.store(), keys),
                                  tags={"fitness/trigger": "kafka", "fitness/kafka_lag": str(total),
                                        "fitness/attempt": str(attempt)})],
-        cursor=json.dumps({"ends": ends, "lag": lag, "requested": ends, "attempt": attempt}, sort_keys=True),
+        cursor=json.dumps({"ends": ends, "lag": lag, "requested": ends, "attempt": attempt, "run_key": run_key},
+                          sort_keys=True),
         asset_events=events,
     )
 
