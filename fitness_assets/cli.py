@@ -109,7 +109,8 @@ def _jvm_output_to(folder: Path | None):
         with open(path, "rb") as log:
             log.seek(start)
             tail = log.read().decode(errors="replace").splitlines()[-20:]
-        print(f"Spark did not start; the end of {path}:", *tail, sep="\n", file=sys.stderr)
+        if tail:  # the JVM may have written to stdout instead (a heap it cannot reserve)
+            print(f"Spark did not start; the end of {path}:", *tail, sep="\n", file=sys.stderr)
         first = (str(error).strip().splitlines() or [""])[0][:300]
         raise SparkUnavailable(f"Spark did not start ({type(error).__name__}: {first}); "
                                f"check FITNESS_SPARK_* and Java, and see {path}") from error

@@ -21,6 +21,9 @@ from fitness_assets.lakehouse.spark import (
     DEFAULT_MODE,
     JIT_MODES,
     MODES,
+    connect_url_problem,
+    driver_memory_problem,
+    master_problem,
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -86,6 +89,16 @@ def env_choice(env: dict[str, str], name: str, default: str, choices: Sequence[s
     """``env[name]``, one of ``choices`` (``default`` when unset)."""
     return _env_value(env, name, default, str, lambda value: value in choices, f"one of {', '.join(choices)}",
                       strip=False)
+
+
+def env_checked(env: dict[str, str], name: str, problem: Callable[[str], str | None]) -> str | None:
+    """``env[name]`` stripped (None when unset); a ``ConfigError`` saying what it must be when
+    ``problem`` finds one."""
+    text = (env.get(name) or "").strip()
+    wrong = problem(text) if text else None
+    if wrong:
+        raise ConfigError(f"{name} must be {wrong}, not {text!r}")
+    return text or None
 
 
 def _default_catalog(env: dict[str, str]) -> str | None:
@@ -167,9 +180,9 @@ class SparkEnv:
             jit=env_choice(env, "FITNESS_SPARK_JIT", DEFAULT_JIT, JIT_MODES),
             compile_from_rows=int(compile_from),
             mode=env_choice(env, "FITNESS_SPARK_MODE", DEFAULT_MODE, MODES),
-            master=env.get("FITNESS_SPARK_MASTER") or DEFAULT_MASTER,
-            connect_url=env.get("FITNESS_SPARK_CONNECT_URL") or None,
-            driver_memory=env.get("FITNESS_SPARK_DRIVER_MEMORY") or DEFAULT_DRIVER_MEMORY,
+            master=env_checked(env, "FITNESS_SPARK_MASTER", master_problem) or DEFAULT_MASTER,
+            connect_url=env_checked(env, "FITNESS_SPARK_CONNECT_URL", connect_url_problem),
+            driver_memory=env_checked(env, "FITNESS_SPARK_DRIVER_MEMORY", driver_memory_problem) or DEFAULT_DRIVER_MEMORY,
         )
 
 

@@ -2,6 +2,7 @@
 names per environment, and a second, different Spark session in one process refused."""
 
 import os
+import re
 
 import pytest
 
@@ -210,6 +211,17 @@ def test_a_databricks_session_gets_the_utc_time_zone_and_the_callers_settings_on
     ("FITNESS_SPARK_JIT", "fast", "FITNESS_SPARK_JIT must be one of auto, quick, tiered, not 'fast'"),
     ("FITNESS_SPARK_MODE", "remote", "FITNESS_SPARK_MODE must be one of local, connect, databricks, not 'remote'"),
     ("FITNESS_TABLE_BACKEND", "iceberg", "FITNESS_TABLE_BACKEND must be one of delta-rs, spark-delta, not 'iceberg'"),
+    # Each of these started Spark or Kafka and failed in the middle of a run, in the JVM's words
+    # ("Invalid maximum heap size") or not at all (librdkafka retries any address for ever).
+    ("FITNESS_SPARK_DRIVER_MEMORY", "3gb", "FITNESS_SPARK_DRIVER_MEMORY must be a size Java reads, such as 3g"),
+    ("FITNESS_SPARK_DRIVER_MEMORY", "256m", "FITNESS_SPARK_DRIVER_MEMORY must be at least 450m (Spark's driver does "
+                                            "not start with less), not '256m'"),
+    ("FITNESS_SPARK_MASTER", "local[two]", "FITNESS_SPARK_MASTER must be a Spark master such as local[2]"),
+    ("FITNESS_SPARK_CONNECT_URL", "localhost:15002", "FITNESS_SPARK_CONNECT_URL must be a Spark Connect URL such as "
+                                                     "sc://127.0.0.1:15002, not 'localhost:15002'"),
+    ("FITNESS_KAFKA_BOOTSTRAP_SERVERS", "localhost:99092", "FITNESS_KAFKA_BOOTSTRAP_SERVERS must be "
+                                                          "host:port[,host:port] with ports from 1 to 65535"),
+    ("FITNESS_KAFKA_BOOTSTRAP_SERVERS", "broker one:9092", "FITNESS_KAFKA_BOOTSTRAP_SERVERS must be host:port"),
 ])
 def test_a_setting_the_platform_cannot_use_stops_the_cli_in_one_line_before_anything_runs(
         variable, value, message, tmp_path, monkeypatch, capsys):
@@ -224,6 +236,32 @@ def test_a_setting_the_platform_cannot_use_stops_the_cli_in_one_line_before_anyt
     err = capsys.readouterr().err
     assert err.startswith(f"fitness-assets: {message}") and err.count("\n") == 1
     assert not lakehouse.exists()  # stopped before Spark, before any table
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("FITNESS_KAFKA_CONFIG_SASL_USERNAM", "me", 'FITNESS_KAFKA_CONFIG_SASL_USERNAM is not a Kafka client setting '
+                                              'librdkafka accepts (No such configuration property: "sasl.usernam")'),
+    ("FITNESS_KAFKA_CONFIG_SECURITY_PROTOCOL", "SASL-SSL", "FITNESS_KAFKA_CONFIG_SECURITY_PROTOCOL is not a Kafka "
+                                                          'client setting librdkafka accepts (Invalid value "SASL-SSL"'),
+])
+def test_a_kafka_client_setting_librdkafka_refuses_stops_the_cli_in_one_line(variable, value, message, tmp_path,
+                                                                             monkeypatch, capsys):
+    """Client settings were first read by the run's consumer, so a misspelt one failed the
+    bronze step; and with Kafka off they are not used, so not checked."""
+    from fitness_assets.cli import main
+    from fitness_assets.streaming.settings import KafkaSettings
+
+    (tmp_path / "landing").mkdir()
+    for name, setting in {"FITNESS_LANDING_ROOT": str(tmp_path / "landing"),
+                          "FITNESS_LAKEHOUSE_ROOT": str(tmp_path / "lakehouse"), "DAGSTER_HOME": str(tmp_path / "home"),
+                          "FITNESS_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9", variable: value}.items():
+        monkeypatch.setenv(name, setting)
+    assert main(["run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"fitness-assets: {message}") and err.count("\n") == 1
+    assert not (tmp_path / "lakehouse").exists()
+    monkeypatch.delenv("FITNESS_KAFKA_BOOTSTRAP_SERVERS")
+    assert not KafkaSettings.from_env().enabled
 
 
 def test_databricks_spark_over_a_local_delta_rs_lakehouse_stops_the_cli_in_one_line(tmp_path, monkeypatch, capsys):
@@ -363,8 +401,9 @@ def test_dagster_home_is_made_absolute_and_one_that_is_no_folder_stops_the_cli_i
 
 
 def test_a_spark_that_cannot_start_is_one_line_after_its_own_log_lines_not_a_traceback(tmp_path):
-    """The JVM refuses ``-Xmxlots``: the CLI shows what this start wrote to Spark's log (not
-    an earlier run's lines) and ends with one line saying what to check, exit code 2."""
+    """The JVM cannot reserve a heap of 100000 TiB (a size the settings cannot refuse: what a
+    machine can reserve is the JVM's to say): the CLI shows what this start wrote to Spark's log
+    (not an earlier run's lines) and ends with one line saying what to check, exit code 2."""
     import subprocess
     import sys
 
@@ -373,13 +412,14 @@ def test_a_spark_that_cannot_start_is_one_line_after_its_own_log_lines_not_a_tra
     (tmp_path / "report" / "spark-driver.log").write_text("a line of an earlier run\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("FITNESS_")} | {
         "FITNESS_LANDING_ROOT": str(tmp_path / "landing"), "FITNESS_LAKEHOUSE_ROOT": str(tmp_path / "lakehouse"),
-        "DAGSTER_HOME": str(tmp_path / "home"), "FITNESS_SPARK_DRIVER_MEMORY": "lots"}
+        "DAGSTER_HOME": str(tmp_path / "home"), "FITNESS_SPARK_DRIVER_MEMORY": "100000t"}
     done = subprocess.run([sys.executable, "-m", "fitness_assets.cli", "run"], env=env, capture_output=True,
                           text=True, timeout=300)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert lines[-1].startswith("fitness-assets: Spark did not start (") and "spark-driver.log" in lines[-1]
-    assert "Invalid maximum heap size: -Xmxlots" in done.stderr and "earlier run" not in done.stderr
+    assert "Could not reserve enough space" in done.stdout + done.stderr  # the JVM writes it to stdout
+    assert "earlier run" not in done.stdout + done.stderr
 
 
 def test_reset_removes_the_dagster_home_runs_use_even_when_given_as_a_relative_path(tmp_path, monkeypatch, capsys):
@@ -394,3 +434,18 @@ def test_reset_removes_the_dagster_home_runs_use_even_when_given_as_a_relative_p
     assert main(["reset"]) == 0
     assert f"removed {tmp_path / 'home'}" in capsys.readouterr().out
     assert not any((tmp_path / folder).exists() for folder in ("landing", "lakehouse", "home"))
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"driver_memory": "3x"}, "the Spark resource's driver_memory must be a size Java reads"),
+    ({"master": "lokal[2]"}, "the Spark resource's master must be a Spark master such as local[2]"),
+    ({"mode": "connect", "connect_url": "http://127.0.0.1:15002"},
+     "the Spark resource's connect_url must be a Spark Connect URL such as sc://127.0.0.1:15002"),
+])
+def test_a_spark_resource_configured_in_the_ui_is_checked_before_spark_starts(fields, message):
+    """The launchpad can set the resource's fields past the environment's checks."""
+    from fitness_assets.lakehouse import spark as spark_module
+    from fitness_assets.lakehouse.spark import SparkSettings
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        spark_module._build(SparkSettings(**fields))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections import Counter
@@ -23,7 +24,7 @@ from fitness_assets.lakehouse.store import DeltaRsTableStore
 from fitness_assets.pipelines.bronze_kafka import ingest_kafka, lost_to_retention, stored_positions
 from fitness_assets.streaming.broker import MockKafkaBroker
 from fitness_assets.streaming.settings import KafkaSettings
-from fitness_assets.streaming.source import KafkaReader, PositionsAhead, TopicReplaced
+from fitness_assets.streaming.source import KafkaReader, KafkaUnavailable, PositionsAhead, TopicReplaced
 from fitness_assets.tables import DATE_LOOKUP, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR
 from fitness_assets.transforms import bronze as parsers
 from fitness_assets.transforms import reference
@@ -307,6 +308,40 @@ def test_a_topic_that_holds_fewer_records_than_were_read_is_refused_in_one_line(
     live = subprocess.run([sys.executable, "-m", "fitness_assets.cli", "live", "--port", "0", "--ui-port", "0"],
                           env=env, capture_output=True, text=True, timeout=120, start_new_session=True)
     assert (live.returncode, live.stderr.strip()) == (2, LOCAL_BROKER_AFTER_EARLIER_ONE)
+
+
+def _address_nothing_answers() -> str:
+    with socket.socket() as probe:  # a port just free: a connection to it is refused
+        probe.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{probe.getsockname()[1]}"
+
+
+def test_a_broker_that_does_not_answer_stops_the_kafka_read_in_one_line_without_the_clients_noise(
+        lake, spark, settings, run, dagster_instance, monkeypatch, capfd):
+    """librdkafka retries a refused connection every back-off and printed each failure (~200
+    lines in 10 s). The read now stops in one line that says what to start or fix and what the
+    client saw, prints nothing else, and the step still reports the landing files it committed."""
+    store, parse = lake
+    address = _address_nothing_answers()
+    with KafkaReader(KafkaSettings(bootstrap_servers=address), metadata_timeout=2) as reader:
+        with pytest.raises(KafkaUnavailable) as refused:
+            reader.watermarks()
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith(f"Kafka at {address} did not answer within 2 s (")
+    assert "Connection refused" in message and "FITNESS_KAFKA_BOOTSTRAP_SERVERS" in message
+    assert "%3|" not in capfd.readouterr().err, "librdkafka's log lines are not printed"
+
+    landing = Path(settings.landing_root) / "kafka_multiplex"
+    landing.mkdir(parents=True, exist_ok=True)
+    (landing / "while_down.json").write_text(json.dumps({"key": "k", "value": json.dumps(_bpm(1)), "topic": "bpm",
+                                                         "partition": 0, "offset": 7, "timestamp": BASE_MS}) + "\n")
+    monkeypatch.setenv("FITNESS_KAFKA_BOOTSTRAP_SERVERS", address)
+    report = run("bronze/kafka_multiplex_bz", expect_success=False)
+    assert report.failures["bronze__kafka_multiplex_bz"].startswith(f"KafkaUnavailable: Kafka at {address} did not")
+    reported = dagster_instance.get_latest_materialization_event(AssetKey(["bronze", "kafka_multiplex_bz"]))
+    assert reported.asset_materialization.metadata["new_files"].value == 1
+    assert store.read(KAFKA_MULTIPLEX_BZ).count() == 1 and stored_positions(store, KAFKA_MULTIPLEX_BZ)[0] == {}
+    assert capfd.readouterr().err.count("Connection refused") <= 1
 
 
 def test_a_topic_made_again_that_holds_more_records_than_were_read_is_refused(lake, spark):

@@ -66,6 +66,41 @@ QUICK_JIT = "-XX:TieredStopAtLevel=1"
 # came, 27.7-29.5 s so, five runs each; the 5M full refresh 42.7 / 43.2 s and 43.4 / 43.3 s.
 ARROW_BATCH_ROWS = 100_000
 COMBINE_ROWS = 1_000_000
+# The smallest heap Spark's driver starts with: below it, SparkContext refuses ("System memory
+# ... must be at least 471859200"), measured on 4.1.1.
+MIN_DRIVER_MEMORY_BYTES = 450 * 2**20
+_SIZE = re.compile(r"([1-9][0-9]*)([kmgt]?)", re.IGNORECASE)
+_MASTER = re.compile(r"local(\[(\*|[1-9][0-9]*)(,[0-9]+)?\])?|local-cluster\[[0-9, ]+\]|yarn|(spark|k8s)://\S+")
+_CONNECT_URL = re.compile(r"sc://[^\s/:;]+(:[0-9]{1,5})?/?(;\S*)?")
+
+
+def driver_memory_problem(text: str) -> str | None:
+    """Why ``text`` cannot be the local driver's memory (None when it can): Java's heap size
+    syntax (a whole number, k/m/g/t) and at least what Spark's driver starts with."""
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        return "a size Java reads, such as 3g or 3072m (a whole number with k, m, g or t)"
+    number, unit = match.groups()
+    if int(number) * 1024 ** "_kmgt".index(unit.lower() or "_") < MIN_DRIVER_MEMORY_BYTES:
+        return "at least 450m (Spark's driver does not start with less)"
+    return None
+
+
+def master_problem(text: str) -> str | None:
+    """Why ``text`` cannot be a Spark master URL (None when it can)."""
+    if _MASTER.fullmatch(text) is None:
+        return "a Spark master such as local[2], local[*] or spark://host:7077"
+    return None
+
+
+def connect_url_problem(text: str) -> str | None:
+    """Why ``text`` cannot be a Spark Connect URL (None when it can)."""
+    match = _CONNECT_URL.fullmatch(text)
+    if match is None or (match.group(1) and not 0 < int(match.group(1)[1:]) < 65536):
+        return "a Spark Connect URL such as sc://127.0.0.1:15002"
+    return None
+
+
 # Settings fixed when a Spark starts: the local driver gets them in its builder, the Spark
 # Connect server this project starts on its command line. A Connect client does not send them
 # (the server refuses a static setting, with a warning each session).
@@ -211,6 +246,12 @@ def wait_for_server(url: str, seconds: float | None = None, stopped: bool = Fals
 def _build(settings: SparkSettings, archive: bool = True) -> SparkSession:
     if settings.mode not in MODES:
         raise ValueError(f"unknown Spark mode {settings.mode!r}: set FITNESS_SPARK_MODE to local, connect or databricks")
+    for name, value, problem in (("master", settings.master, master_problem),
+                                 ("driver_memory", settings.driver_memory, driver_memory_problem),
+                                 ("connect_url", settings.connect_url, connect_url_problem)):
+        wrong = value is not None and (settings.mode == "connect") == (name == "connect_url") and problem(value)
+        if wrong:
+            raise ValueError(f"the Spark resource's {name} must be {wrong}, not {value!r}")
     if settings.mode == "local":
         builder = (
             SparkSession.builder.master(settings.master)

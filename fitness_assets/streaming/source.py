@@ -15,16 +15,20 @@ silently skipping the new topic's first records.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
-from collections import Counter
-from collections.abc import Mapping
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from fitness_assets.streaming.settings import KafkaSettings
 
 PartitionKey = str  # "<topic>/<partition>"
+LOG = logging.getLogger("fitness_assets.kafka")
+T = TypeVar("T")
 
 
 def partition_key(topic: str, partition: int) -> PartitionKey:
@@ -90,6 +94,28 @@ class TopicReplaced(PositionsAhead):
             "its start, or `make reset` for a local broker")
 
 
+class KafkaUnavailable(RuntimeError):
+    """The Kafka cluster could not be asked what it holds (down, unreachable, refusing the
+    client): nothing was read, so nothing is lost; the next run reads from the same positions."""
+
+
+class ClientLog:
+    """librdkafka's log lines for one client. It logs a failed connection every back-off (~20
+    lines a second while a broker is down), which went to stderr as is: here the last lines are
+    kept for the error that follows, and a line is passed on to the ``fitness_assets.kafka``
+    logger only when it differs from the one before."""
+
+    def __init__(self) -> None:
+        self.lines: deque[str] = deque(maxlen=4)
+
+    def log(self, level: int, fmt: str, *args) -> None:
+        line = fmt % args if args else fmt
+        line = line.rpartition("]: ")[2] or line  # without "FAIL [rdkafka#consumer-1] [thrd:...]: "
+        if not self.lines or self.lines[-1] != line:
+            LOG.log(level, "%s", line)
+        self.lines.append(line)
+
+
 def fingerprint(timestamp: int | None, key: bytes | None, value: bytes | None) -> str:
     """A short digest of one record's timestamp, key and value: what tells the record at an
     offset from another record at the same offset of a topic made again."""
@@ -113,7 +139,21 @@ class KafkaReader:
     def __init__(self, settings: KafkaSettings, metadata_timeout: float = 10.0):
         self.settings = settings
         self.metadata_timeout = metadata_timeout
-        self._consumer = Consumer(settings.consumer_config())
+        self._log = ClientLog()
+        self._consumer = Consumer({**settings.consumer_config(), "logger": self._log})
+
+    def _ask(self, question: Callable[[], T]) -> T:
+        """``question()``; a ``KafkaUnavailable`` in one line when the cluster does not answer."""
+        try:
+            return question()
+        except KafkaException as error:
+            self._consumer.consume(num_messages=1, timeout=0)  # serves the client's log lines
+            reason = error.args[0].str() if error.args and isinstance(error.args[0], KafkaError) else str(error)
+            last = f"; the client's last words: {self._log.lines[-1]}" if self._log.lines else ""
+            raise KafkaUnavailable(
+                f"Kafka at {self.settings.bootstrap_servers} did not answer within {self.metadata_timeout:g} s "
+                f"({reason}{last}): start the broker or fix FITNESS_KAFKA_BOOTSTRAP_SERVERS (unset, Kafka is "
+                "off); nothing was read, the next run starts where bronze stopped") from None
 
     def __enter__(self) -> KafkaReader:
         return self
@@ -126,7 +166,7 @@ class KafkaReader:
 
     def partitions(self) -> list[tuple[str, int]]:
         """Every partition of the configured topics that exist on the cluster."""
-        metadata = self._consumer.list_topics(timeout=self.metadata_timeout)
+        metadata = self._ask(lambda: self._consumer.list_topics(timeout=self.metadata_timeout))
         found = []
         for topic in self.settings.topics:
             meta = metadata.topics.get(topic)
@@ -138,8 +178,8 @@ class KafkaReader:
     def watermarks(self) -> dict[PartitionKey, tuple[int, int]]:
         """(low, high) offsets of every partition: what exists now."""
         return {
-            partition_key(t, p): self._consumer.get_watermark_offsets(TopicPartition(t, p),
-                                                                      timeout=self.metadata_timeout)
+            partition_key(t, p): self._ask(lambda t=t, p=p: self._consumer.get_watermark_offsets(
+                TopicPartition(t, p), timeout=self.metadata_timeout))
             for t, p in self.partitions()
         }
 

@@ -22,7 +22,7 @@ from fitness_assets.lakehouse.store import TableStore
 from fitness_assets.pipelines.bronze import IngestReport, ingest
 from fitness_assets.pipelines.bronze_kafka import KafkaIngestReport, ingest_kafka
 from fitness_assets.resources import KafkaResource, LakehouseResource, SparkResource
-from fitness_assets.streaming.source import PositionsAhead
+from fitness_assets.streaming.source import KafkaUnavailable, PositionsAhead
 from fitness_assets.tables import (
     DATE_LOOKUP,
     GYM_LOGINS_BZ,
@@ -156,7 +156,7 @@ def kafka_multiplex_bz(context: AssetExecutionContext, spark: SparkResource, lak
                     streamed = ingest_kafka(store, None, reader, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR,
                                             max_records_per_batch=kafka.max_records_per_batch,
                                             max_batches=kafka.max_batches_per_run)
-            except PositionsAhead as error:  # the files committed above are still reported
+            except (PositionsAhead, KafkaUnavailable) as error:  # the files committed above are still reported
                 refused = error
             else:
                 context.log.info("%s: %d Kafka records in %d batches, %d rows, %d quarantined, lag %d",
