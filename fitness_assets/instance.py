@@ -7,6 +7,12 @@
   run launcher cannot tell a dead run worker from a live one, so :func:`fail_dead_runs` (called
   by the CLI before each run and by the sensors on each tick) marks a STARTED run failed as soon
   as every process that wrote its events is gone from this machine (kill -9, OOM).
+- Run retries: on, with no retry by default. The automation sensor's runs carry
+  ``dagster/max_retries`` (``AUTOMATION_RUN_RETRIES``), so the daemon runs a failed automation
+  run again from its failure (a killed run worker, a Spark server restarted mid-run); nothing
+  else would request it until new data arrives or the freshness window runs out. The landing
+  and Kafka sensors request their own failed runs again (their cursor knows the position), so
+  their runs carry no such tag.
 - No telemetry, and no "join the community" dialog over the UI.
 
 Keys already in an existing file are left as they are: a deployment may tune them.
@@ -30,7 +36,9 @@ INSTANCE_SETTINGS: dict[str, Any] = {
     "concurrency": {"runs": {"max_concurrent_runs": 1}},
     "run_monitoring": {"enabled": True, "start_timeout_seconds": 180, "poll_interval_seconds": 30,
                        "max_resume_run_attempts": 0, "max_runtime_seconds": 3600},
+    "run_retries": {"enabled": True, "max_retries": 0},
 }
+AUTOMATION_RUN_RETRIES = 2
 
 
 def dagster_home() -> Path:

@@ -85,3 +85,31 @@ def test_a_run_that_finishes_while_it_is_inspected_is_not_marked_failed(tmp_path
         monkeypatch.setattr(inst, "alive", finishes_then_looks)
         assert fail_dead_runs(instance) == []
         assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.SUCCESS
+
+
+def test_a_failed_automation_run_will_be_retried_and_a_failed_sensor_run_will_not(tmp_path, settings):
+    """Dagster decides when a run fails whether its daemon will run it again (the tag it sets is
+    what the UI shows and what the daemon acts on): an automation run, yes, from its failure; a
+    run of the landing or Kafka sensor, or one by hand, no (the sensors request their own again)."""
+    from dagster import DagsterRunStatus
+    from dagster._core.storage.dagster_run import DagsterRun
+    from dagster._core.storage.tags import WILL_RETRY_TAG
+
+    from fitness_assets.automation.sensors import AUTOMATION_SENSOR
+    from fitness_assets.definitions import build_definitions
+    from fitness_assets.instance import AUTOMATION_RUN_RETRIES
+
+    automation = next(s for s in build_definitions(settings).sensors if s.name == AUTOMATION_SENSOR)
+    ensure_instance(tmp_path)
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert instance.run_retries_enabled and instance.run_retries_max_retries == 0
+        by_automation = DagsterRun(job_name="__ASSET_JOB", status=DagsterRunStatus.STARTED,
+                                   tags=dict(automation.run_tags))
+        by_sensor = DagsterRun(job_name="__ASSET_JOB", status=DagsterRunStatus.STARTED,
+                               tags={"fitness/trigger": "kafka"})
+        for run in (by_automation, by_sensor):
+            instance.add_run(run)
+            instance.report_run_failed(run, "the run worker was killed")
+        assert instance.get_run_by_id(by_automation.run_id).tags[WILL_RETRY_TAG] == "true"
+        assert instance.get_run_by_id(by_sensor.run_id).tags[WILL_RETRY_TAG] == "false"
+        assert automation.run_tags["dagster/max_retries"] == str(AUTOMATION_RUN_RETRIES) == "2"

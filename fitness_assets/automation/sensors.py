@@ -31,7 +31,7 @@ from dagster import (
 
 from fitness_assets.assets.common import asset_key
 from fitness_assets.assets.sources import kafka_topic_key, landing_key
-from fitness_assets.instance import fail_dead_runs
+from fitness_assets.instance import AUTOMATION_RUN_RETRIES, fail_dead_runs
 from fitness_assets.lakehouse.store import DeltaRsTableStore, TableStore
 from fitness_assets.pipelines.bronze import list_landing
 from fitness_assets.pipelines.bronze_kafka import stored_positions
@@ -237,7 +237,9 @@ def build_sensors(settings: AutomationSettings) -> list[SensorDefinition]:
 
     automation = AutomationConditionSensorDefinition(
         AUTOMATION_SENSOR, target=AssetSelection.all(), default_status=status, minimum_interval_seconds=interval,
+        run_tags={"dagster/max_retries": str(AUTOMATION_RUN_RETRIES)},
         description="Evaluates the tables' automation conditions: silver and gold refresh when upstream data "
-                    "changed; any table catches up when it fails its freshness policy.",
+                    f"changed; any table catches up when it fails its freshness policy. A failed run is run again "
+                    f"from its failure, up to {AUTOMATION_RUN_RETRIES} times.",
     )
     return [landing_files_sensor, kafka_sensor, automation]
