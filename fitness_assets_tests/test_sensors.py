@@ -184,3 +184,17 @@ def test_kafka_sensor_requests_on_new_records_and_records_the_lag(settings, dags
                                  automation=AutomationSettings())
         tick = Sensor(defs, KAFKA_SENSOR, dagster_instance).tick()
     assert not tick.run_requests and "fewer records than bronze already read (bpm/0 ends at offset 1" in tick.skip_message
+
+
+def test_a_first_tick_counts_as_new_only_the_files_bronze_has_not_read(settings, dagster_instance, run, tmp_path):
+    """A sensor's first tick (a new instance, a cursor reset) lists every file of a folder: the
+    landing source's materialization counts as new only those bronze has not taken in."""
+    landing = tmp_path / "landing"
+    _write(landing, "registered_users", "batch-0001.csv")
+    _write(landing, "registered_users", "batch-0002.csv")
+    run("bronze/registered_users_bz")
+    _write(landing, "registered_users", "batch-0003.csv")
+    defs = build_definitions(settings, kafka=KafkaSettings(), automation=AutomationSettings())
+    tick = Sensor(defs, LANDING_SENSOR, dagster_instance).tick()
+    (arrived,) = [e for e in tick.asset_events if e.asset_key == AssetKey(["landing", "registered_users"])]
+    assert (arrived.metadata["files"].value, arrived.metadata["new_files"].value) == (3, 1)

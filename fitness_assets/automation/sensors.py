@@ -33,7 +33,7 @@ from fitness_assets.assets.common import asset_key
 from fitness_assets.assets.sources import kafka_topic_key, landing_key
 from fitness_assets.instance import AUTOMATION_RUN_RETRIES, fail_dead_runs
 from fitness_assets.lakehouse.store import DeltaRsTableStore, TableStore
-from fitness_assets.pipelines.bronze import list_landing
+from fitness_assets.pipelines.bronze import ingested_files, list_landing
 from fitness_assets.pipelines.bronze_kafka import stored_positions
 from fitness_assets.resources import KafkaResource, LakehouseResource, SparkResource
 from fitness_assets.settings import AutomationSettings
@@ -151,9 +151,21 @@ def landing_files_step(context: SensorEvaluationContext, landing_root: str,
         cursor=json.dumps({"listings": listings, "requested": sorted(changed), "attempt": 1, "run_key": run_key},
                           sort_keys=True),
         asset_events=[AssetMaterialization(landing_key(source), description="new or changed landing files",
-                                           metadata={"files": n, "new_files": max(0, n - (seen.get(source) or [0, 0])[1])})
+                                           metadata={"files": n, "new_files": _new_files(store, source, landing_root,
+                                                                                         n - (seen.get(source) or [0, 0])[1])})
                       for source, (_, n) in changed.items()],
     )
+
+
+def _new_files(store: TableStore, source: str, landing_root: str, listed_since: int) -> int:
+    """Files of ``source`` that bronze has not taken in: from bronze's commits where the Delta
+    log is read without Spark (delta-rs; a sensor starts no Databricks session), otherwise the
+    files listed since the last request (on a first tick that is every file, read or not)."""
+    bronze = LANDING_TARGETS[source][0]
+    if isinstance(store, DeltaRsTableStore) and store.exists(bronze):
+        ingested = ingested_files(store, bronze)
+        return sum(f.relative not in ingested for f in list_landing(landing_root, source))
+    return max(0, listed_since)
 
 
 def kafka_step(context: SensorEvaluationContext, kafka: KafkaResource, lakehouse: LakehouseResource,
