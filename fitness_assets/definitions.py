@@ -25,6 +25,7 @@ from dagster import (
 from fitness_assets.assets.bronze import bronze_assets, bronze_checks
 from fitness_assets.assets.checks_lib import table_checks
 from fitness_assets.assets.gold import gold_assets, gold_checks
+from fitness_assets.assets.gold.business import at_risk_days
 from fitness_assets.assets.reference import date_lookup, reference_checks
 from fitness_assets.assets.silver import silver_assets, silver_checks
 from fitness_assets.assets.sources import source_specs
@@ -62,6 +63,7 @@ def build_resources(settings: Settings | None = None, spark_env: SparkEnv | None
     settings = settings or Settings.from_env()
     spark_env = spark_env or SparkEnv.from_env()
     kafka = kafka or KafkaSettings.from_env()
+    at_risk_days()  # read again when gold/member_engagement runs; a value it cannot use stops the load now
     root = settings.lakehouse_root
     if spark_env.mode == "databricks" and settings.backend == "delta-rs" and ("://" not in root
                                                                             or root.startswith("file://")):
@@ -97,8 +99,13 @@ def databricks_resources() -> dict[str, object]:
     if not os.environ.get("DATABRICKS_HOST") or os.environ.get("DATABRICKS_RUNTIME_VERSION"):
         return {}
     # Imported only here: dagster-databricks and the Databricks SDK take ~1 s to import, paid
-    # by every process that loads the code location (each run worker among them).
-    from dagster_databricks import DatabricksClientResource
+    # by every process that loads the code location (each run worker among them). It is in
+    # the `local` extra: a Databricks Connect environment (pyspark replaced) goes without it,
+    # and without the rebuild job, which is launched from the main environment.
+    try:
+        from dagster_databricks import DatabricksClientResource
+    except ImportError:
+        return {}
 
     if os.environ.get("DATABRICKS_CLIENT_ID"):
         credentials = {"oauth_credentials": {"client_id": EnvVar("DATABRICKS_CLIENT_ID"),

@@ -222,6 +222,9 @@ def test_a_databricks_session_gets_the_utc_time_zone_and_the_callers_settings_on
     ("FITNESS_KAFKA_BOOTSTRAP_SERVERS", "localhost:99092", "FITNESS_KAFKA_BOOTSTRAP_SERVERS must be "
                                                           "host:port[,host:port] with ports from 1 to 65535"),
     ("FITNESS_KAFKA_BOOTSTRAP_SERVERS", "broker one:9092", "FITNESS_KAFKA_BOOTSTRAP_SERVERS must be host:port"),
+    # Read only when gold/member_engagement runs: it failed that step after bronze and silver had run.
+    ("FITNESS_AT_RISK_DAYS", "two weeks", "FITNESS_AT_RISK_DAYS must be a whole number from 1 to 2147483647, "
+                                          "not 'two weeks'"),
 ])
 def test_a_setting_the_platform_cannot_use_stops_the_cli_in_one_line_before_anything_runs(
         variable, value, message, tmp_path, monkeypatch, capsys):

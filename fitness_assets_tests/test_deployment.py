@@ -488,3 +488,18 @@ def test_workflows_pass_actionlint():
     files = sorted(str(p) for p in WORKFLOWS.glob("*.yml"))
     result = subprocess.run([tool, "-no-color", *files], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_databricks_connect_environment_loads_without_dagster_databricks(tmp_path):
+    """A workstation's Databricks Connect environment (docs/databricks.md, step 4) has no
+    dagster-databricks (it needs the pyspark Databricks Connect replaces) and DATABRICKS_HOST
+    set: the definitions load, without the `databricks` resource and the rebuild job (launched
+    from the main environment)."""
+    code = ("import sys; sys.modules['dagster_databricks'] = None; "
+            "from fitness_assets.definitions import build_definitions; defs = build_definitions(); "
+            "assert 'databricks' not in defs.resources, defs.resources; "
+            "assert not [j for j in defs.jobs if 'rebuild' in j.name], [j.name for j in defs.jobs]; print('loaded')")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DATABRICKS_HOST": "https://example.cloud.databricks.com",
+           "DATABRICKS_TOKEN": "not-a-secret", "DAGSTER_HOME": str(tmp_path)}
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert completed.returncode == 0 and "loaded" in completed.stdout, completed.stderr

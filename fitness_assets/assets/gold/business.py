@@ -13,6 +13,7 @@ from fitness_assets.assets.checks_lib import rule_check, table_check
 from fitness_assets.assets.common import refresh_asset
 from fitness_assets.lakehouse.store import TableStore
 from fitness_assets.pipelines import business as refresh
+from fitness_assets.settings import env_int
 from fitness_assets.tables import (
     COMPLETED_WORKOUTS,
     GYM_LOGS,
@@ -31,16 +32,9 @@ ZONES = [f"zone{k}_minutes" for k in range(1, len(B.ZONE_TENTHS) + 1)]
 
 
 def at_risk_days(env: dict[str, str] | None = None) -> int:
-    """``FITNESS_AT_RISK_DAYS`` (default 14), read when the asset runs; a clear error when it
-    is not a whole number of at least 1."""
-    raw = (os.environ if env is None else env).get(AT_RISK_DAYS_ENV) or str(B.DEFAULT_AT_RISK_DAYS)
-    try:
-        days = int(raw)
-    except ValueError:
-        raise ValueError(f"{AT_RISK_DAYS_ENV} must be a whole number of days, not {raw!r}") from None
-    if days < 1:
-        raise ValueError(f"{AT_RISK_DAYS_ENV} must be at least 1, not {days}")
-    return days
+    """``FITNESS_AT_RISK_DAYS`` (default 14), read when the asset runs (and checked when the
+    code location loads); a ``ConfigError`` when it is not a whole number of at least 1."""
+    return env_int(dict(os.environ if env is None else env), AT_RISK_DAYS_ENV, B.DEFAULT_AT_RISK_DAYS)
 
 
 gym_occupancy = refresh_asset(refresh.gym_occupancy)
