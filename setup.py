@@ -7,7 +7,7 @@ setup(
     version="0.1.0",
     description="Fitness Centre Medallion Data Platform: a Dagster asset graph on PySpark and Delta Lake",
     packages=find_packages(include=["fitness_assets", "fitness_assets.*"]),
-    package_data={"fitness_assets": ["lakehouse/log4j2.properties"]},
+    package_data={"fitness_assets": ["lakehouse/log4j2.properties", "transforms/java_zone_ids.txt"]},
     python_requires=">=3.11,<3.13",
     install_requires=[
         # The 1.13 line the platform was measured on (freshness policies, automation sensors);

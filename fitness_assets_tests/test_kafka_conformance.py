@@ -50,6 +50,13 @@ TEXTS = [
     "03/06/1990", "3/6/1990", "03/06/90", "03/06/01990", " 03/06/1990", "02/30/1990", "02/29/2000", "02/29/1900",
     "00/10/1990", "13/01/1990", "03/06/0000", "02/29/0000", "12/31/9999", "13/45/1990", "Jan 31 1990", "1990-01-31",
     "new", "update", "delete", "New", " new", "start", "stop", "Stop", "\ud800", "Zoë", '{"zip": "x"}', "[1]",
+    # Texts that crashed or stalled the validator: a hex exponent past the double's (OverflowError),
+    # more than 4,300 digits (Python's limit on int()), a long digit run that does not match (a
+    # regex backtracking over every split of it), and zones the host's tz database has but Java
+    # does not (or not in this JVM's tzdata).
+    "0x1p99999", "-0x1.8p1024", "0x1p-99999", "9" * 4301, "0" * 5000 + "7", "1" * 3000 + "-", "1" * 3000,
+    "2023-03-06T10:15:02." + "1" * 3000 + "Z", "2023-03-06T10:15:02Factory", "2023-03-06T10:15:02ROC",
+    "2023-03-06T10:15:02localtime", "2023-03-06T10:15:02America/Coyhaique",
 ]
 #: Field values as JSON numbers and other JSON types.
 NUMBERS: list[object] = [
@@ -68,6 +75,13 @@ RAW_PAYLOADS = {
         '{"device_id": 11, "time": 1678095183, "heartrate": +Infinity}',
         '{"device_id": 11, "time": 1678095183, "heartrate": -INF}',
         '{"device_id": 11, "time": 1678095183, "heartrate": 1e400}',
+        # Nesting within Jackson's 1000 levels is read wherever the validator is called from;
+        # past them it is refused (the parsers recurse: Python's default limit decided before).
+        '{"device_id": 11, "time": 1678095183, "heartrate": 60, "x": ' + "[" * 850 + "]" * 850 + "}",
+        '{"device_id": 11, "time": 1678095183, "heartrate": 60, "x": ' + "[" * 999 + "]" * 999 + "}",
+        '{"device_id": 11, "time": 1678095183, "heartrate": 60, "x": ' + "[" * 1000 + "]" * 1000 + "}",
+        "{'device_id': 11, 'time': 1678095183, 'heartrate': 60, 'x': " + "[" * 990 + "]" * 990 + "}",
+        "{'device_id': 11, 'time': 1678095183, 'heartrate': 60, 'x': " + "[" * 1001 + "]" * 1001 + "}",
         '{"device_id": 11, "time": 1678095183, "heartrate": 60} trailing text',
         '{"device_id": 11, "time": 1678095183, "heartrate": 60}}',
         '{"device_id": 11, "time": 1678095183, "heartrate": 60, }',
@@ -452,3 +466,19 @@ def test_compact_lines_are_decided_by_arrow_as_python_decides_them_one_by_one(ca
     assert by_line[_compact(time=_iso("2023-02-28T23:59:59Z"))] and by_line[_compact(key="null")]
     assert not any(by_line[_compact(time=_iso(day))] for day in ("2024-02-29T00:00:00Z", "2023-03-31T00:00:00Z"))
     assert _compact(time=_iso("2024-02-29T00:00:00Z")) in {lines[i] for i in expected_taken}
+
+
+def test_a_deeply_nested_payload_is_decided_the_same_however_deep_the_caller_is():
+    """Python's parsers recurse per level of nesting: under its default recursion limit a
+    payload ~450 levels deep was read or refused depending on the caller's own depth (a Dagster
+    step runs ~150 frames deeper than a test). Jackson's limit (1000 levels) decides, anywhere."""
+    from fitness_assets.transforms.kafka_arrow import payload_problem
+
+    def at_depth(frames: int, text: str):
+        return payload_problem("bpm", text) if frames == 0 else at_depth(frames - 1, text)
+
+    for quote in ('"', "'"):
+        head = f"{quote}device_id{quote}: 11, {quote}time{quote}: 1678095183, {quote}x{quote}: "
+        within, past = ("{" + head + "[" * n + "]" * n + "}" for n in (999, 1000))
+        assert {at_depth(frames, within) for frames in (0, 300, 900)} == {None}
+        assert {at_depth(frames, past) for frames in (0, 300, 900)} == {"malformed_payload"}

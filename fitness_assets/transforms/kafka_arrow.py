@@ -30,8 +30,10 @@ import json.scanner
 import math
 import os
 import re
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import NamedTuple
 from zoneinfo import ZoneInfo, available_timezones
 
@@ -57,6 +59,12 @@ MS_PER_DAY = 86_400_000
 #: Jackson's default limits (StreamReadConstraints) that Spark's JSON reader runs with.
 MAX_NUMBER_LENGTH = 1000
 MAX_NESTING_DEPTH = 1000
+# Parsing a payload recurses once or twice per level of nesting. Under Python's default limit
+# (1000 frames) a payload nested ~450 levels deep was refused or accepted depending on how deep
+# the caller's stack already was (a Dagster step is ~150 frames deeper than a test): with room
+# for MAX_NESTING_DEPTH levels on top of any caller, the decision is Jackson's, everywhere.
+if sys.getrecursionlimit() < 4 * MAX_NESTING_DEPTH + 1000:
+    sys.setrecursionlimit(4 * MAX_NESTING_DEPTH + 1000)
 
 _loads = json.loads
 #: The C scanner of ``json``: the first JSON value at an index, what follows it left alone (as
@@ -70,9 +78,12 @@ _scan = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[attr-defin
 _JAVA_TRIM = "".join(chr(c) for c in range(0x21))  # String.trim: every char <= ' '
 _TRIM_ALL = _JAVA_TRIM + "\x7f"  # UTF8String.trimAll (integral casts): whitespace and ISO controls
 _LONG_TEXT = re.compile(r"[+-]?[0-9]+\Z")
-_DECIMAL_TEXT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\Z")
+# Written so that no two quantifiers can share a digit: "[0-9]+\.?[0-9]*" (the same language as
+# "[0-9]+(?:\.[0-9]*)?") backtracked over every split of a long digit run that did not match,
+# quadratic in its length (a 50k-digit "time" took 144 s).
+_DECIMAL_TEXT = re.compile(r"[+-]?([0-9]+(?:\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?\Z")
 _JAVA_DOUBLE = re.compile(
-    r"[+-]?(?:NaN|Infinity|(?P<dec>(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)[fFdD]?"
+    r"[+-]?(?:NaN|Infinity|(?P<dec>(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)[fFdD]?"
     r"|(?P<hex>0[xX](?:[0-9a-fA-F]+\.?|[0-9a-fA-F]*\.[0-9a-fA-F]+)[pP][+-]?[0-9]+)[fFdD]?)\Z")
 _SPECIAL_DOUBLES = {"inf": math.inf, "+inf": math.inf, "infinity": math.inf, "+infinity": math.inf,
                     "-inf": -math.inf, "-infinity": -math.inf, "nan": math.nan}
@@ -80,7 +91,12 @@ _SPECIAL_DOUBLES = {"inf": math.inf, "+inf": math.inf, "infinity": math.inf, "+i
 
 def _long_text_ok(text: str, low: int, high: int) -> bool:
     t = text.strip(_TRIM_ALL)
-    return _LONG_TEXT.match(t) is not None and low <= int(t) <= high
+    if _LONG_TEXT.match(t) is None:
+        return False
+    # More than 19 significant digits is out of any BIGINT's range; int() of more than 4,300
+    # digits would raise (Python's limit on converting text) instead of saying so.
+    digits = t.lstrip("+-").lstrip("0") or "0"
+    return len(digits) <= 19 and low <= (-int(digits) if t[0] == "-" else int(digits)) <= high
 
 
 def text_as_double(text: str) -> float | None:
@@ -91,7 +107,11 @@ def text_as_double(text: str) -> float | None:
     if m is not None:
         if m.group("hex") is not None:
             body = m.group("hex")
-            return -float.fromhex(body) if t[0] == "-" else float.fromhex(body)
+            try:
+                number = float.fromhex(body)
+            except OverflowError:  # Java reads an exponent past the double's as infinity
+                number = math.inf
+            return -number if t[0] == "-" else number
         if m.group("dec") is not None:
             body = m.group("dec")
             return -float(body) if t[0] == "-" else float(body)
@@ -177,6 +197,12 @@ _SHORT_IDS = {
     "PRT": "America/Puerto_Rico", "PST": "America/Los_Angeles", "SST": "Pacific/Guadalcanal",
     "VST": "Asia/Ho_Chi_Minh",
 }
+# The region ids Java's ZoneId.of accepts (ZoneId.getAvailableZoneIds() of OpenJDK 17.0.15, tzdata
+# 2025a). The host's tz database alone (available_timezones) also has ids Java refuses
+# ("Factory", "ROC", "localtime" where the host has it) and ids newer than the JVM's: a time in
+# such a zone went to bronze here, while Spark's parser quarantines it. A region is accepted
+# when both know it, the same on every host.
+JAVA_ZONE_IDS = Path(__file__).with_name("java_zone_ids.txt")
 _REGION_ID = re.compile(r"[A-Za-z][A-Za-z0-9~/._+-]+\Z")
 _SINGLE_HOUR = re.compile(r"([+-])([0-9]):")
 _SINGLE_MINUTE = re.compile(r"([+-])([0-9][0-9]):([0-9])\Z")
@@ -223,7 +249,8 @@ def _zone(name: str) -> int | ZoneInfo | None:
     if _REGION_ID.match(name) is None:
         return None
     if _REGIONS is None:
-        _REGIONS = available_timezones()
+        java = {line for line in JAVA_ZONE_IDS.read_text().splitlines() if line and not line.startswith("#")}
+        _REGIONS = available_timezones() & java
     return ZoneInfo(name) if name in _REGIONS else None
 
 
@@ -269,6 +296,8 @@ def spark_timestamp_micros(text: str) -> int | None:
             if i != 6 or digits < 6:
                 value = value * 10 + (b - 0x30)
             digits += 1
+            if digits > 6 and i != 6:  # no segment but the fraction takes more: refused below anyway,
+                return None  # and a run of 100k digits made a 100k-digit number (1.8 s)
         elif j == 0 and b == 0x54:  # 'T' as the very first byte: a time only
             just_time = True
             i += 3
@@ -552,7 +581,17 @@ def lenient_loads(text: str) -> object:
         return _MISSING
 
 
-_LONG_DIGITS = re.compile(f"[0-9]{{{MAX_NUMBER_LENGTH + 1}}}")
+# Only from the start of a run of digits: tried from every digit of a text of long runs, the
+# search was O(length x 1001).
+_LONG_DIGITS = re.compile(f"(?<![0-9])[0-9]{{{MAX_NUMBER_LENGTH + 1}}}")
+
+
+def _jackson_limits_may_apply(text: str) -> bool:
+    """Whether ``text`` may hold what Jackson refuses and ``json`` reads: a number of more than
+    1000 characters, or more than MAX_NESTING_DEPTH levels of nesting (``json`` has no limit
+    but the recursion limit)."""
+    return len(text) > MAX_NUMBER_LENGTH and (
+        text.count("[") + text.count("{") > MAX_NESTING_DEPTH or _LONG_DIGITS.search(text) is not None)
 
 
 def spark_json(text: str) -> object:
@@ -561,8 +600,8 @@ def spark_json(text: str) -> object:
         value = _loads(text)
     except (ValueError, RecursionError):
         return lenient_loads(text)
-    if len(text) > MAX_NUMBER_LENGTH and _LONG_DIGITS.search(text):
-        return lenient_loads(text)  # Jackson refuses numbers of more than 1000 characters
+    if _jackson_limits_may_apply(text):
+        return lenient_loads(text)
     return value
 
 
@@ -574,8 +613,8 @@ def payload_object(text: str) -> dict | None:
     except (StopIteration, ValueError, RecursionError):
         payload = spark_json(text)
     else:
-        if len(text) > MAX_NUMBER_LENGTH and _LONG_DIGITS.search(text):
-            payload = lenient_loads(text)  # Jackson refuses numbers of more than 1000 characters
+        if _jackson_limits_may_apply(text):
+            payload = lenient_loads(text)
     return payload if type(payload) is dict else None  # type: ignore[return-value]
 
 
