@@ -77,9 +77,9 @@ def test_a_recorded_archive_is_mapped_by_the_next_driver_and_a_damaged_one_is_dr
     assert len(from_archive) > 1000 and len(from_archive) > len(spark_classes) / 2, (
         f"{len(from_archive)} of {len(spark_classes)} Spark classes came from the archive")
 
-    # A driver that cannot start for its own reason (here an invalid heap size) fails with that
-    # reason, and the archive, not at fault, is kept.
-    broken = _python(START.format(java="").replace('driver_memory="1g"', 'driver_memory="1x"'), archive_env)
+    # A driver that cannot start for its own reason (here a heap it cannot reserve) fails with
+    # that reason, and the archive, not at fault, is kept.
+    broken = _python(START.format(java="").replace('driver_memory="1g"', 'driver_memory="100000t"'), archive_env)
     assert broken.returncode != 0 and "JAVA_GATEWAY_EXITED" in broken.stderr, broken.stderr[-3000:]
     assert path.is_file(), "an archive that was not at fault was dropped"
 
