@@ -159,3 +159,26 @@ def test_spark_deltas_missing_change_data_error_becomes_the_same_rebuild_line(se
 
     with pytest.raises(SparkConnectGrpcException):  # any other error is left as it is
         dataclasses.replace(silver.user_profile, body=other)(store)
+
+
+def test_appended_files_compacted_and_vacuumed_before_a_reader_took_them_in_say_rebuild(store):
+    """An append (a first fill, a progress-only commit) has no change-data files: its change
+    feed is its data files, which the hourly compaction replaces and the vacuum then deletes.
+    A reader that lagged past them stopped on a raw Arrow error ("Failed to fetch metadata for
+    file part-...parquet"); it now stops on the same rebuild line as for vacuumed change data."""
+    import datetime as dt
+
+    import pytest
+
+    from fitness_assets.lakehouse.store import ChangesGone
+    from fitness_assets.tables import USERS
+
+    when = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    for user in (1, 2, 3):
+        store.append(USERS, pa.Table.from_pylist([{"user_id": user, "device_id": 10 + user, "mac_address": "aa",
+                                                   "registration_timestamp": when}], schema=USERS.schema))
+    assert store.read_changes(USERS, 0, store.version(USERS)).count() == 3  # appends: the feed is their files
+    assert store.compact(USERS).removed == 3
+    store.vacuum(USERS, 0)
+    with pytest.raises(ChangesGone, match="run `fitness-assets rebuild <layer>`"):
+        store.read_changes(USERS, 0, store.version(USERS) - 1)

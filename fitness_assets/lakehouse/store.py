@@ -629,7 +629,12 @@ class DeltaRsTableStore(TableStore):
                                                 columns=[*columns, "_change_type"])
             table = pa.table(reader)
         except (OSError, pa.ArrowException) as error:
-            if "_change_data" not in str(error):
+            # A change-data file, or the data file an append's changes are read from (an append
+            # has no change-data file; the hourly compaction replaces its file, which the vacuum
+            # then deletes), is gone.
+            text = str(error)
+            if "_change_data" not in text and not ("Failed to fetch metadata for file" in text or ".parquet" in text
+                                                   and ("not found" in text or "No such file" in text)):
                 raise
             raise ChangesGone(
                 f"the change data of {spec.qualified_name} after version {after_version} is gone (vacuumed before a "
