@@ -125,8 +125,9 @@ def landing_files_step(context: SensorEvaluationContext, landing_root: str,
     cursor = json.loads(context.cursor) if context.cursor else {}
     seen = cursor.get("listings", {})  # source -> [digest of its listing, number of files]
     changed: dict[str, list] = {}
+    listed: dict[str, list] = {}
     for source in LANDING_TARGETS:
-        files = list_landing(landing_root, source)
+        files = listed[source] = list_landing(landing_root, source)
         listing = [_listing(files), len(files)]
         if files and listing[0] != (seen.get(source) or [None])[0]:
             changed[source] = listing
@@ -151,20 +152,20 @@ def landing_files_step(context: SensorEvaluationContext, landing_root: str,
         cursor=json.dumps({"listings": listings, "requested": sorted(changed), "attempt": 1, "run_key": run_key},
                           sort_keys=True),
         asset_events=[AssetMaterialization(landing_key(source), description="new or changed landing files",
-                                           metadata={"files": n, "new_files": _new_files(store, source, landing_root,
+                                           metadata={"files": n, "new_files": _new_files(store, source, listed[source],
                                                                                          n - (seen.get(source) or [0, 0])[1])})
                       for source, (_, n) in changed.items()],
     )
 
 
-def _new_files(store: TableStore, source: str, landing_root: str, listed_since: int) -> int:
-    """Files of ``source`` that bronze has not taken in: from bronze's commits where the Delta
+def _new_files(store: TableStore, source: str, files: list, listed_since: int) -> int:
+    """Of ``files`` (``source``'s listing), those bronze has not taken in: from bronze's commits where the Delta
     log is read without Spark (delta-rs; a sensor starts no Databricks session), otherwise the
     files listed since the last request (on a first tick that is every file, read or not)."""
     bronze = LANDING_TARGETS[source][0]
     if isinstance(store, DeltaRsTableStore) and store.exists(bronze):
         ingested = ingested_files(store, bronze)
-        return sum(f.relative not in ingested for f in list_landing(landing_root, source))
+        return sum(f.relative not in ingested for f in files)
     return max(0, listed_since)
 
 
