@@ -189,3 +189,35 @@ def test_a_target_without_recorded_identities_is_judged_by_version_and_then_reco
     _profiles(store, 5)
     with pytest.raises(inc.UpstreamRemade):
         inc.plan(store, USER_BINS, [USER_PROFILE])
+
+
+def test_a_refresh_another_run_overtook_plans_again_and_takes_nothing_in_twice(store):
+    """Two overlapping runs (a CLI run beside the daemon's) fill the same empty table. The other
+    run planned earlier, when the upstream held member 1 only, and commits first; this run,
+    planned with members 1 and 2, must not append member 1 again: it plans again from the
+    other run's progress and merges member 2."""
+    from fitness_assets.pipelines.silver import user_bins
+
+    def profile(user_id: int, city: str) -> dict:
+        return {"user_id": user_id, "dob": dt.date(1990, 5, 1), "sex": "f", "gender": "female", "first_name": "A",
+                "last_name": "B", "street_address": "1 Road", "city": city, "state": "NO", "zip": 1234,
+                "updated": dt.datetime(2024, 1, 1, tzinfo=dt.UTC)}
+
+    reference, name = dt.date(2026, 1, 1), USER_PROFILE.qualified_name
+    store.append(USER_PROFILE, pa.Table.from_pylist([profile(1, "Oslo")], schema=USER_PROFILE.schema))
+    early = store.version(USER_PROFILE)
+    store.append(USER_PROFILE, pa.Table.from_pylist([profile(2, "Bergen")], schema=USER_PROFILE.schema))
+    overtaken = []
+
+    def other_run(spec):
+        if spec.qualified_name != USER_BINS.qualified_name or overtaken:
+            return
+        overtaken.append(True)
+        store.before_commit = None
+        user_bins.body(store, Increment(USER_BINS, {name: -1}, {name: early}, {name: USER_PROFILE}), reference)
+
+    store.before_commit = other_run
+    result = user_bins(store, reference)
+    assert overtaken and not result.skipped and result.increment.after[name] == early
+    assert sorted((r["user_id"], r["city"]) for r in store.read(USER_BINS).collect()) == [(1, "Oslo"), (2, "Bergen")]
+    assert store.transaction_version(USER_BINS, inc.progress_app_id(USER_BINS, USER_PROFILE)) == store.version(USER_PROFILE)

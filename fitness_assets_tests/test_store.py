@@ -18,6 +18,7 @@ from fitness_assets.lakehouse.store import (
     Merge,
     OneOf,
     SparkDeltaTableStore,
+    StalePlan,
     Txn,
     Within,
 )
@@ -487,3 +488,28 @@ def test_compaction_rewrites_small_files_with_the_same_rows_and_no_change_in_the
     (uri,) = DeltaTable(store.location(events)).file_uris()
     assert pq.ParquetFile(uri).metadata.num_row_groups == 4  # 16 rows in groups of 4
     assert store.compact(events).removed == 0
+
+
+def test_a_write_another_writer_overtook_short_of_its_version_is_not_committed(store):
+    """Two runs plan the same first fill from nothing; the other commits up to upstream
+    version 7 first, this one (planned later, up to 8) must not append rows 0..7 again."""
+    _delta_rs_only(store, "a Spark SQL write takes its snapshot when the statement starts, after the "
+                          "before_commit hook, so the race cannot be staged from it")
+
+    def racing_writer(spec):
+        store.before_commit = None
+        store.append(KV, _data((1, "a")), txns=[Txn("loader", 7, after=-1)])
+
+    store.before_commit = racing_writer
+    with pytest.raises(StalePlan, match="loader was planned from -1 and is now at 7"):
+        store.append(KV, _data((1, "a"), (2, "b")), txns=[Txn("loader", 8, after=-1)])
+    assert _rows(store) == [(1, "a")] and store.transaction_version(KV, "loader") == 7
+
+
+def test_a_write_planned_from_a_position_that_no_longer_holds_is_refused(store):
+    store.append(KV, _data((1, "a")), txns=[Txn("loader", 3, after=-1)])
+    with pytest.raises(StalePlan):
+        store.append(KV, _data((2, "b")), txns=[Txn("loader", 5, after=2)])
+    store.append(KV, _data((2, "b")), txns=[Txn("loader", 5, after=3)])  # planned from where it is
+    assert store.append(KV, _data((2, "b")), txns=[Txn("loader", 5, after=3)]).skipped  # done already
+    assert _rows(store) == [(1, "a"), (2, "b")] and store.transaction_version(KV, "loader") == 5

@@ -66,9 +66,12 @@ class Increment:
     def txns(self) -> list[Txn]:
         """Progress to commit with the target's write: only upstreams that moved, so a
         recorded version is never written again (which would read as 'already applied'); with
-        each, the identity of the upstream table it is a version of."""
+        each, the identity of the upstream table it is a version of. Each carries the position
+        it was planned from, so a run that another run overtook between its plan and its
+        commit does not commit (``StalePlan``) and plans again."""
         moved = [(name, spec) for name, spec in self.upstreams.items() if self.up_to[name] > self.after[name]]
-        return ([Txn(progress_app_id(self.target, spec), self.up_to[name]) for name, spec in moved]
+        return ([Txn(progress_app_id(self.target, spec), self.up_to[name], after=self.after[name])
+                 for name, spec in moved]
                 + [Txn(identity_app_id(self.target, spec), self.identities[name], guard=False)
                    for name, spec in moved if name in self.identities])
 

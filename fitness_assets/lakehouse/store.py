@@ -87,17 +87,43 @@ class LakehouseNotWritable(RuntimeError):
     """The lakehouse root cannot be written; the message says what to fix."""
 
 
+class StalePlan(RuntimeError):
+    """Another writer recorded progress of the same application between the plan of a write
+    and its commit: the rows were computed from a position that no longer holds, so writing
+    them could take in some upstream versions twice. The caller plans again."""
+
+
 @dataclass(frozen=True)
 class Txn:
     """An application transaction: progress of ``app_id`` recorded atomically with a write.
 
     A ``guard`` (the default) makes the write idempotent: it is skipped when ``app_id`` already
     holds ``version`` or more. A transaction that is no guard only records a value beside the
-    write (the identity of an upstream table), which may go down as well as up."""
+    write (the identity of an upstream table), which may go down as well as up.
+
+    ``after``, when given, is the progress the write was planned from (-1: none recorded). A
+    guarded write then commits only while ``app_id`` still holds it: when another writer
+    recorded a position in between that is not yet ``version``, the commit raises
+    ``StalePlan`` (its rows would repeat what the other writer took in)."""
 
     app_id: str
     version: int
     guard: bool = True
+    after: int | None = None
+
+
+def _already_applied(recorded: Callable[[str], int | None], spec: TableSpec, txns: Sequence[Txn]) -> bool:
+    """Whether a guarded write is done already (skip it); raises ``StalePlan`` when another
+    writer moved a guard's progress since the write was planned, short of the write's version."""
+    guards = [(t, recorded(t.app_id)) for t in txns if t.guard]
+    if any(now is not None and now >= t.version for t, now in guards):
+        return True
+    moved = [(t, now) for t, now in guards if t.after is not None and (-1 if now is None else now) != t.after]
+    if moved:
+        t, now = moved[0]
+        raise StalePlan(f"{spec.qualified_name}: {t.app_id} was planned from {t.after} and is now at "
+                        f"{-1 if now is None else now} (another run wrote it in between)")
+    return False
 
 
 @dataclass(frozen=True)
@@ -730,13 +756,6 @@ class DeltaRsTableStore(TableStore):
         metrics = self._table(spec).optimize.compact(writer_properties=self._writer(spec))
         return Compaction(int(metrics.get("numFilesRemoved", 0)), int(metrics.get("numFilesAdded", 0)))
 
-    def _already_applied(self, dt: DeltaTable, txns: Sequence[Txn]) -> bool:
-        for txn in (t for t in txns if t.guard):
-            recorded = dt.transaction_version(txn.app_id)
-            if recorded is not None and recorded >= txn.version:
-                return True
-        return False
-
     def _commit(self, spec: TableSpec, operation: str, txns: Sequence[Txn], metadata: dict[str, Any] | None,
                 action: Callable[[DeltaTable, CommitProperties], dict[str, Any] | None]) -> CommitResult:
         self.ensure(spec)
@@ -746,7 +765,7 @@ class DeltaRsTableStore(TableStore):
         )
         for attempt in range(1, self.max_attempts + 1):
             dt = self._open(spec)  # its own object: a write advances the one it writes with
-            if txns and self._already_applied(dt, txns):
+            if txns and _already_applied(dt.transaction_version, spec, txns):
                 return CommitResult(spec.qualified_name, operation, dt.version(), skipped=True)
             if self.before_commit is not None:
                 self.before_commit(spec)
@@ -1055,7 +1074,7 @@ class SparkDeltaTableStore(TableStore):
         try:
             for attempt in range(1, self.max_attempts + 1):
                 progress = self._progress(spec)
-                if any(progress.get(app_id, -1) >= version for app_id, version in guards):
+                if txns and _already_applied(progress.get, spec, txns):
                     return CommitResult(spec.qualified_name, operation, self.version(spec), skipped=True)
                 if self.before_commit is not None:
                     self.before_commit(spec)

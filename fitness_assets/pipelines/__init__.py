@@ -12,10 +12,14 @@ from dataclasses import dataclass
 
 from fitness_assets.lakehouse import incremental as inc
 from fitness_assets.lakehouse.incremental import Increment
-from fitness_assets.lakehouse.store import ChangesGone, CommitResult, TableStore
+from fitness_assets.lakehouse.store import ChangesGone, CommitResult, StalePlan, TableStore
 from fitness_assets.tables import TableSpec
 
 Lineage = dict[str, list[tuple[TableSpec, str]]]
+
+#: How many times a refresh plans again when another run overtook it (each time that run
+#: committed something new, so more than a few means runs that never stop overlapping).
+REPLANS = 3
 
 
 @dataclass
@@ -49,6 +53,17 @@ class TableRefresh:
     also_writes: tuple[TableSpec, ...] = ()
 
     def __call__(self, store: TableStore, *args) -> Refresh:
+        for attempt in range(1, REPLANS + 1):
+            try:
+                return self._once(store, *args)
+            except StalePlan:
+                # Another run (a CLI run beside the daemon's) committed this table between our
+                # plan and our commit: what it took in is not taken in twice; plan again.
+                if attempt == REPLANS:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _once(self, store: TableStore, *args) -> Refresh:
         i = inc.plan(store, self.target, self.upstreams)
         if i.is_empty and not (self.stale is not None and self.stale(store, *args)):
             return Refresh(i)
