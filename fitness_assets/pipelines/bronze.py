@@ -126,16 +126,17 @@ def _legacy_name(source: str, f: LandingFile) -> str | None:
     return f"{source}/{os.fsencode(f.path).rsplit(b'/', 1)[-1].decode('utf-8', 'backslashreplace')}"
 
 
-def _ingested_as_legacy(store: TableStore, bronze: TableSpec, source: str, f: LandingFile, done: set[str],
+def _ingested_as_legacy(source: str, f: LandingFile, done: set[str], landing: dict[str, dict[str, Any]],
                         listed: list[LandingFile]) -> bool:
-    """``f`` was ingested under its legacy name: that name is recorded, is not the name of
-    another file listed now (a file literally named with those escapes), and was recorded
-    with this file's size and time where sizes and times were recorded. Otherwise a file
-    literally named ``a\\xe9.csv``, once ingested, made ``a<0xE9>.csv`` look ingested for good."""
+    """``f`` was ingested under its legacy name: that name is recorded (in ``done``; with its
+    size and time in ``landing``), is not the name of another file listed now (a file literally
+    named with those escapes), and was recorded with this file's size and time where sizes and
+    times were recorded. Otherwise a file literally named ``a\\xe9.csv``, once ingested, made
+    ``a<0xE9>.csv`` look ingested for good."""
     legacy = _legacy_name(source, f)
     if legacy is None or legacy not in done or any(other.relative == legacy for other in listed):
         return False
-    seen = ingested_landing(store, bronze).get(legacy) or {}
+    seen = landing.get(legacy) or {}
     return "size" not in seen or (seen.get("size"), seen.get("mtime_ns")) == (f.size, f.mtime_ns)
 
 
@@ -358,10 +359,11 @@ def ingest(
                                                  ingested_landing(store, bronze), now())
     app_id = f"ingest:{bronze.name}"
     while report.batches < max_batches:
-        done = ingested_files(store, bronze)
+        commits = store.commit_metadata(bronze)
+        done, landing = set(merged_metadata(commits, "files")), merged_metadata(commits, "landing")
         listed = list_landing(landing_root, source)
-        pending = [f for f in listed if f.relative not in done and not _ingested_as_legacy(store, bronze, source, f,
-                                                                                           done, listed)]
+        pending = [f for f in listed
+                   if f.relative not in done and not _ingested_as_legacy(source, f, done, landing, listed)]
         report.pending_files = len(pending)
         if not pending:
             break

@@ -33,6 +33,12 @@ def bootstrap_problem(text: str) -> str | None:
     return None
 
 
+def kafka_error_text(error: Exception) -> str:
+    """A ``KafkaException``'s reason as librdkafka words it (its ``KafkaError``'s text)."""
+    first = error.args[0] if error.args else None
+    return first.str() if first is not None and callable(getattr(first, "str", None)) else str(error)
+
+
 def client_config_problem(config: Mapping[str, object]) -> str | None:
     """What librdkafka refuses in ``config`` (None when nothing), found by making a consumer
     that connects to nothing (~1 ms). Names the ``FITNESS_KAFKA_CONFIG_*`` variable to fix."""
@@ -41,7 +47,7 @@ def client_config_problem(config: Mapping[str, object]) -> str | None:
     try:
         Consumer({**config, "bootstrap.servers": ""}).close()
     except KafkaException as error:
-        reason = error.args[0].str() if error.args and hasattr(error.args[0], "str") else str(error)
+        reason = kafka_error_text(error)
         named = re.findall(r'"([^"]+)"', reason)
         variable = CLIENT_CONFIG_PREFIX + named[-1].upper().replace(".", "_") if named else "a FITNESS_KAFKA_CONFIG_* variable"
         return f"{variable} is not a Kafka client setting librdkafka accepts ({reason}): fix or unset it"

@@ -24,7 +24,7 @@ from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from fitness_assets.streaming.settings import KafkaSettings
+from fitness_assets.streaming.settings import KafkaSettings, kafka_error_text
 
 PartitionKey = str  # "<topic>/<partition>"
 LOG = logging.getLogger("fitness_assets.kafka")
@@ -148,7 +148,7 @@ class KafkaReader:
             return question()
         except KafkaException as error:
             self._consumer.consume(num_messages=1, timeout=0)  # serves the client's log lines
-            reason = error.args[0].str() if error.args and isinstance(error.args[0], KafkaError) else str(error)
+            reason = kafka_error_text(error)
             last = f"; the client's last words: {self._log.lines[-1]}" if self._log.lines else ""
             raise KafkaUnavailable(
                 f"Kafka at {self.settings.bootstrap_servers} did not answer within {self.metadata_timeout:g} s "
