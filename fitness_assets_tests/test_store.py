@@ -513,3 +513,24 @@ def test_a_write_planned_from_a_position_that_no_longer_holds_is_refused(store):
     store.append(KV, _data((2, "b")), txns=[Txn("loader", 5, after=3)])  # planned from where it is
     assert store.append(KV, _data((2, "b")), txns=[Txn("loader", 5, after=3)]).skipped  # done already
     assert _rows(store) == [(1, "a"), (2, "b")] and store.transaction_version(KV, "loader") == 5
+
+
+def test_an_append_reports_its_own_commit_when_another_follows_it_at_once(store, monkeypatch):
+    """The hourly compaction may commit right after an append: the append's result is still
+    its own version and its own metrics, not the compaction's."""
+    _delta_rs_only(store, "the Spark Delta store finds its commit by the id it wrote in it")
+    import fitness_assets.lakehouse.store as store_module
+
+    store.append(KV, _data((1, "a")))
+    store.append(KV, _data((2, "b")))
+    real_write = store_module.write_deltalake
+
+    def write_then_compaction(table, data, **kwargs):
+        real_write(table, data, **kwargs)
+        DeltaTable(store.location(KV)).optimize.compact()  # another process, right after
+
+    monkeypatch.setattr(store_module, "write_deltalake", write_then_compaction)
+    before = store.version(KV)
+    result = store.append(KV, _data((3, "c"), (4, "d"), (5, "e")))
+    assert store.version(KV) == before + 2  # the append, then the compaction
+    assert result.version == before + 1 and result.metrics["num_added_rows"] == 3

@@ -776,11 +776,22 @@ class DeltaRsTableStore(TableStore):
                     raise
                 time.sleep(0.05 * 2 ** attempt)
                 continue
-            after = self._table(spec)
+            version = dt.version()  # the object written with stands at this write's commit
             if metrics is None:
-                metrics = after.history(1)[0].get("operationMetrics", {})
-            return CommitResult(spec.qualified_name, operation, after.version(), dict(metrics or {}) | {"attempts": attempt})
+                metrics = self._operation_metrics(spec, version)
+            return CommitResult(spec.qualified_name, operation, version, dict(metrics or {}) | {"attempts": attempt})
         raise AssertionError("unreachable")
+
+    def _operation_metrics(self, spec: TableSpec, version: int) -> dict[str, Any]:
+        """The metrics of commit ``version``, which another writer (the hourly compaction) may
+        already have followed with its own."""
+        latest = self._table(spec)
+        # The history of the latest snapshot (an older snapshot's history numbers the log's
+        # newest commits from its own version).
+        for commit in latest.history(latest.version() - version + 1):
+            if commit.get("version") == version:
+                return commit.get("operationMetrics", {})
+        return {}
 
     @staticmethod
     def _layout(spec: TableSpec, table: pa.Table) -> tuple[pa.Table, WriterProperties | None]:
