@@ -182,3 +182,32 @@ def test_appended_files_compacted_and_vacuumed_before_a_reader_took_them_in_say_
     store.vacuum(USERS, 0)
     with pytest.raises(ChangesGone, match="run `fitness-assets rebuild <layer>`"):
         store.read_changes(USERS, 0, store.version(USERS) - 1)
+
+
+def test_a_table_the_vacuum_cannot_open_does_not_keep_it_from_the_others(settings, store, dagster_instance):
+    """The first vacuumed table's log is damaged: the job fails naming it, and the tables
+    after it are vacuumed all the same (their erasures become final on the day)."""
+    from fitness_assets.automation.maintenance import VACUUMED
+    from fitness_assets.tables import USERS
+
+    broken, lakehouse = VACUUMED[0], Path(settings.lakehouse_root)
+    log = lakehouse / broken.layer / broken.name / "_delta_log"
+    log.mkdir(parents=True)
+    (log / "00000000000000000000.json").write_text("this is not a Delta log\n")
+    row = {"user_id": 1, "device_id": 10, "mac_address": "aa:aa:aa:aa:aa:01",
+           "registration_timestamp": pa.scalar(0, pa.timestamp("us", "UTC")).as_py()}
+    store.append(USERS, pa.Table.from_pylist([row], schema=USERS.schema))
+    store.overwrite(USERS, pa.Table.from_pylist([row], schema=USERS.schema))  # the first file is no longer used
+    files = lambda: sorted(p.name for p in (lakehouse / USERS.layer / USERS.name).glob("*.parquet"))  # noqa: E731
+    assert len(files()) == 2
+
+    no_retention = Settings.from_env({"FITNESS_LANDING_ROOT": settings.landing_root,
+                                      "FITNESS_LAKEHOUSE_ROOT": settings.lakehouse_root,
+                                      "FITNESS_REFERENCE_DATE": "2024-01-01",
+                                      "FITNESS_ERASURE_RETENTION_HOURS": "0"})
+    result = build_definitions(no_retention, TEST_SPARK).resolve_job_def(VACUUM_JOB).execute_in_process(
+        instance=dagster_instance, raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error.cause.message
+    assert f"not vacuumed (erased data may still be in their old files): {broken.qualified_name};" in failure
+    assert files() == [Path(u.removeprefix("file://")).name for u in store._table(USERS).file_uris()]  # vacuumed

@@ -62,14 +62,27 @@ def compact_job() -> None:
     compact()
 
 
+class VacuumFailed(RuntimeError):
+    """Some tables could not be vacuumed (the others were)."""
+
+
 @op(description="Delete the files silver, gold and quarantine tables stopped using more than "
                 "FITNESS_ERASURE_RETENTION_HOURS ago: erased personal data leaves storage for good.")
 def vacuum_tables(context: OpExecutionContext, spark: SparkResource, lakehouse: LakehouseResource) -> None:
     store = lakehouse.store()  # delta-rs vacuums without starting Spark
+    failed = []
     for spec in VACUUMED:
-        removed = store.vacuum(spec, lakehouse.erasure_retention_hours)
+        try:
+            removed = store.vacuum(spec, lakehouse.erasure_retention_hours)
+        except Exception as error:  # one table's fault does not leave the others' erasures pending
+            context.log.error("%s: not vacuumed: %s", spec.qualified_name, error)
+            failed.append(spec.qualified_name)
+            continue
         if removed:
             context.log.info("%s: %d unused files deleted", spec.qualified_name, len(removed))
+    if failed:
+        raise VacuumFailed(f"not vacuumed (erased data may still be in their old files): {', '.join(failed)}; "
+                           "the other tables were; see this run's errors for why")
 
 
 @job(name=VACUUM_JOB, executor_def=in_process_executor,
