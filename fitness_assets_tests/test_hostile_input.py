@@ -660,3 +660,26 @@ def test_a_name_not_utf8_arriving_after_a_file_named_with_its_escapes_is_ingeste
     _ingest(store, spark, landing)
     assert _rows_by_file(store, REGISTERED_USERS_BZ) == {f"{RU}/a\\xe9.csv": 1, f"{RU}/a\\xe9.csv/(name not UTF-8)": 1}
     assert sorted(r["user_id"] for r in store.read(REGISTERED_USERS_BZ).collect()) == [3, 4]
+
+
+def test_a_run_overtaken_between_its_look_and_its_commit_ingests_nothing_twice(store, spark, tmp_path, monkeypatch):
+    """Another run (a CLI run beside the daemon's) takes the files in after this run read what
+    bronze holds: this run's commit is skipped, not a second copy of them."""
+    import fitness_assets.pipelines.bronze as bronze_module
+
+    landing = tmp_path / "landing"
+    (landing / RU).mkdir(parents=True)
+    (landing / RU / "a.csv").write_bytes(ru(ru_row(1), ru_row(2)))
+    (landing / RU / "b.csv").write_bytes(ru(ru_row(3)))
+    real_list, calls, other = bronze_module.list_landing, [], []
+
+    def list_then_overtaken(root, source):
+        calls.append(source)
+        if len(calls) == 2:  # this run's loop has read what bronze holds: the other run commits now
+            other.append(_ingest(store, spark, landing))
+        return real_list(root, source)
+
+    monkeypatch.setattr(bronze_module, "list_landing", list_then_overtaken)
+    report = _ingest(store, spark, landing)
+    assert set(other[0].files) == {f"{RU}/a.csv", f"{RU}/b.csv"} and not report.files and report.skipped_batches == 1
+    assert _rows_by_file(store, REGISTERED_USERS_BZ) == {f"{RU}/a.csv": 2, f"{RU}/b.csv": 1}

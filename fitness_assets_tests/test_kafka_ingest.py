@@ -407,3 +407,29 @@ def test_a_gap_with_nothing_after_it_is_recorded_and_moved_past(lake, spark, bro
     again = ingest_kafka(store, spark, _EverythingUnreadDeleted({"bpm/0": (50, 50)}), KAFKA_MULTIPLEX_BZ,
                          KAFKA_MULTIPLEX_QR)
     assert (again.lost, store.version(KAFKA_MULTIPLEX_BZ)) == ({}, version)  # recorded once, no new commit
+
+
+class _OvertakenReader(KafkaReader):
+    """A reader whose first fetch lets another run take the same records in first (a CLI run
+    beside the daemon's, committing while this one fetches)."""
+
+    def __init__(self, settings: KafkaSettings, other_run):
+        super().__init__(settings)
+        self.other_run = other_run
+
+    def read(self, *args, **kwargs):
+        if self.other_run is not None:
+            other_run, self.other_run = self.other_run, None
+            other_run()
+        return super().read(*args, **kwargs)
+
+
+def test_a_run_overtaken_while_it_fetches_takes_nothing_in_twice(lake, spark, broker):
+    store, parse = lake
+    produced = _produce(broker, [("bpm", i % PARTITIONS, json.dumps(_bpm(i)).encode()) for i in range(40)])
+    other = []
+    settings = KafkaSettings(bootstrap_servers=broker, poll_timeout_seconds=10)
+    with _OvertakenReader(settings, lambda: other.append(_ingest(store, spark, parse, broker))) as reader:
+        report = ingest_kafka(store, spark, reader, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR, None)
+    assert other[0].records == 40 and report.records == 0 and report.skipped_batches == 1
+    assert set(_bronze(store)) == set(produced)  # each record once

@@ -359,6 +359,10 @@ def ingest(
                                                  ingested_landing(store, bronze), now())
     app_id = f"ingest:{bronze.name}"
     while report.batches < max_batches:
+        # The batch's number first, then what is ingested: when another run (a CLI run beside
+        # the daemon's) commits in between, the number is taken and this batch's commit is
+        # skipped, never a second copy of the files the other run took in.
+        sequence = (store.transaction_version(bronze, app_id) or 0) + 1
         commits = store.commit_metadata(bronze)
         done, landing = set(merged_metadata(commits, "files")), merged_metadata(commits, "landing")
         listed = list_landing(landing_root, source)
@@ -368,7 +372,6 @@ def ingest(
         if not pending:
             break
         batch = _take_batch(pending, max_files_per_batch)
-        sequence = (store.transaction_version(bronze, app_id) or 0) + 1
         result = _ingest_batch(store, spark, bronze, quarantine, parse, fmt, batch, sequence, now(), report, plain)
         report.batches += 1
         report.skipped_batches += int(result.skipped)

@@ -95,6 +95,14 @@ def _stored(store: TableStore, bronze: TableSpec) -> tuple[dict[str, int], dict[
     return dict(meta[OFFSETS_KEY]), counts, dict(meta.get(LAST_SEEN_KEY, {}))
 
 
+def _plan(store: TableStore, bronze: TableSpec) -> tuple[int, dict[str, int], dict[str, int], dict[str, str]]:
+    """The next batch's number, then ``_stored``, read in this order: when another run (a CLI
+    run beside the daemon's) commits between this read and this run's commit, the number is
+    taken and the commit is skipped, never a second copy of the records the other run read."""
+    sequence = (store.transaction_version(bronze, app_id(bronze)) or 0) + 1
+    return sequence, *_stored(store, bronze)
+
+
 def lost_to_retention(store: TableStore, bronze: TableSpec) -> dict[str, list[list[int]]]:
     """Per partition (``kafka://<topic>/<partition>``), every ``[first, end)`` range of offsets
     that the topic's retention deleted before ``bronze`` took them in, oldest first, from the
@@ -175,14 +183,13 @@ def ingest_kafka(
     report = KafkaIngestReport()
     store.ensure(bronze)
     store.ensure(quarantine)
-    positions, counts, last_seen = _stored(store, bronze)
+    sequence, positions, counts, last_seen = _plan(store, bronze)
     while report.batches < max_batches:
         batch = reader.read(positions, max_records_per_batch, last_seen)
         if not len(batch) and not batch.lost:
             break
         if parse is None and calendar is None:
             calendar = store.read_arrow(DATE_LOOKUP)
-        sequence = (store.transaction_version(bronze, app_id(bronze)) or 0) + 1
         if parse is None:
             good, quarantine_rows = validate_records(batch.topics, batch.partitions, batch.offsets, batch.timestamps,
                                                      batch.keys, batch.values, calendar, SOURCE_PREFIX)
@@ -195,7 +202,7 @@ def ingest_kafka(
         if not committed:
             report.skipped_batches += 1
         # Re-read what is recorded: after a lost race the winner's positions are the truth.
-        positions, counts, last_seen = _stored(store, bronze)
+        sequence, positions, counts, last_seen = _plan(store, bronze)
         try:
             reader.commit(positions)
         except Exception as exc:  # lag tools only: Delta already holds the positions
