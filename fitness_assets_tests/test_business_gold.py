@@ -399,3 +399,32 @@ def test_recordings_match_workout_bpm_fails_on_a_lost_summary_or_a_wrong_count(s
         store.overwrite(WORKOUT_BPM_SUMMARY, store.to_arrow(WORKOUT_BPM_SUMMARY, corrupted))
         assert not evaluate_checks(store, lakehouse, [check])[check.name].passed
         store.overwrite(WORKOUT_BPM_SUMMARY, good)
+
+
+def test_bpm_ordered_holds_for_readings_finer_than_the_exact_mean(spark):
+    """The means are exact at 6 decimals: one reading of 72.1234567 has the mean 72.123457,
+    above its max, and one of 0.0000004 the mean 0. Both are valid readings; the two
+    `bpm_ordered` checks must pass on what the transforms make of them (and still fail on a
+    mean above its bound, as the corruption test shows)."""
+    from fitness_assets.assets.gold.checks import gold_checks
+    from fitness_assets.transforms import business as B
+    from fitness_assets.transforms import gold as T
+
+    start = dt.datetime(2024, 1, 1, 10, tzinfo=dt.UTC)
+    rows = [(1, workout, 1, start, start + dt.timedelta(minutes=30), start + dt.timedelta(minutes=5), bpm)
+            for workout, bpm in ((7, 72.1234567), (8, 0.0000004), (9, 71.9999996))]
+    readings = spark.createDataFrame(rows, "user_id long, workout_id long, session_id long, start_time timestamp, "
+                                           "end_time timestamp, time timestamp, heartrate double")
+    bins = spark.createDataFrame([(1, "25-35", "F", "X", "Y")], "user_id long, age string, gender string, "
+                                                                 "city string, state string")
+    summary = T.workout_bpm_summary(readings, bins)
+    zones = B.workout_zones(readings, spark.createDataFrame([(1, dt.date(1990, 1, 1))], "user_id long, dob date"))
+    performance = B.workout_performance(readings.select(*B.WORKOUT_KEY, "start_time", "end_time").distinct(), zones)
+    means = {r["workout_id"]: (r["min_bpm"], r["avg_bpm"], r["max_bpm"]) for r in summary.collect()}
+    assert means[7][1] > means[7][2] and means[8][1] == 0.0  # what the checks must allow
+    for check, table in ((next(c for c in gold_checks if c.name == "bpm_ordered"), summary),
+                         (next(c for c in business_checks if c.name == "bpm_ordered"), performance)):
+        assert table.where(F.expr(check.condition)).count() == 0, check.table.qualified_name
+        for wrong in (F.col("max_bpm") + 0.000002, F.lit(-0.000002) if "min_bpm" not in table.columns
+                      else F.col("min_bpm") - 0.000002):  # a mean off by more than the rounding
+            assert table.withColumn("avg_bpm", wrong).where(F.expr(check.condition)).count() == table.count()

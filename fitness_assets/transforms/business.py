@@ -13,6 +13,7 @@ import datetime as dt
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from fitness_assets.transforms.gold import EXACT_BPM
 from fitness_assets.transforms.reference import sunday_week_of_year
 
 HOUR_US = 3_600_000_000
@@ -32,7 +33,6 @@ REGULAR_WINDOW_DAYS = 30
 ZONE_TENTHS = (5, 6, 7, 8, 9)
 MAX_HR_BASE = 220
 MAX_AGE_FOR_ZONES = 120  # ages outside 0..120 (a dob after the workout, a typo) give no zones
-EXACT_BPM = "decimal(18,6)"
 
 WORKOUT_KEY = ["user_id", "workout_id", "session_id"]
 WEEK_KEY = ["user_id", "year", "week"]

@@ -9,6 +9,13 @@ WORKOUT_KEY = ["user_id", "workout_id", "session_id"]
 EXACT_BPM = "decimal(18,6)"
 
 
+def at_exact_scale(column: str) -> str:
+    """SQL: a heart rate as the exact means are computed from it (rounded to ``EXACT_BPM``),
+    as a double. A mean of such readings lies between its readings' min and max at this scale,
+    not always at theirs: the mean of one reading of 72.1234567 is 72.123457."""
+    return f"CAST(CAST({column} AS {EXACT_BPM}) AS DOUBLE)"
+
+
 def workout_bpm_summary(readings: DataFrame, bins: DataFrame) -> DataFrame:
     """Per completed workout with readings: min/avg/max heart rate, the number of readings and
     the member's bins (NULL bins for a member with no current profile, rather than no row)."""

@@ -26,6 +26,7 @@ from fitness_assets.tables import (
     WORKOUT_ZONES,
 )
 from fitness_assets.transforms import business as B
+from fitness_assets.transforms.gold import at_exact_scale
 
 AT_RISK_DAYS_ENV = "FITNESS_AT_RISK_DAYS"
 ZONES = [f"zone{k}_minutes" for k in range(1, len(B.ZONE_TENTHS) + 1)]
@@ -221,8 +222,9 @@ business_checks = [
                "OR minutes_exercising < 0 OR (readings = 0) <> (avg_bpm IS NULL)",
                "At least one workout; workouts with readings among them; minutes not negative; an average "
                "exactly when there are readings."),
-    rule_check(WORKOUT_PERFORMANCE, "bpm_ordered", "NOT (avg_bpm > 0 AND avg_bpm <= max_bpm)",
-               "0 < avg_bpm <= max_bpm."),
+    rule_check(WORKOUT_PERFORMANCE, "bpm_ordered", f"NOT (avg_bpm >= 0 AND avg_bpm <= {at_exact_scale('max_bpm')})",
+               "0 <= avg_bpm <= max_bpm (the bound rounded to the 6 decimals the mean is computed at; a reading "
+               "under 0.0000005 counts as 0 there)."),
     rule_check(WORKOUT_PERFORMANCE, "zones_within_exercise",
                " OR ".join(f"{z} < 0" for z in ZONES) + f" OR {zone_sum} > minutes_exercising + 0.03",
                "Zone minutes are not negative and add up to at most the minutes exercising."),

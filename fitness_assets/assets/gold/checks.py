@@ -8,6 +8,7 @@ from fitness_assets.assets.checks_lib import custom_check, key_checks, rule_chec
 from fitness_assets.lakehouse.store import TableStore
 from fitness_assets.resources import LakehouseResource
 from fitness_assets.tables import GOLD_TABLES, GYM_SUMMARY, WORKOUT_BPM, WORKOUT_BPM_SUMMARY
+from fitness_assets.transforms.gold import at_exact_scale
 
 
 def _recordings_match(store: TableStore, lakehouse: LakehouseResource) -> AssetCheckResult:
@@ -38,8 +39,9 @@ gold_checks = [
     custom_check(WORKOUT_BPM_SUMMARY, "recordings_match_workout_bpm",
                  "The sum of num_recordings equals the rows of silver.workout_bpm for summarised workouts, "
                  "and every workout of workout_bpm is summarised.", _recordings_match, reads=(WORKOUT_BPM,)),
-    rule_check(WORKOUT_BPM_SUMMARY, "bpm_ordered", "NOT (min_bpm <= avg_bpm AND avg_bpm <= max_bpm)",
-               "min_bpm <= avg_bpm <= max_bpm."),
+    rule_check(WORKOUT_BPM_SUMMARY, "bpm_ordered",
+               f"NOT ({at_exact_scale('min_bpm')} <= avg_bpm AND avg_bpm <= {at_exact_scale('max_bpm')})",
+               "min_bpm <= avg_bpm <= max_bpm (the bounds rounded to the 6 decimals the mean is computed at)."),
     rule_check(GYM_SUMMARY, "minutes_not_negative", "minutes_in_gym < 0 OR minutes_exercising < 0",
                "Minutes in the gym and exercising are not negative."),
 ]
