@@ -203,7 +203,7 @@ def task_run(selection: list[str] | None, workdir: Path) -> Result:
         steps, job_seconds = _step_seconds(instance)
     _stop_spark_and_reap_jvm()
     return {
-        "success": report.success,
+        "success": report.ok,
         "failed_steps": report.failed_steps,
         "checks_failed": [f"{c.asset} :: {c.check}" for c in report.checks if not c.passed],
         "wall_seconds": report.wall_seconds,

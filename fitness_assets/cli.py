@@ -83,7 +83,31 @@ def _kafka_servers(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     servers = args.kafka_bootstrap_servers or os.environ.get("FITNESS_KAFKA_BOOTSTRAP_SERVERS")
     if not servers:
         parser.error("--kafka-bootstrap-servers (or FITNESS_KAFKA_BOOTSTRAP_SERVERS) is required")
-    return servers
+    try:
+        return _servers(servers)
+    except argparse.ArgumentTypeError as error:
+        parser.error(f"FITNESS_KAFKA_BOOTSTRAP_SERVERS: {error}")
+
+
+class KafkaFailed(RuntimeError):
+    """Records could not be produced; the message says to whom and why."""
+
+
+@contextlib.contextmanager
+def _kafka_failure_in_one_line(servers: str | None):
+    """A producer's ``KafkaException`` as ``KafkaFailed``, one line naming the broker."""
+    if not servers:
+        yield
+        return
+    from confluent_kafka import KafkaException
+
+    from fitness_assets.streaming.settings import kafka_error_text
+
+    try:
+        yield
+    except KafkaException as error:
+        raise KafkaFailed(f"producing to Kafka at {servers} failed ({kafka_error_text(error)}): start the broker or "
+                          "fix the bootstrap servers; the landing files of what failed were not delivered") from None
 
 
 @contextlib.contextmanager
@@ -129,8 +153,13 @@ def selected_keys(defs, selection: list[str] | None) -> list | None:
     for the whole graph. A name that is no table is a ``SelectionError`` in one line."""
     from dagster import AssetKey, AssetSelection
 
-    names = [s.strip() for s in selection or [] if s.strip()]
+    if selection is None:
+        return None
+    names = [s.strip() for s in selection if s.strip()]
     if not names:
+        if selection:  # given, naming nothing (a blank variable): not the whole graph
+            raise SelectionError("--select names no table: name one as <layer>/<table> (e.g. silver/users) or a "
+                                 "layer, or leave --select out to run the whole graph")
         return None
     graph = defs.resolve_asset_graph()
     tables = graph.materializable_asset_keys
@@ -164,7 +193,7 @@ class _Prepared:
 
 
 def _prepare(selection: list[str] | None, settings: Settings | None, spark_env: SparkEnv | None,
-             verbose: bool) -> _Prepared:
+             verbose: bool, dropping: bool = False) -> _Prepared:
     """Definitions, the selection's keys, the landing root (when bronze is selected), a
     writable lakehouse and Spark: misconfiguration fails here, in one line, before anything
     is written."""
@@ -189,9 +218,14 @@ def _prepare(selection: list[str] | None, settings: Settings | None, spark_env: 
     resources = defs.resources
     if keys is None or any(k.path[0] == "bronze" for k in keys):
         check_landing_root(resources["lakehouse"].landing_root)
-    resources["lakehouse"].store().check_writable()
+    store = resources["lakehouse"].store()
+    store.check_writable()
+    if dropping:
+        store.check_droppable()
+    report_dir = rpt.report_dir(resources["lakehouse"].root)
+    rpt.check_report_dir(report_dir)
     spark_started = time.perf_counter()
-    with _jvm_output_to(rpt.report_dir(resources["lakehouse"].root)):
+    with _jvm_output_to(report_dir):
         resources["spark"].session()
     calendar, multiplex = AssetKey(DATE_LOOKUP.asset_key_path), AssetKey(KAFKA_MULTIPLEX_BZ.asset_key_path)
     if keys is not None and multiplex in keys and calendar not in keys and not resources["lakehouse"].store().exists(
@@ -252,7 +286,18 @@ def _instance(instance=None):
 
 
 class RunInProgress(RuntimeError):
-    """A rebuild must not drop tables a run is writing."""
+    """A rebuild or a reset must not drop tables a run is writing."""
+
+
+def refuse_while_running(instance, what: str) -> None:
+    """``RunInProgress`` when a run of ``instance`` is queued, starting or running."""
+    from dagster import RunsFilter
+    from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
+
+    running = instance.get_run_records(RunsFilter(statuses=list(IN_PROGRESS_RUN_STATUSES)), limit=1)
+    if running:
+        raise RunInProgress(f"run {running[0].dagster_run.run_id} is in progress: wait for it to end, or stop "
+                            f"automation (FITNESS_AUTOMATION=off, or the sensors in the UI), before {what}")
 
 
 def rebuild_graph(layer: str, settings: Settings | None = None, spark_env: SparkEnv | None = None,
@@ -260,20 +305,15 @@ def rebuild_graph(layer: str, settings: Settings | None = None, spark_env: Spark
     """Drop ``layer``'s tables and every table downstream of them (downstream first), then
     materialize them again with their checks from what is upstream (the landing zone and Kafka
     for bronze); refused while a run of the instance is in progress."""
-    from dagster import RunsFilter
-    from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
-
     from fitness_assets.databricks.rebuild import rebuild_selection, rebuild_tables
 
     tables = rebuild_tables(layer)
     instance = _instance(instance)
-    running = instance.get_run_records(RunsFilter(statuses=list(IN_PROGRESS_RUN_STATUSES)), limit=1)
-    if running:
-        raise RunInProgress(f"run {running[0].dagster_run.run_id} is in progress: wait for it to end, or stop "
-                            "automation (FITNESS_AUTOMATION=off, or the sensors in the UI), before a rebuild")
+    refuse_while_running(instance, "a rebuild")
     # Everything that can fail on the configuration (landing root, lakehouse, Spark) is tried
     # before the first table is dropped.
-    prepared = _prepare(rebuild_selection(layer), settings, spark_env, verbose)
+    prepared = _prepare(rebuild_selection(layer), settings, spark_env, verbose, dropping=True)
+    refuse_while_running(instance, "a rebuild")  # one may have started while Spark started
     store = prepared.defs.resources["lakehouse"].store()
     for spec in reversed(tables):
         store.drop(spec)
@@ -303,7 +343,8 @@ def _outcome_only(result, spark_seconds: float, error: Exception):
     outcome = _outcome(result)
     outcome["failures"]["(report)"] = f"tables, quarantine and headlines not read: {type(error).__name__}: " + (
         str(error).strip().splitlines() or [""])[0][:300]
-    return rpt.RunReport(success=False, wall_seconds=0.0, spark_start_seconds=spark_seconds, **outcome)
+    return rpt.RunReport(success=result.success, wall_seconds=0.0, spark_start_seconds=spark_seconds, complete=False,
+                         **outcome)
 
 
 def _report(result, store, resources, spark_seconds: float):
@@ -357,6 +398,78 @@ def _spark_archive(force: bool) -> int:
     return 0
 
 
+def _reset(settings: Settings) -> int:
+    """Delete the landing zone, the lakehouse and Dagster's local state, saying for each what
+    became of it; refused (exit 2) for tables that are not in local folders, and while a run is
+    in progress."""
+    from fitness_assets.instance import dagster_home
+    from fitness_assets.lakehouse.store import local_path
+
+    lakehouse = local_path(settings.lakehouse_root) if settings.backend == "delta-rs" else None
+    if lakehouse is None:
+        where = "a catalog" if settings.backend != "delta-rs" else settings.lakehouse_root
+        print(f"fitness-assets: reset deletes local folders only, and the tables are in {where}: drop them with "
+              "that system's tools (or point FITNESS_LAKEHOUSE_ROOT and FITNESS_TABLE_BACKEND at a local lakehouse)",
+              file=sys.stderr)
+        return 2
+    home = dagster_home()
+    if home.is_dir():
+        refuse_while_running(_instance(), "a reset")
+    failed = False
+    for path in (local_path(settings.landing_root) or settings.landing_root, lakehouse, str(home)):
+        if not os.path.lexists(path):
+            print(f"absent  {path}")
+            continue
+        try:
+            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+        except OSError as error:
+            print(f"fitness-assets: could not remove {path}: {error.strerror} ({error.filename})", file=sys.stderr)
+            failed = True
+            continue
+        print(f"removed {path}")
+    return 1 if failed else 0
+
+
+def _count(text: str) -> int:
+    """An argument that counts something: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0 to 65535; 0: any free port)")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
+    return value
+
+
+def _servers(text: str) -> str:
+    from fitness_assets.streaming.settings import bootstrap_problem
+
+    problem = bootstrap_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {problem}")
+    return text
+
+
 def _interrupt(*_: object) -> None:
     """SIGTERM stops like Ctrl-C, so the servers this process started are stopped too."""
     raise KeyboardInterrupt
@@ -369,15 +482,16 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="simulate a small chain, run the whole graph, report")
     for p in (sim, demo):
         p.add_argument("--preset", choices=sorted(PRESETS), default="tiny" if p is demo else "small")
-        p.add_argument("--readings", type=int, default=None, help="about this many heart-rate readings")
-        p.add_argument("--batches", type=int, default=1, help="split the data into this many file batches")
+        p.add_argument("--readings", type=_count, default=None, help="about this many heart-rate readings")
+        p.add_argument("--batches", type=_count, default=1, help="split the data into this many file batches")
         p.add_argument("--seed", type=int, default=42)
-    sim.add_argument("--kafka-bootstrap-servers", default=None, metavar="HOST:PORT",
+    sim.add_argument("--kafka-bootstrap-servers", type=_servers, default=None, metavar="HOST:PORT",
                      help="produce the Kafka multiplex to this broker INSTEAD of writing kafka_multiplex/ files "
                           "(CSV files still go to the landing root); lines that cannot be Kafka messages "
                           "(no topic, unknown topic) are skipped and counted")
     run = sub.add_parser("run", help="materialize assets (default: all) on the files the landing root holds")
-    run.add_argument("--select", default="", help="comma-separated asset keys, e.g. bronze/gym_logins_bz")
+    run.add_argument("--select", default=None, help="comma-separated asset keys or layers, e.g. "
+                                                    "bronze/gym_logins_bz,silver (default: the whole graph)")
     for p in (demo, run):
         p.add_argument("--verbose", action="store_true", help="print Dagster's event log too (DEBUG)")
     rebuild = sub.add_parser("rebuild", help="drop a layer's tables and every table downstream of them, then make "
@@ -387,40 +501,40 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("reset", help="delete the landing zone, the lakehouse and Dagster's local state")
     brk = sub.add_parser("broker", help="serve a local Kafka-protocol broker (librdkafka's mock cluster, in "
                                         "memory) with the topics user_info, workout, bpm until Ctrl-C/SIGTERM")
-    brk.add_argument("--port", type=int, default=9092, help="loopback port to serve on (0: any free port)")
-    brk.add_argument("--partitions", type=int, default=4, help="partitions of each topic")
+    brk.add_argument("--port", type=_port, default=9092, help="loopback port to serve on (0: any free port)")
+    brk.add_argument("--partitions", type=_count, default=4, help="partitions of each topic")
     live = sub.add_parser("produce-live", help="play a simulated chain in accelerated real time: every interval, "
                                                "the next batch's CSV files into the landing root and its Kafka "
                                                "records to the broker")
-    live.add_argument("--kafka-bootstrap-servers", default=None, metavar="HOST:PORT",
+    live.add_argument("--kafka-bootstrap-servers", type=_servers, default=None, metavar="HOST:PORT",
                       help="broker to produce to (default: $FITNESS_KAFKA_BOOTSTRAP_SERVERS)")
-    live.add_argument("--interval", type=float, default=5.0, help="seconds between batches")
-    live.add_argument("--batches", type=int, default=48,
+    live.add_argument("--interval", type=_seconds, default=5.0, help="seconds between batches")
+    live.add_argument("--batches", type=_count, default=48,
                       help="the simulated days are split into this many batches, all delivered (Ctrl-C stops early)")
-    live.add_argument("--members", type=int, default=50)
-    live.add_argument("--days", type=int, default=2, help="simulated days")
+    live.add_argument("--members", type=_count, default=50)
+    live.add_argument("--days", type=_count, default=2, help="simulated days")
     live.add_argument("--seed", type=int, default=42)
     stack = sub.add_parser("live", help="the live platform: a local broker, a producer playing the chain in "
                                         "accelerated real time, and the Dagster UI with its daemon (sensors, "
                                         "automation, freshness), until Ctrl-C")
-    stack.add_argument("--port", type=int, default=9092, help="broker port (ignored with FITNESS_KAFKA_BOOTSTRAP_SERVERS)")
-    stack.add_argument("--ui-port", type=int, default=3000)
-    stack.add_argument("--interval", type=float, default=5.0, help="seconds between delivered batches")
-    stack.add_argument("--batches", type=int, default=48, help="batches the producer plays before it stops")
-    stack.add_argument("--spark-port", type=int, default=15002,
+    stack.add_argument("--port", type=_port, default=9092, help="broker port (ignored with FITNESS_KAFKA_BOOTSTRAP_SERVERS)")
+    stack.add_argument("--ui-port", type=_port, default=3000)
+    stack.add_argument("--interval", type=_seconds, default=5.0, help="seconds between delivered batches")
+    stack.add_argument("--batches", type=_count, default=48, help="batches the producer plays before it stops")
+    stack.add_argument("--spark-port", type=_port, default=15002,
                        help="port of the warm Spark (Spark Connect) the runs use, unless FITNESS_SPARK_MODE is set")
-    stack.add_argument("--microbatch-seconds", type=int, default=30,
+    stack.add_argument("--microbatch-seconds", type=_count, default=30,
                        help="FITNESS_MICROBATCH_SECONDS unless set: shortest time between two sensor evaluations")
     connect = sub.add_parser("spark-connect", help="serve a warm Spark (the Spark Connect server inside the pyspark "
                                                    "wheel) on loopback until Ctrl-C; use it with FITNESS_SPARK_MODE=connect")
-    connect.add_argument("--port", type=int, default=15002)
+    connect.add_argument("--port", type=_port, default=15002)
     archive = sub.add_parser("spark-archive", help="record the local Spark driver's class archive (Java CDS) once, "
                                                    "so later drivers start faster; a no-op when it exists")
     archive.add_argument("--force", action="store_true", help="record it again")
     args = parser.parse_args(argv)
     try:
         return _command(args, parser)
-    except (ConfigError, SparkUnavailable) as error:  # one line saying what to set or start
+    except (ConfigError, SparkUnavailable, KafkaFailed) as error:  # one line saying what to set or start
         print(f"fitness-assets: {error}", file=sys.stderr)
         return 2
 
@@ -464,28 +578,29 @@ def _command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
         servers = _kafka_servers(args, parser)
         config = live_config(batches=args.batches, members=args.members, days=args.days, seed=args.seed)
-        run_live(servers, settings.landing_root, config, interval=args.interval)
+        with _kafka_failure_in_one_line(servers):
+            run_live(servers, settings.landing_root, config, interval=args.interval)
         return 0
 
     if args.command == "reset":
-        from fitness_assets.instance import dagster_home
-
-        for path in (settings.landing_root, settings.lakehouse_root,
-                     str(dagster_home())):
-            shutil.rmtree(path, ignore_errors=True)
-            print(f"removed {path}")
-        return 0
+        try:
+            return _reset(settings)
+        except RunInProgress as error:
+            print(f"fitness-assets: {error}", file=sys.stderr)
+            return 2
     if args.command in ("simulate", "demo"):
         from fitness_assets.simulator.writer import LandedFileDiffers
 
         try:
-            _simulate(args, settings)
+            with _kafka_failure_in_one_line(getattr(args, "kafka_bootstrap_servers", None)):
+                _simulate(args, settings)
         except LandedFileDiffers as error:
             print(f"fitness-assets: {error}", file=sys.stderr)
             return 2
         if args.command == "simulate":
             return 0
-    selection = [s for s in getattr(args, "select", "").split(",") if s]
+    given = getattr(args, "select", None)
+    selection = None if given is None else given.split(",")
     from fitness_assets.lakehouse.store import LakehouseNotWritable
     from fitness_assets.pipelines.bronze import IngestConfigError
 
@@ -498,7 +613,7 @@ def _command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"fitness-assets: {error}", file=sys.stderr)
         return 2
     print(report.render())
-    return 0 if report.success else 1
+    return 0 if report.ok else 1
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from fitness_assets.tables import (
     WORKOUT_BPM_SUMMARY,
     WORKOUT_PERFORMANCE,
 )
+from fitness_assets.transforms.business import REGULAR_WINDOW_DAYS, REGULAR_WORKOUTS
 from fitness_assets.transforms.silver import AGE_BINS
 
 
@@ -25,13 +26,9 @@ def headlines(store: TableStore, spark: SparkSession, data: dict[str, Any] | Non
     if not all(store.exists(s) for s in (COMPLETED_WORKOUTS, WORKOUT_BPM_SUMMARY, GYM_SUMMARY)):
         return {}
     out: dict[str, Any] = {"workouts completed": store.row_count(COMPLETED_WORKOUTS)}
-    summary = store.read(WORKOUT_BPM_SUMMARY)
-    by_age = (summary.groupBy(F.coalesce("age", F.lit("no profile")).alias("age"))
-              .agg((F.sum(F.col("avg_bpm") * F.col("num_recordings")) / F.sum("num_recordings")).alias("bpm"),
-                   F.count(F.lit(1)).alias("workouts"))
-              .orderBy("age").collect())
-    out["average heart rate by age bin"] = ", ".join(
-        f"{r['age']}: {r['bpm']:.1f} bpm ({r['workouts']} workouts)" for r in by_age) or "n/a"
+    data = overview(store) if data is None else data
+    out["average heart rate by age bin"] = ", ".join(  # in the bins' order, youngest first
+        f"{age}: {bpm:.1f} bpm ({workouts} workouts)" for age, bpm, workouts in data["heart_rate_by_age"]) or "n/a"
     visits = store.read(GYM_SUMMARY).groupBy("gym", "date").agg(
         F.countDistinct("mac_address", "workout_id", "session_id").alias("workouts"),
         F.sum("minutes_exercising").alias("minutes"))
@@ -39,13 +36,13 @@ def headlines(store: TableStore, spark: SparkSession, data: dict[str, Any] | Non
     if busiest is not None:
         out["busiest gym and day"] = (f"gym {busiest['gym']} on {busiest['date']}: {busiest['workouts']} workouts, "
                                       f"{busiest['minutes']:.0f} minutes exercising")
-    data = overview(store) if data is None else data
     if data["occupancy_by_hour"]:
         hour, visitors = max(data["occupancy_by_hour"], key=lambda hv: (hv[1], -hv[0]))
         out["busiest hour"] = f"{hour:02d}:00 UTC, {visitors:.1f} members inside on average per gym and day"
     if data["members"]:
         out["members at risk"] = (f"{data['at_risk']} of {data['members']} (as of {data['reference_date']}, "
-                                  f"{data['at_risk_after_days']} days without a visit)")
+                                  f"{data['at_risk_after_days']} days without a visit or workout after at least "
+                                  f"{REGULAR_WORKOUTS} workouts in {REGULAR_WINDOW_DAYS} days)")
     return out
 
 

@@ -36,10 +36,17 @@ class RunReport:
     failures: dict[str, str] = field(default_factory=dict)  # step -> what failed it
     overview: str | None = None  # where the picture overview was written
     spark: str = ""  # the Spark the run used (mode, memory, JIT)
+    complete: bool = True  # False: the tables could not be read after the run (see failures)
+
+    @property
+    def ok(self) -> bool:
+        """The run succeeded and its report is whole: the CLI's exit code 0."""
+        return self.success and self.complete
 
     def render(self) -> str:
         lines = [f"Run {'succeeded' if self.success else 'FAILED'} in {self.wall_seconds:.1f} s "
-                 f"(Spark start-up {self.spark_start_seconds:.1f} s{': ' + self.spark if self.spark else ''})"]
+                 f"(Spark start-up {self.spark_start_seconds:.1f} s{': ' + self.spark if self.spark else ''})"
+                 + ("" if self.complete else "; its report is incomplete")]
         if self.failed_steps:
             lines.append("Failed steps: " + ", ".join(self.failed_steps))
         lines.extend(f"  {step}: {why}" for step, why in self.failures.items())
@@ -93,6 +100,21 @@ def report_dir(lakehouse_root: str) -> Path | None:
     if "://" in lakehouse_root and not lakehouse_root.startswith("file://"):
         return None
     return Path(lakehouse_root.removeprefix("file://")).resolve().parent / "report"
+
+
+def check_report_dir(folder: Path | None) -> None:
+    """The report folder (beside the lakehouse, outside its root) can be made: a
+    ``LakehouseNotWritable`` in one line before Spark starts otherwise."""
+    from fitness_assets.lakehouse.store import LakehouseNotWritable
+
+    if folder is None:
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise LakehouseNotWritable(
+            f"the report folder {folder} (beside the lakehouse) cannot be made ({error.strerror}): free that path or "
+            "set FITNESS_LAKEHOUSE_ROOT to a folder whose parent is writable") from None
 
 
 def bar_chart(title: str, bars: list[tuple[str, float]], unit: str, highlight: int | None = None,

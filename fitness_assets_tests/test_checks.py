@@ -413,3 +413,27 @@ def test_a_carried_failure_keeps_its_sample_until_an_offending_row_is_written_or
         v = store.version(spec)
         store.merge(spec, rows((1, 0, 0)), Merge("t.k = s.k", (Clause("delete"),)))
         assert since(v, 3, sample) == (2, [2, 5])
+
+
+def test_a_sample_collected_through_spark_shows_utc_times_whatever_the_process_zone(spark):
+    """PySpark hands a timestamp back as a naive datetime in the process's zone, whatever the
+    session's zone: on a machine in Berlin a reading at 10:05 UTC came out as '11:05:00'."""
+    import datetime as dt
+    import os
+    import time
+
+    from fitness_assets.assets.checks_lib import result_from_offenders
+
+    rows = spark.createDataFrame([(dt.datetime(2024, 1, 1, 10, 5, tzinfo=dt.UTC), 7)], "time timestamp, device_id long")
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = "Europe/Berlin"
+    time.tzset()
+    try:
+        result = result_from_offenders(rows, 1)
+    finally:
+        if before is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = before
+        time.tzset()
+    assert result.metadata["sample"].value == [{"time": "2024-01-01 10:05:00+00:00", "device_id": 7}]

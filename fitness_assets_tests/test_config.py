@@ -307,14 +307,17 @@ def test_a_selection_that_names_no_table_stops_the_cli_in_one_line(selection, me
 
 
 def test_a_layer_selects_its_tables_and_a_bronze_table_its_quarantine():
-    from fitness_assets.cli import selected_keys
+    from fitness_assets.cli import SelectionError, selected_keys
     from fitness_assets.definitions import build_definitions
 
     defs = build_definitions(Settings.from_env({"FITNESS_LANDING_ROOT": "/l", "FITNESS_LAKEHOUSE_ROOT": "/h"}))
     assert sorted(k.to_user_string() for k in selected_keys(defs, [" bronze/gym_logins_bz", "gold"])) == [
         "bronze/gym_logins_bz", "gold/gym_occupancy", "gold/gym_summary", "gold/member_engagement",
         "gold/workout_bpm_summary", "gold/workout_performance", "gold/workout_zones", "quarantine/gym_logins_bz"]
-    assert selected_keys(defs, []) is None and selected_keys(defs, [" "]) is None
+    assert selected_keys(defs, None) is None and selected_keys(defs, []) is None
+    for blank in ([" "], [""], [" ", ""]):  # --select given a blank variable: not the whole graph
+        with pytest.raises(SelectionError, match="names no table"):
+            selected_keys(defs, blank)
 
 
 def test_a_rebuild_that_cannot_run_drops_nothing(tmp_path, monkeypatch, capsys, spark):
@@ -452,3 +455,106 @@ def test_a_spark_resource_configured_in_the_ui_is_checked_before_spark_starts(fi
 
     with pytest.raises(ValueError, match=re.escape(message)):
         spark_module._build(SparkSettings(**fields))
+
+
+def _local_roots(tmp_path, monkeypatch, lakehouse: str | None = None) -> None:
+    for name, setting in {"FITNESS_LANDING_ROOT": str(tmp_path / "landing"),
+                          "FITNESS_LAKEHOUSE_ROOT": lakehouse or str(tmp_path / "lakehouse"),
+                          "DAGSTER_HOME": str(tmp_path / "home")}.items():
+        monkeypatch.setenv(name, setting)
+
+
+def test_reset_removes_a_file_uri_lakehouse_says_what_was_absent_and_refuses_what_it_cannot_delete(
+        tmp_path, monkeypatch, capsys):
+    from fitness_assets.cli import main
+
+    (tmp_path / "lakehouse" / "silver" / "users").mkdir(parents=True)
+    _local_roots(tmp_path, monkeypatch, f"file://{tmp_path / 'lakehouse'}")
+    assert main(["reset"]) == 0
+    out = capsys.readouterr().out
+    assert f"removed {tmp_path / 'lakehouse'}\n" in out and f"absent  {tmp_path / 'landing'}\n" in out
+    assert not (tmp_path / "lakehouse").exists()
+
+    (tmp_path / "landing").mkdir()
+    _local_roots(tmp_path, monkeypatch, "s3://bucket/lake")
+    assert main(["reset"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("fitness-assets: reset deletes local folders only") and captured.err.count("\n") == 1
+    assert (tmp_path / "landing").exists() and not captured.out  # nothing deleted
+
+
+def test_reset_is_refused_while_a_run_is_in_progress(tmp_path, monkeypatch, capsys):
+    from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
+
+    from fitness_assets.cli import main
+    from fitness_assets.instance import ensure_instance
+
+    (tmp_path / "lakehouse").mkdir()
+    _local_roots(tmp_path, monkeypatch)
+    ensure_instance()
+    with DagsterInstance.get() as instance:
+        instance.add_run(DagsterRun(job_name="all_assets", run_id="0" * 8 + "-0000-0000-0000-" + "0" * 12,
+                                    status=DagsterRunStatus.STARTED))
+    assert main(["reset"]) == 2
+    assert "is in progress" in capsys.readouterr().err
+    assert (tmp_path / "lakehouse").exists() and (tmp_path / "home").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["simulate", "--batches", "0"], ["simulate", "--readings", "-5"], ["demo", "--readings", "0"],
+    ["simulate", "--kafka-bootstrap-servers", "notaport:abc"], ["broker", "--port", "70000"],
+    ["broker", "--partitions", "0"], ["produce-live", "--interval", "-1"], ["produce-live", "--members", "0"],
+    ["live", "--ui-port", "x"], ["spark-connect", "--port", "-1"],
+])
+def test_a_flag_out_of_its_range_stops_the_cli_with_its_usage_not_a_traceback(argv, tmp_path, monkeypatch, capsys):
+    from fitness_assets.cli import main
+
+    _local_roots(tmp_path, monkeypatch)
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and f"argument {argv[1]}: " in err
+    assert not (tmp_path / "landing").exists()
+
+
+def test_a_broker_that_does_not_answer_stops_produce_live_in_one_line_before_a_file_lands(tmp_path, monkeypatch,
+                                                                                          capsys):
+    import socket
+
+    from fitness_assets.cli import main
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, never listening: connections are refused
+        _local_roots(tmp_path, monkeypatch)
+        assert main(["produce-live", "--kafka-bootstrap-servers", f"127.0.0.1:{port}", "--batches", "2",
+                     "--interval", "0"]) == 2
+    err = capsys.readouterr().err
+    assert f"fitness-assets: producing to Kafka at 127.0.0.1:{port} failed (" in err and "Traceback" not in err
+    assert not [p for p in (tmp_path / "landing").rglob("*") if p.is_file()]
+
+
+def test_a_report_folder_that_cannot_be_made_stops_the_cli_in_one_line_before_spark(tmp_path, monkeypatch, capsys):
+    from fitness_assets.cli import main
+
+    (tmp_path / "landing").mkdir()
+    (tmp_path / "report").write_text("a file where the report folder goes")
+    _local_roots(tmp_path, monkeypatch)
+    assert main(["run", "--select", "reference/date_lookup"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"fitness-assets: the report folder {tmp_path / 'report'} (beside the lakehouse) cannot be "
+                          "made (") and err.count("\n") == 1
+
+
+def test_a_file_uri_lakehouse_can_be_dropped_and_an_object_store_says_how_instead(tmp_path, spark):
+    from fitness_assets.lakehouse.store import DeltaRsTableStore, LakehouseNotWritable
+    from fitness_assets.tables import USERS
+
+    store = DeltaRsTableStore(f"file://{tmp_path / 'lakehouse'}", lambda: spark)
+    store.ensure(USERS)
+    store.check_droppable()
+    store.drop(USERS)
+    assert not store.exists(USERS) and not (tmp_path / "lakehouse" / "silver" / "users").exists()
+    with pytest.raises(LakehouseNotWritable, match="deletes tables in local folders only"):
+        DeltaRsTableStore("s3://bucket/lake", lambda: spark).check_droppable()

@@ -29,6 +29,7 @@ Each result carries the number of offending rows and a small sample, never perso
 """
 
 
+import datetime as dt
 import hashlib
 import json
 from collections import defaultdict
@@ -183,7 +184,7 @@ def result_from_offenders(offenders: DataFrame | list | None, count: int, *,
         sample = [{k: v for k, v in row.items() if k not in personal} for row in offenders]
     elif count:
         shown = offenders.drop(*[c for c in personal if c in offenders.columns])
-        sample = [r.asDict() for r in shown.limit(SAMPLE_ROWS).collect()]
+        sample = [{k: _as_utc(v) for k, v in r.asDict().items()} for r in shown.limit(SAMPLE_ROWS).collect()]
     return AssetCheckResult(passed=count == 0,
                             metadata={"offending_rows": count, "sample": MetadataValue.json(_jsonable(sample))})
 
@@ -210,6 +211,14 @@ def count_rows(frames: dict[str, DataFrame],
         union = union.unionAll(part)
     counted = {row["check"]: row["count"] for row in union.groupBy("check").count().collect()}
     return {name: int(counted.get(name, 0)) for name in names}
+
+
+def _as_utc(value: Any) -> Any:
+    """A timestamp PySpark collected (a naive datetime in this process's zone, whatever the
+    session's zone) as the UTC instant it is, as the rows read by Arrow show it."""
+    if isinstance(value, dt.datetime) and value.tzinfo is None:
+        return value.astimezone(dt.UTC)
+    return value
 
 
 def _jsonable(rows: list[dict]) -> list[dict]:

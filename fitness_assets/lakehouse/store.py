@@ -79,6 +79,14 @@ def _sweep_handoff(parent: str) -> None:
             pass  # another user's live process
 
 
+def local_path(root: str) -> str | None:
+    """The folder a lakehouse root names on this machine (a path or a ``file://`` URI); None
+    for an object store."""
+    if "://" not in root:
+        return root
+    return root.removeprefix("file://") if root.startswith("file://") else None
+
+
 class ChangesGone(RuntimeError):
     """A table's change data that a reader has not taken in yet was deleted (vacuumed)."""
 
@@ -241,6 +249,9 @@ class TableStore(ABC):
 
     @abstractmethod
     def exists(self, spec: TableSpec) -> bool: ...
+
+    def check_droppable(self) -> None:  # noqa: B027 (most stores can drop: nothing to check)
+        """A ``LakehouseNotWritable`` in one line when ``drop`` cannot delete this store's tables."""
 
     @abstractmethod
     def ensure(self, spec: TableSpec) -> None:
@@ -443,15 +454,21 @@ class DeltaRsTableStore(TableStore):
     def exists(self, spec: TableSpec) -> bool:
         return DeltaTable.is_deltatable(self.location(spec), storage_options=self.storage_options)
 
+    def check_droppable(self) -> None:
+        local = local_path(self.root)
+        if local is None:
+            raise LakehouseNotWritable(f"cannot drop the tables under {self.root}: this store deletes tables in local "
+                                       "folders only; delete their prefixes with the object store's own tools, or "
+                                       "rebuild on Databricks (the databricks_rebuild_layer job)")
+
     def drop(self, spec: TableSpec) -> None:
         """Delete the table, its log and files (a rebuild starts from nothing); local folders
         only: delta-rs has no drop, and an object store's objects are deleted with its tools."""
         location = self.location(spec)
-        if "://" in self.root:
-            raise RuntimeError(f"cannot drop {location}: this store deletes tables in local folders only; "
-                               "delete the table's prefix with the object store's own tools")
+        self.check_droppable()
+        local = local_path(self.root)
         self._opened = {key: table for key, table in self._opened.items() if key[0] != location}
-        shutil.rmtree(location, ignore_errors=True)
+        shutil.rmtree(os.path.join(local, spec.layer, spec.name), ignore_errors=True)
 
     def ensure(self, spec: TableSpec) -> None:
         if self.exists(spec):
@@ -682,9 +699,9 @@ class DeltaRsTableStore(TableStore):
         """Fail fast, in one line, when the lakehouse root cannot take writes (read-only
         mount, wrong permissions, a file in the way), before any Spark work starts. Object
         stores are left to their first write: probing them needs credentials it may not have."""
-        if "://" in self.root and not self.root.startswith("file://"):
+        path = local_path(self.root)
+        if path is None:
             return
-        path = self.root.removeprefix("file://")
         probe = os.path.join(path, f".write-probe-{os.getpid()}")
         try:
             os.makedirs(path, exist_ok=True)

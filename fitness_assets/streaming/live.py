@@ -242,14 +242,16 @@ def play(
             began = time.monotonic()
             next_at = began + interval
             started = time.perf_counter()
+            # The records first: a broker that fails them stops the play before the batch's
+            # files land, so no batch is delivered by halves.
+            kafka = producer.produce_lines(line for line, _, _ in by_batch[batch])
+            producer.flush()
             delivered, rows = [], 0
             for source in FILE_SOURCES:
                 for path in sorted((stage / source).glob(f"batch-{batch:05d}-*")):
                     _deliver_file(path, landing / source, prefix + path.name)
                     delivered.append(f"{source}/{prefix}{path.name}")
                     rows += _csv_rows(path)
-            kafka = producer.produce_lines(line for line, _, _ in by_batch[batch])
-            producer.flush()
             delivery = BatchDelivery(batch, delivered, rows, kafka, time.perf_counter() - started, began)
             report.batches.append(delivery)
             report.kafka.add(kafka)
