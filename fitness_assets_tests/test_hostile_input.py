@@ -683,3 +683,22 @@ def test_a_run_overtaken_between_its_look_and_its_commit_ingests_nothing_twice(s
     report = _ingest(store, spark, landing)
     assert set(other[0].files) == {f"{RU}/a.csv", f"{RU}/b.csv"} and not report.files and report.skipped_batches == 1
     assert _rows_by_file(store, REGISTERED_USERS_BZ) == {f"{RU}/a.csv": 2, f"{RU}/b.csv": 1}
+
+
+def test_a_file_moved_away_between_the_folders_read_and_its_stat_is_not_listed(tmp_path, monkeypatch):
+    """An archiver that moves a file right after the folder was read: the listing leaves it out
+    (as if it had moved a moment earlier) instead of failing the sensor tick or the bronze run."""
+    from fitness_assets.pipelines.bronze import list_landing
+
+    (tmp_path / RU).mkdir()
+    for name in ("a.csv", "b.csv"):
+        (tmp_path / RU / name).write_bytes(ru(ru_row(1)))
+    real_scandir = os.scandir
+
+    def read_then_archived(path):
+        entries = list(real_scandir(path))
+        os.remove(os.path.join(path, "a.csv"))
+        return iter(entries)
+
+    monkeypatch.setattr(os, "scandir", read_then_archived)
+    assert [f.relative for f in list_landing(str(tmp_path), RU)] == [f"{RU}/b.csv"]

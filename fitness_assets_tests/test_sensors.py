@@ -63,6 +63,9 @@ def test_landing_sensor_requests_each_new_delivery_once(settings, dagster_instan
 
     # A failed run of another request (another cursor's) is not this sensor's to retry.
     _failed(dagster_instance, LANDING_SENSOR, RunRequest(run_key="landing:earlier"))
+    missing = sensor.tick()
+    assert not missing.run_requests and missing.skip_message.startswith(f"the landing root {landing} does not exist")
+    landing.mkdir()
     first = sensor.tick()
     assert not first.run_requests and "no new or changed files" in first.skip_message
 
@@ -114,7 +117,9 @@ def test_landing_sensor_requests_each_new_delivery_once(settings, dagster_instan
     fourth = sensor.tick()
     (again,) = fourth.run_requests
     assert again.run_key not in (request.run_key,)
-    assert set(again.asset_selection) == BRONZE_USERS | BRONZE_KAFKA | {CALENDAR}
+    # ... and the folder whose runs failed last rides along: new files elsewhere do not make the
+    # sensor forget it.
+    assert set(again.asset_selection) == BRONZE_USERS | BRONZE_KAFKA | BRONZE_LOGINS | {CALENDAR}
 
 
 @pytest.fixture
@@ -198,3 +203,79 @@ def test_a_first_tick_counts_as_new_only_the_files_bronze_has_not_read(settings,
     tick = Sensor(defs, LANDING_SENSOR, dagster_instance).tick()
     (arrived,) = [e for e in tick.asset_events if e.asset_key == AssetKey(["landing", "registered_users"])]
     assert (arrived.metadata["files"].value, arrived.metadata["new_files"].value) == (3, 1)
+
+
+def _succeeded(instance, sensor_name: str, request) -> None:
+    """The run the daemon made of ``request``, succeeded."""
+    instance.add_run(DagsterRun(job_name="__ASSET_JOB", status=DagsterRunStatus.SUCCESS,
+                                tags={"dagster/sensor_name": sensor_name, "dagster/run_key": request.run_key}))
+
+
+def test_files_a_run_left_at_its_cap_are_asked_for_again_until_none_is_left(settings, dagster_instance, store, spark,
+                                                                            tmp_path):
+    """A run stops at FITNESS_MAX_BATCHES_PER_RUN batches: the listing does not change again, so
+    the sensor follows a run that succeeded and took files in with another, until bronze has
+    them all; a run that took nothing in is not followed (no loop)."""
+    from fitness_assets.pipelines.bronze import ingest
+    from fitness_assets.tables import REGISTERED_USERS_BZ, REGISTERED_USERS_QR
+
+    landing = tmp_path / "landing"
+    for n in range(5):
+        _write(landing, "registered_users", f"batch-{n:04d}.csv",
+               f"user_id,device_id,mac_address,registration_timestamp\n{n},{n},aa:bb:cc:dd:ee:0{n},1700000000\n")
+    defs = build_definitions(settings, kafka=KafkaSettings(), automation=AutomationSettings())
+    sensor = Sensor(defs, LANDING_SENSOR, dagster_instance)
+
+    def capped_run(request):  # what the daemon's run does, two files at most
+        ingest(store, spark, str(landing), "registered_users", REGISTERED_USERS_BZ, REGISTERED_USERS_QR,
+               parsers.parse_registered_users, max_files_per_batch=1, max_batches=2)
+        _succeeded(dagster_instance, LANDING_SENSOR, request)
+
+    (request,) = sensor.tick().run_requests
+    keys = [request.run_key]
+    while True:
+        capped_run(request)
+        tick = sensor.tick()
+        if not tick.run_requests:
+            break
+        (request,) = tick.run_requests
+        assert ":more-" in request.run_key and set(request.asset_selection) == BRONZE_USERS
+        keys.append(request.run_key)
+    assert len(keys) == 3 and len(set(keys)) == 3 and store.row_count(REGISTERED_USERS_BZ) == 5
+    assert "no new or changed files" in tick.skip_message
+
+    # A run that took nothing in (a file it cannot take; here: no run at all) is not followed.
+    _write(landing, "registered_users", "batch-0009.csv", "user_id,device_id,mac_address,registration_timestamp\n")
+    (request,) = sensor.tick().run_requests
+    _succeeded(dagster_instance, LANDING_SENSOR, request)
+    idle = sensor.tick()
+    assert not idle.run_requests and "no new or changed files" in idle.skip_message
+
+
+def test_records_a_run_left_at_its_cap_are_asked_for_again_until_bronze_is_level(settings, dagster_instance, broker,
+                                                                                  store, spark):
+    kafka = KafkaSettings(bootstrap_servers=broker)
+    defs = build_definitions(settings, kafka=kafka, automation=AutomationSettings())
+    sensor = Sensor(defs, KAFKA_SENSOR, dagster_instance)
+    store.overwrite(DATE_LOOKUP, reference.date_lookup(spark, dt.date(2023, 1, 1), dt.date(2024, 12, 31)))
+    _produce(broker, 10)
+    (request,) = sensor.tick().run_requests
+    keys = [request.run_key]
+    for _ in range(10):
+        with KafkaReader(kafka) as reader:  # what the daemon's run does, 4 records at most
+            ingest_kafka(store, spark, reader, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR, max_records_per_batch=4,
+                         max_batches=1)
+        _succeeded(dagster_instance, KAFKA_SENSOR, request)
+        tick = sensor.tick()
+        if not tick.run_requests:
+            break
+        (request,) = tick.run_requests
+        assert ":from-" in request.run_key
+        keys.append(request.run_key)
+    assert len(set(keys)) == 3 and store.row_count(KAFKA_MULTIPLEX_BZ) == 10 and "lag 0" in tick.skip_message
+
+    _produce(broker, 3, start=10)
+    (request,) = sensor.tick().run_requests
+    _succeeded(dagster_instance, KAFKA_SENSOR, request)  # and read nothing: not asked again
+    idle = sensor.tick()
+    assert not idle.run_requests and "already requested and took in nothing more" in idle.skip_message

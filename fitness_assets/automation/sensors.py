@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 from dagster import (
     AssetKey,
@@ -94,17 +95,22 @@ def _in_flight(context: SensorEvaluationContext) -> int:
 MAX_ATTEMPTS = 3  # runs requested for one source position when the earlier ones failed
 
 
+def _last_run_status(context: SensorEvaluationContext, cursor: dict) -> DagsterRunStatus | None:
+    """The status of the run last requested (its run key in the cursor); None when there is none."""
+    if not cursor.get("run_key"):
+        return None
+    records = context.instance.get_run_records(filters=RunsFilter(tags={
+        "dagster/sensor_name": context.sensor_name, "dagster/run_key": cursor["run_key"]}), limit=1)
+    return records[0].dagster_run.status if records else None
+
+
 def _attempt_after_failure(context: SensorEvaluationContext, cursor: dict) -> tuple[bool, int | None]:
     """Whether the run last requested (its run key in the cursor), for the position the sensor
     still sees, failed or was cancelled (a killed worker, a broker gone for a moment), and the
     number of the attempt to request now: None when it succeeded, is not there, or MAX_ATTEMPTS
     failed (then the next position, or a person, takes over). A run key is requested once, so
     each attempt has its own."""
-    if not cursor.get("run_key"):
-        return False, None
-    records = context.instance.get_run_records(filters=RunsFilter(tags={
-        "dagster/sensor_name": context.sensor_name, "dagster/run_key": cursor["run_key"]}), limit=1)
-    if not records or records[0].dagster_run.status not in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED):
+    if _last_run_status(context, cursor) not in (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED):
         return False, None
     attempt = int(cursor.get("attempt", 1)) + 1
     return True, (attempt if attempt <= MAX_ATTEMPTS else None)
@@ -122,6 +128,9 @@ def landing_files_step(context: SensorEvaluationContext, landing_root: str,
     the bronze assets of those folders, which take in every file they have not ingested."""
     if _in_flight(context):
         return SkipReason("a run this sensor requested is still queued or running; new files wait for the next tick")
+    if not os.path.isdir(landing_root):
+        return SkipReason(f"the landing root {landing_root} does not exist: nothing has been delivered yet, or "
+                          "FITNESS_LANDING_ROOT names the wrong folder")
     cursor = json.loads(context.cursor) if context.cursor else {}
     seen = cursor.get("listings", {})  # source -> [digest of its listing, number of files]
     changed: dict[str, list] = {}
@@ -134,27 +143,61 @@ def landing_files_step(context: SensorEvaluationContext, landing_root: str,
     if not changed:
         failed, attempt = _attempt_after_failure(context, cursor)
         if attempt is None:
+            more = None if failed else _files_left(context, cursor, store, listed)
+            if more is not None:  # the last run succeeded, took files in and left some (its cap)
+                return _request(context, store, cursor | {"requested": sorted(more)}, seen,
+                                f"landing:{_digest(seen)}:more-{_digest(_bronze_versions(store))}", 1)
             return SkipReason(f"no new or changed files in {landing_root}" + (" since the last request" if seen else "")
                               + (f" ({MAX_ATTEMPTS} runs for them failed: the next file, or a run by hand, takes them "
                                  "in)" if failed else ""))
-        keys = [asset_key(spec) for source in cursor["requested"] for spec in LANDING_TARGETS[source]]
-        run_key = f"landing:{_digest(seen)}:attempt-{attempt}"
-        return SensorResult(
-            run_requests=[RunRequest(run_key=run_key, asset_selection=_with_calendar(context, store, keys),
-                                     tags={"fitness/trigger": "landing_files", "fitness/attempt": str(attempt)})],
-            cursor=json.dumps(cursor | {"attempt": attempt, "run_key": run_key}, sort_keys=True))
+        return _request(context, store, cursor, seen, f"landing:{_digest(seen)}:attempt-{attempt}", attempt)
     listings = seen | changed
-    keys = [asset_key(spec) for source in changed for spec in LANDING_TARGETS[source]]
-    run_key = "landing:" + _digest(listings)
+    requested = set(changed)
+    if cursor.get("requested") and _attempt_after_failure(context, cursor)[0]:
+        requested |= set(cursor["requested"])  # the folders of a failed run are not forgotten
+    return _request(context, store, {"requested": sorted(requested)}, listings, "landing:" + _digest(listings), 1,
+                    asset_events=[AssetMaterialization(
+                        landing_key(source), description="new or changed landing files",
+                        metadata={"files": n, "new_files": _new_files(store, source, listed[source],
+                                                                      n - (seen.get(source) or [0, 0])[1])})
+                        for source, (_, n) in changed.items()])
+
+
+def _bronze_versions(store: TableStore) -> dict[str, int]:
+    """The landing folders' bronze tables' versions, where the Delta log is read without Spark
+    (delta-rs; a sensor starts no Databricks session); empty otherwise."""
+    if not isinstance(store, DeltaRsTableStore):
+        return {}
+    return {source: store.version(bronze) for source, (bronze, _) in LANDING_TARGETS.items()}
+
+
+def _files_left(context: SensorEvaluationContext, cursor: dict, store: TableStore,
+                listed: dict[str, list]) -> set[str] | None:
+    """The folders whose files bronze has not all taken in, after the last run succeeded and
+    took some in (its bronze version moved): a run stops at FITNESS_MAX_BATCHES_PER_RUN batches
+    of files, and the listing does not change again to ask for the rest. None when there is
+    nothing to follow up, or the last run took nothing in (asking again would loop)."""
+    before = cursor.get("versions") or {}
+    now = _bronze_versions(store)
+    moved = [source for source in cursor.get("requested", []) if source in now and now[source] != before.get(source)]
+    if not moved or _last_run_status(context, cursor) != DagsterRunStatus.SUCCESS:
+        return None
+    left = {source for source in moved if store.exists(LANDING_TARGETS[source][0])
+            and {f.relative for f in listed[source]} - ingested_files(store, LANDING_TARGETS[source][0])}
+    return left or None
+
+
+def _request(context: SensorEvaluationContext, store: TableStore, cursor: dict, listings: dict, run_key: str,
+             attempt: int, asset_events: list | None = None) -> SensorResult:
+    """One run of the bronze assets of the cursor's ``requested`` folders, keyed ``run_key``;
+    the cursor records it with the bronze versions it starts from."""
+    keys = [asset_key(spec) for source in cursor["requested"] for spec in LANDING_TARGETS[source]]
     return SensorResult(
         run_requests=[RunRequest(run_key=run_key, asset_selection=_with_calendar(context, store, keys),
-                                 tags={"fitness/trigger": "landing_files"})],
-        cursor=json.dumps({"listings": listings, "requested": sorted(changed), "attempt": 1, "run_key": run_key},
-                          sort_keys=True),
-        asset_events=[AssetMaterialization(landing_key(source), description="new or changed landing files",
-                                           metadata={"files": n, "new_files": _new_files(store, source, listed[source],
-                                                                                         n - (seen.get(source) or [0, 0])[1])})
-                      for source, (_, n) in changed.items()],
+                                 tags={"fitness/trigger": "landing_files", "fitness/attempt": str(attempt)})],
+        cursor=json.dumps({"listings": listings, "requested": cursor["requested"], "attempt": attempt,
+                           "run_key": run_key, "versions": _bronze_versions(store)}, sort_keys=True),
+        asset_events=asset_events or [],
     )
 
 
@@ -203,28 +246,35 @@ def kafka_step(context: SensorEvaluationContext, kafka: KafkaResource, lakehouse
             events.append(AssetObservation(kafka_topic_key(topic), metadata={
                 "lag": sum(topic_lag.values()), "lag_by_partition": MetadataValue.json(topic_lag)}))
     total = sum(lag.values())
-    new_cursor = json.dumps({"ends": ends, "lag": lag, "requested": cursor.get("requested", {}),
-                             "attempt": cursor.get("attempt", 1), "run_key": cursor.get("run_key")}, sort_keys=True)
+    new_cursor = json.dumps({**cursor, "ends": ends, "lag": lag}, sort_keys=True)
     if total == 0:
         return SensorResult(skip_reason=SkipReason("bronze is level with Kafka: lag 0 on every partition"),
                             cursor=new_cursor, asset_events=events)
     attempt: int | None = 1
+    suffix = ""
     if ends == cursor.get("requested"):
         failed, attempt = _attempt_after_failure(context, cursor)
-        if attempt is None:
+        if attempt is not None:
+            suffix = f":attempt-{attempt}"
+        elif (not failed and positions != cursor.get("positions")
+              and _last_run_status(context, cursor) == DagsterRunStatus.SUCCESS):
+            # The run succeeded and read records, but stopped at its cap with records left
+            # (FITNESS_KAFKA_MAX_BATCHES_PER_RUN): the rest, from where it stopped.
+            attempt, suffix = 1, f":from-{_digest(positions)}"
+        else:
             return SensorResult(skip_reason=SkipReason(
                 f"lag {total}, but a run for these end offsets was already requested"
                 + (f" ({MAX_ATTEMPTS} runs for them failed: new records, or a run by hand, take them in)"
-                   if failed else "")),
+                   if failed else " and took in nothing more")),
                 cursor=new_cursor, asset_events=events)
     keys = [asset_key(spec) for spec in KAFKA_TARGET]
-    run_key = "kafka:" + _digest(ends) + (f":attempt-{attempt}" if attempt > 1 else "")
+    run_key = "kafka:" + _digest(ends) + suffix
     return SensorResult(
         run_requests=[RunRequest(run_key=run_key, asset_selection=_with_calendar(context, lakehouse.store(), keys),
                                  tags={"fitness/trigger": "kafka", "fitness/kafka_lag": str(total),
                                        "fitness/attempt": str(attempt)})],
-        cursor=json.dumps({"ends": ends, "lag": lag, "requested": ends, "attempt": attempt, "run_key": run_key},
-                          sort_keys=True),
+        cursor=json.dumps({"ends": ends, "lag": lag, "requested": ends, "attempt": attempt, "run_key": run_key,
+                           "positions": positions}, sort_keys=True),
         asset_events=events,
     )
 

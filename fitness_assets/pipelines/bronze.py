@@ -162,7 +162,10 @@ def list_landing(landing_root: str, source: str) -> list[LandingFile]:
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         if entry.name.startswith(("_", ".")) or entry.is_dir(follow_symlinks=False):
             continue
-        info = entry.stat(follow_symlinks=False)
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:  # moved away (an archiver) since the folder was read: not there
+            continue
         refused = None
         if entry.is_symlink():
             refused = "symlink"
