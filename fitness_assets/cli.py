@@ -561,9 +561,13 @@ def _command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if not os.environ.get("FITNESS_KAFKA_BOOTSTRAP_SERVERS") and earlier_broker_positions(settings.lakehouse_root):
             print(LOCAL_BROKER_AFTER_EARLIER_ONE, file=sys.stderr)
             return 2
-        return run_live(settings.landing_root, port=args.port, ui_port=args.ui_port,
-                        interval=args.interval, batches=args.batches, microbatch_seconds=args.microbatch_seconds,
-                        spark_port=args.spark_port)
+        try:
+            return run_live(settings.landing_root, port=args.port, ui_port=args.ui_port,
+                            interval=args.interval, batches=args.batches, microbatch_seconds=args.microbatch_seconds,
+                            spark_port=args.spark_port)
+        except (OSError, TimeoutError) as error:  # a port in use, a server that did not come up
+            print(f"fitness-assets: the live platform did not start: {error}", file=sys.stderr)
+            return 2
     if args.command == "broker":
         from fitness_assets.streaming.broker import serve
 

@@ -106,19 +106,21 @@ def run_live(landing_root: str, *, port: int = 9092, ui_port: int = 3000, interv
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     external = os.environ.get("FITNESS_KAFKA_BOOTSTRAP_SERVERS")
-    broker = None if external else MockKafkaBroker(port=port).start()
-    servers = external or broker.bootstrap_servers
-    env = live_environment(os.environ, servers, microbatch_seconds)
-    env["DAGSTER_HOME"] = str(dagster_home())  # unset or blank: .data/dagster_home; made absolute
-    print("starting a warm Spark (Spark Connect) ...", flush=True)
-    spark = warm_spark(env, spark_port, Path(env["DAGSTER_HOME"]) / "spark-connect.log")
-    dagster = start_dagster(env, ui_port)
-    print(f"Spark at {env.get('FITNESS_SPARK_CONNECT_URL') or env.get('FITNESS_SPARK_MODE')}; Kafka at {servers}; Dagster UI on http://127.0.0.1:{ui_port} (sensors and automation running); "
-          f"Ctrl-C stops everything", flush=True)
-    producer = threading.Thread(target=play, args=(servers, landing_root, live_config(batches=batches)),
-                                kwargs={"interval": interval, "stop": stop}, daemon=True)
-    producer.start()
-    try:
+    broker = spark = dagster = producer = None
+    try:  # whatever fails to start, what did start is stopped (a Spark JVM left would hold its port)
+        broker = None if external else MockKafkaBroker(port=port).start()
+        servers = external or broker.bootstrap_servers
+        env = live_environment(os.environ, servers, microbatch_seconds)
+        env["DAGSTER_HOME"] = str(dagster_home())  # unset or blank: .data/dagster_home; made absolute
+        print("starting a warm Spark (Spark Connect) ...", flush=True)
+        spark = warm_spark(env, spark_port, Path(env["DAGSTER_HOME"]) / "spark-connect.log")
+        dagster = start_dagster(env, ui_port)
+        print(f"Spark at {env.get('FITNESS_SPARK_CONNECT_URL') or env.get('FITNESS_SPARK_MODE')}; Kafka at {servers}; "
+              f"Dagster UI on http://127.0.0.1:{ui_port} (sensors and automation running); Ctrl-C stops everything",
+              flush=True)
+        producer = threading.Thread(target=play, args=(servers, landing_root, live_config(batches=batches)),
+                                    kwargs={"interval": interval, "stop": stop}, daemon=True)
+        producer.start()
         while not stop.wait(1):
             if dagster.poll() is not None:
                 print("Dagster stopped", file=sys.stderr)
@@ -126,8 +128,10 @@ def run_live(landing_root: str, *, port: int = 9092, ui_port: int = 3000, interv
         return 0
     finally:
         stop.set()
-        producer.join(timeout=30)
-        stop_process(dagster)
+        if producer is not None:
+            producer.join(timeout=30)
+        if dagster is not None:
+            stop_process(dagster)
         if spark is not None:
             spark.stop()
         if broker is not None:

@@ -15,7 +15,9 @@
   their runs carry no such tag.
 - No telemetry, and no "join the community" dialog over the UI.
 
-Keys already in an existing file are left as they are: a deployment may tune them.
+Keys already in an existing file are left as they are, with its comments: a deployment may
+tune them; missing keys are appended. A file that limits runs the older way (``run_queue``,
+``run_coordinator``) keeps its own limit: Dagster refuses it beside ``concurrency``.
 """
 
 from __future__ import annotations
@@ -56,10 +58,14 @@ def ensure_instance(home: Path | None = None) -> Path:
     home = home or dagster_home()
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    current = (yaml.safe_load(config.read_text()) or {}) if config.exists() else {}
-    merged = {**INSTANCE_SETTINGS, **current}
-    if merged != current:
-        config.write_text(yaml.safe_dump(merged, sort_keys=False))
+    text = config.read_text() if config.exists() else ""
+    current = yaml.safe_load(text) or {}
+    missing = {key: value for key, value in INSTANCE_SETTINGS.items() if key not in current}
+    if "run_queue" in current or "run_coordinator" in current:
+        # The file limits runs the older way; Dagster refuses both ways in one file.
+        missing.pop("concurrency", None)
+    if missing:  # appended: the file's own keys, order and comments stay as they are
+        config.write_text(text + ("" if not text or text.endswith("\n") else "\n") + yaml.safe_dump(missing, sort_keys=False))
     return config
 
 

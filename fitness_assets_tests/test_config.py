@@ -558,3 +558,31 @@ def test_a_file_uri_lakehouse_can_be_dropped_and_an_object_store_says_how_instea
     assert not store.exists(USERS) and not (tmp_path / "lakehouse" / "silver" / "users").exists()
     with pytest.raises(LakehouseNotWritable, match="deletes tables in local folders only"):
         DeltaRsTableStore("s3://bucket/lake", lambda: spark).check_droppable()
+
+
+def test_live_with_its_spark_port_taken_stops_in_one_line_and_stops_what_it_started(tmp_path, monkeypatch, capsys):
+    import signal
+    import socket
+
+    from fitness_assets.cli import main
+    from fitness_assets.streaming.broker import MockKafkaBroker
+
+    _local_roots(tmp_path, monkeypatch)
+    monkeypatch.delenv("FITNESS_KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.delenv("FITNESS_SPARK_MODE", raising=False)
+    stopped, real_stop = [], MockKafkaBroker.stop
+    monkeypatch.setattr(MockKafkaBroker, "stop", lambda self: stopped.append(True) or real_stop(self))
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+            assert main(["live", "--port", "0", "--spark-port", str(port)]) == 2
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    err = capsys.readouterr().err
+    assert err.startswith("fitness-assets: the live platform did not start: ") and str(port) in err
+    assert "Traceback" not in err
+    assert stopped == [True]  # the broker it had started is stopped

@@ -1,6 +1,7 @@
 """The project's Dagster instance settings: runs never overlap, a run whose process died is
 detected (run monitoring) instead of staying STARTED, and a deployment's own keys are kept."""
 
+import pytest
 from dagster import DagsterInstance
 
 from fitness_assets.instance import ensure_instance
@@ -20,6 +21,25 @@ def test_keys_a_deployment_set_are_kept(tmp_path):
     with DagsterInstance.from_config(str(tmp_path)) as instance:
         assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 3
         assert instance.run_monitoring_enabled  # added beside it
+
+
+@pytest.mark.parametrize("limit", [
+    "run_queue:\n  max_concurrent_runs: 2\n",
+    "run_coordinator:\n  module: dagster._core.run_coordinator\n  class: QueuedRunCoordinator\n  config:\n"
+    "    max_concurrent_runs: 2\n",
+])
+def test_a_file_that_limits_runs_the_older_way_keeps_its_limit_and_its_comments_and_loads(tmp_path, limit):
+    """Dagster refuses ``concurrency > runs`` beside ``run_queue``'s or the queued coordinator's
+    limit: adding it made every entry point fail to load the instance."""
+    (tmp_path / "dagster.yaml").write_text("# tuned by ops\n" + limit)
+    ensure_instance(tmp_path)
+    text = (tmp_path / "dagster.yaml").read_text()
+    assert text.startswith("# tuned by ops\n" + limit) and "concurrency" not in text and "run_monitoring" in text
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 2
+        assert instance.run_monitoring_enabled
+    ensure_instance(tmp_path)  # nothing missing now: the file is not touched
+    assert (tmp_path / "dagster.yaml").read_text() == text
 
 
 def test_a_run_whose_process_died_is_marked_failed_and_a_living_one_is_not(tmp_path):
