@@ -149,7 +149,10 @@ def quarantine_for(bronze: TableSpec) -> TableSpec:
         layer="quarantine",
         name=bronze.name,
         columns=QUARANTINE_COLUMNS,
-        description=f"Lines of `{bronze.name}`'s landing files that were rejected, with the reason.",
+        description=f"What `{bronze.name}` rejected, with the reason: lines of its landing files"
+        + (" and records read from Kafka (`source_file` kafka://<topic>/<partition>, `line` the offset)"
+           if bronze.name == "kafka_multiplex_bz" else "")
+        + "; `line` 0 is a file refused whole, -1 a file that changed after it was ingested.",
         keys=("source_file", "line"),
         not_null=("source_file", "line", "reason"),
         change_data_feed=False,

@@ -487,6 +487,14 @@ def test_a_file_changed_after_ingestion_is_reported_not_ignored_or_doubled(eithe
     version = store.version(REGISTERED_USERS_QR)
     _ingest(store, spark, landing)
     assert store.version(REGISTERED_USERS_QR) == version  # reported once per content
+    # The notice is no rejected line: the share of rejected lines stays 0 of 1.
+    from fitness_assets.assets.bronze.checks import quarantine_volume_check
+    from fitness_assets.assets.checks_lib import evaluate_checks
+    from fitness_assets.resources import LakehouseResource, SparkResource
+
+    volume = evaluate_checks(store, LakehouseResource(spark=SparkResource(), root=str(tmp_path), landing_root=str(landing)),
+                             [quarantine_volume_check(REGISTERED_USERS_BZ, REGISTERED_USERS_QR)])["quarantine_volume"]
+    assert (volume.metadata["lines"].value, volume.metadata["quarantined"].value) == (1, 0) and volume.passed
 
 
 def test_an_entry_swapped_for_or_from_a_symlink_after_ingestion_is_reported(either_store, spark, tmp_path):
