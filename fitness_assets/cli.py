@@ -328,9 +328,18 @@ def _outcome(result) -> dict[str, Any]:
     from fitness_assets.progress import failure_reason
 
     failed = [e for e in result.all_events if e.is_step_failure]
+    evaluations = result.get_asset_check_evaluations()
+    # Checks of the materialized tables that gave no result: their step failed or did not run,
+    # or they compare tables that are not in step (see assets/checks_lib.py).
+    materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+    evaluated = {(e.asset_key, e.check_name) for e in evaluations}
+    silent = sorted(f"{key.asset_key.to_user_string()} :: {key.name}"
+                    for key in result.job_def.asset_layer.asset_graph.asset_check_keys
+                    if key.asset_key in materialized and (key.asset_key, key.name) not in evaluated)
     return {"checks": [rpt.CheckOutcome(e.asset_key.to_user_string(), e.check_name, e.passed, e.severity.value,
                                         KEPT_KEY in e.metadata)
-                       for e in result.get_asset_check_evaluations()],
+                       for e in evaluations],
+            "not_evaluated": silent,
             "failed_steps": [e.step_key for e in failed],
             "failures": {e.step_key: failure_reason(e.step_failure_data.error) for e in failed}}
 

@@ -37,6 +37,7 @@ class RunReport:
     overview: str | None = None  # where the picture overview was written
     spark: str = ""  # the Spark the run used (mode, memory, JIT)
     complete: bool = True  # False: the tables could not be read after the run (see failures)
+    not_evaluated: list[str] = field(default_factory=list)  # "<asset> :: <check>" of tables written, no result
 
     @property
     def ok(self) -> bool:
@@ -65,10 +66,12 @@ class RunReport:
         warned = sum(not c.passed and c.severity == "WARN" for c in self.checks)
         kept = sum(c.kept for c in self.checks)
         lines.append(f"Checks: {passed} passed, {warned} warned, {len(self.checks) - passed - warned} failed"
+                     + (f", {len(self.not_evaluated)} not evaluated" if self.not_evaluated else "")
                      + (f" ({kept} kept from an evaluation on the same data)" if kept else ""))
         for c in self.checks:
             if not c.passed:
                 lines.append(f"  {'WARN' if c.severity == 'WARN' else 'FAIL'} {c.asset} :: {c.check}")
+        lines.extend(f"  NOT EVALUATED {check}" for check in self.not_evaluated)
         if self.headlines:
             lines.append("")
             lines.append("Headlines:")

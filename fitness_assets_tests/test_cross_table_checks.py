@@ -96,6 +96,10 @@ def test_a_comparison_with_a_table_still_behind_is_not_evaluated_then_is_once_in
     assert why is not None and "gold.workout_bpm_summary" in why
     assert any(f"{ZONES_CHECK} not evaluated: {why}" in (e.user_message or "")
                for e in dagster_instance.all_logs(first.run_id))
+    from fitness_assets.cli import _outcome  # and the CLI's report says which were not
+
+    assert {f"gold/workout_zones :: {ZONES_CHECK}", f"gold/workout_performance :: {PERFORMANCE_CHECK}"} \
+        <= set(_outcome(first)["not_evaluated"])
     # Evaluated anyway, the comparison would have failed: the summary lacks the new workouts.
     [zones_check] = [c for c in gold_checks if c.table == WORKOUT_ZONES and c.name == ZONES_CHECK]
     lakehouse = LakehouseResource(spark=SparkResource(), root=settings.lakehouse_root,
@@ -108,6 +112,7 @@ def test_a_comparison_with_a_table_still_behind_is_not_evaluated_then_is_once_in
     assert later.success
     assert _evaluated(later, WORKOUT_ZONES)[ZONES_CHECK].passed
     assert _evaluated(later, WORKOUT_PERFORMANCE)[PERFORMANCE_CHECK].passed
+    assert _outcome(later)["not_evaluated"] == []
 
 
 def test_a_table_behind_the_one_it_is_made_from_is_out_of_step_until_refreshed(settings, store, run,
