@@ -710,3 +710,16 @@ def test_a_file_moved_away_between_the_folders_read_and_its_stat_is_not_listed(t
 
     monkeypatch.setattr(os, "scandir", read_then_archived)
     assert [f.relative for f in list_landing(str(tmp_path), RU)] == [f"{RU}/b.csv"]
+
+
+def test_an_empty_landing_folder_costs_no_read_of_bronzes_history(store, spark, tmp_path, monkeypatch):
+    """The multiplex's landing folder stays empty when its records come from Kafka, whose
+    commits pile up in bronze's log (thousands a day): a run with no file reads none of them."""
+    landing = tmp_path / "landing"
+    (landing / RU).mkdir(parents=True)
+    (landing / RU / "a.csv").write_bytes(ru(ru_row(1)))
+    _ingest(store, spark, landing)
+    (landing / RU / "a.csv").unlink()
+    monkeypatch.setattr(type(store), "commit_metadata", lambda *_: pytest.fail("read bronze's whole history"))
+    report = _ingest(store, spark, landing)
+    assert not report.files and report.version == store.version(REGISTERED_USERS_BZ)

@@ -534,3 +534,30 @@ def test_an_append_reports_its_own_commit_when_another_follows_it_at_once(store,
     result = store.append(KV, _data((3, "c"), (4, "d"), (5, "e")))
     assert store.version(KV) == before + 2  # the append, then the compaction
     assert result.version == before + 1 and result.metrics["num_added_rows"] == 3
+
+
+def test_the_newest_commit_metadata_is_read_newest_first_past_commits_without_any(store, monkeypatch):
+    store.append(KV, _data((1, "a")), metadata={"erased_rows": 1})
+    store.append(KV, _data((2, "b")), metadata={"erased_rows": 2, "note": "x"})
+    store.append(KV, _data((3, "c")))  # no metadata of its own
+    newest = store.latest_commit_metadata(KV)
+    assert (newest["erased_rows"], newest["note"]) == (2, "x")
+    assert store.latest_commit_metadata(KV, "erased_rows")["erased_rows"] == 2
+    monkeypatch.setattr(type(store), "commit_metadata", lambda *_: pytest.fail("read the whole history"))
+    assert store.latest_commit_metadata(KV)["erased_rows"] == 2
+
+
+def test_a_step_reads_a_tables_commit_metadata_once_per_version(store, monkeypatch):
+    _delta_rs_only(store, "the Spark Delta store reads its history through Spark SQL")
+    store.append(KV, _data((1, "a")), metadata={"files": {"a": 1}})
+    reads = []
+    real_history = DeltaTable.history
+    monkeypatch.setattr(DeltaTable, "history", lambda self, limit=None: reads.append(limit) or real_history(self, limit))
+    with store.step():
+        first = store.commit_metadata(KV)
+        first[0]["files"] = {"changed": 0}  # a caller's changes stay its own
+        assert store.commit_metadata(KV)[0]["files"] == {"a": 1} and reads == [None]
+        store.append(KV, _data((2, "b")), metadata={"files": {"b": 1}})
+        assert [m["files"] for m in store.commit_metadata(KV)] == [{"a": 1}, {"b": 1}]
+    full = [r for r in reads if r is None]
+    assert len(full) == 2  # once per version

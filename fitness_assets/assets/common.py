@@ -100,8 +100,8 @@ def rows_changed(commits: Sequence[CommitResult]) -> int:
 
 def _last_commit(store: TableStore, spec: TableSpec) -> dict[str, Any]:
     """What the table's latest commit says of itself (its commit metadata: ``erased_rows``...)."""
-    meta = store.commit_metadata(spec)[-1:] if store.exists(spec) else []
-    return {k: v for k, v in (meta[0] if meta else {}).items() if not k.startswith("_") and isinstance(v, int | str)}
+    meta = store.latest_commit_metadata(spec) or {}  # newest first: not the whole history
+    return {k: v for k, v in meta.items() if not k.startswith("_") and isinstance(v, int | str)}
 
 
 def data_version(context: AssetExecutionContext, store: TableStore, spec: TableSpec,

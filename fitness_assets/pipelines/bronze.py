@@ -358,8 +358,11 @@ def ingest(
     report = IngestReport(bronze.qualified_name)
     store.ensure(bronze)
     store.ensure(quarantine)
-    report.changed_files = _report_changed_files(store, quarantine, list_landing(landing_root, source),
-                                                 ingested_landing(store, bronze), now())
+    listed = list_landing(landing_root, source)
+    if not listed:  # nothing to take in or compare: bronze's history (every commit) is not read
+        report.version = store.version(bronze)
+        return report
+    report.changed_files = _report_changed_files(store, quarantine, listed, ingested_landing(store, bronze), now())
     app_id = f"ingest:{bronze.name}"
     while report.batches < max_batches:
         # The batch's number first, then what is ingested: when another run (a CLI run beside
