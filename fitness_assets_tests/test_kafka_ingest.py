@@ -433,3 +433,92 @@ def test_a_run_overtaken_while_it_fetches_takes_nothing_in_twice(lake, spark, br
         report = ingest_kafka(store, spark, reader, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR, None)
     assert other[0].records == 40 and report.records == 0 and report.skipped_batches == 1
     assert set(_bronze(store)) == set(produced)  # each record once
+
+
+class _WatermarksFromBeforeTheLogWentBack(KafkaReader):
+    """Answers the first watermark question as the broker did just before the partition's log
+    went back (a topic made again, an unclean leader election): the fetch at the stored
+    position is then out of range, and the consumer restarts from the earliest record."""
+
+    asked = 0
+
+    def watermarks(self):
+        marks = super().watermarks()
+        type(self).asked += 1
+        return {key: (low, 20) for key, (low, _) in marks.items()} if type(self).asked == 1 else marks
+
+
+def test_a_log_that_went_back_during_the_read_is_refused_not_taken_in_twice(lake, spark):
+    store, parse = lake
+    with MockKafkaBroker(port=0, partitions=1) as old:
+        _produce(old.bootstrap_servers, [("bpm", 0, json.dumps(_bpm(i)).encode()) for i in range(15)])
+        _ingest(store, spark, parse, old.bootstrap_servers)
+    before = _bronze(store)
+    with MockKafkaBroker(port=0, partitions=1) as new:  # the log now holds 10 other records
+        _produce(new.bootstrap_servers, [("bpm", 0, json.dumps(_bpm(1000 + i)).encode()) for i in range(10)])
+        settings = KafkaSettings(bootstrap_servers=new.bootstrap_servers, poll_timeout_seconds=10)
+        with _WatermarksFromBeforeTheLogWentBack(settings) as reader, pytest.raises(TopicReplaced, match="bpm/0"):
+            ingest_kafka(store, spark, reader, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR, None, max_batches=1)
+    assert _bronze(store) == before and stored_positions(store, KAFKA_MULTIPLEX_BZ)[0] == {"bpm/0": 15}
+
+
+class _OvertakenAfterItsFetch(KafkaReader):
+    """The other run commits after this run's fetch and before its commit."""
+
+    def __init__(self, settings: KafkaSettings, other_run):
+        super().__init__(settings)
+        self.other_run = other_run
+
+    def read(self, *args, **kwargs):
+        batch = super().read(*args, **kwargs)
+        if self.other_run is not None:
+            other_run, self.other_run = self.other_run, None
+            other_run()
+        return batch
+
+
+def test_a_run_overtaken_after_its_fetch_leaves_the_other_runs_quarantine_rows(lake, spark, broker):
+    """The run that lost the race read fewer records (a smaller cap, an earlier look): its
+    quarantine write replaced every row from its start on, the other run's included, and its
+    bronze commit was then skipped: rejected records ended in neither table."""
+    store, parse = lake
+    _produce(broker, [("workout", 0, b"{broken %d" % i) for i in range(10)])
+    other = []
+    settings = KafkaSettings(bootstrap_servers=broker, poll_timeout_seconds=10)
+    with _OvertakenAfterItsFetch(settings, lambda: other.append(_ingest(store, spark, parse, broker))) as reader:
+        report = ingest_kafka(store, spark, reader, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR, None,
+                              max_records_per_batch=3, max_batches=1)
+    assert other[0].rows_quarantined == 10 and report.skipped_batches == 1
+    lines = sorted(r["line"] for r in store.read(KAFKA_MULTIPLEX_QR).collect())
+    assert lines == list(range(10))
+
+
+def test_a_record_without_a_timestamp_or_with_a_negative_one_is_quarantined_as_missing_it(lake, spark, broker):
+    """Kafka's -1 means "no timestamp" (records of the oldest message format, some clients):
+    it was taken for a time in 1969."""
+    store, parse = lake
+    producer = Producer({"bootstrap.servers": broker})
+    for offset, timestamp in enumerate((-1, -5, BASE_MS)):
+        producer.produce("bpm", value=json.dumps(_bpm(offset)).encode(), key=b"k", partition=0, timestamp=timestamp)
+    producer.flush(30)
+    _ingest(store, spark, parse, broker)
+    quarantined = {r["line"]: r["reason"] for r in store.read(KAFKA_MULTIPLEX_QR).collect()}
+    assert quarantined == {0: "missing_field:timestamp", 1: "missing_field:timestamp"}
+    assert [o for _, _, o in _bronze(store)] == [2]
+
+
+def test_a_fetch_that_times_out_for_a_moment_is_fetched_again_not_a_failed_run(lake, spark):
+    """A broker slow for a moment (a rolling restart) fails a fetch with REQUEST_TIMED_OUT;
+    librdkafka fetches again after a back-off, and so does the read."""
+    import ctypes
+
+    store, parse = lake
+    with MockKafkaBroker(port=0, partitions=1) as broker:
+        produced = _produce(broker.bootstrap_servers, [("bpm", 0, json.dumps(_bpm(i)).encode()) for i in range(20)])
+        push = broker._lib.rd_kafka_mock_push_request_errors_array
+        push.argtypes = [ctypes.c_void_p, ctypes.c_int16, ctypes.c_size_t, ctypes.POINTER(ctypes.c_int)]
+        push.restype = None
+        request_timed_out, fetch = 7, 1
+        push(broker._cluster, fetch, 2, (ctypes.c_int * 2)(request_timed_out, request_timed_out))
+        report = _ingest(store, spark, parse, broker.bootstrap_servers)
+    assert report.records == 20 and set(_bronze(store)) == set(produced)

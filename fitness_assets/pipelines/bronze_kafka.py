@@ -238,14 +238,18 @@ def _commit_batch(store: TableStore, bronze: TableSpec, quarantine: TableSpec, g
     good = good.append_column("load_time", pa.repeat(stamp, good.num_rows))
     quarantine_rows = quarantine_rows.append_column("load_time", pa.repeat(stamp, quarantine_rows.num_rows))
 
-    # Offsets at or after a batch's start were never committed: whatever a crashed attempt
-    # left there is replaced, so a retry never doubles quarantine rows. A batch that only
-    # moves past records deleted by retention has no start and writes no quarantine.
-    if batch.start:
-        predicate = " OR ".join(f"(source_file = {store.sql_string(source_name(k))} AND line >= {start})"
-                                for k, start in sorted(batch.start.items()))
+    # Offsets from the stored position up to where this batch read were never committed:
+    # whatever a crashed attempt left there is replaced, so a retry never doubles quarantine
+    # rows (from the stored position, not the batch's start: retention may have moved that past
+    # what the crashed attempt wrote). Only up to where this batch read, and only while its
+    # number is free: a run that another one overtook must not remove that run's rows.
+    touched = sorted(set(batch.start) | set(batch.lost))
+    if touched and (store.transaction_version(bronze, app_id(bronze)) or 0) < sequence:
+        predicate = " OR ".join(
+            f"(source_file = {store.sql_string(source_name(k))} AND line >= {positions.get(k, 0)} "
+            f"AND line < {batch.next_offsets[k]})" for k in touched)
         store.overwrite(quarantine, quarantine_rows, predicate=predicate,
-                        metadata={"kafka_batch": sequence, "files": sorted(source_name(k) for k in batch.start)})
+                        metadata={"kafka_batch": sequence, "files": [source_name(k) for k in touched]})
 
     read = batch.records_by_partition()
     new_positions = dict(positions) | batch.next_offsets

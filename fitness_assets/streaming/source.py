@@ -125,6 +125,22 @@ def fingerprint(timestamp: int | None, key: bytes | None, value: bytes | None) -
     return digest.hexdigest()
 
 
+# Consumer errors that stop a read: the client may not read (its credentials, its rights).
+STOPPING_ERRORS = frozenset({
+    KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED,
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED, KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError._AUTHENTICATION,
+    KafkaError._SSL,
+})
+
+
+def record_timestamp(message) -> int | None:
+    """A record's timestamp (epoch milliseconds), None when it has none: no timestamp type, or
+    Kafka's -1 for "none" (records of the oldest message format, some clients), or any other
+    negative value."""
+    kind, value = message.timestamp()
+    return None if kind == 0 or value is None or value < 0 else value
+
+
 def check_positions(positions: Mapping[PartitionKey, int], watermarks: Mapping[PartitionKey, tuple[int, int]]) -> None:
     """Raise ``PositionsAhead`` when a partition (``(low, high)`` watermarks) ends before the
     position read from it."""
@@ -219,6 +235,7 @@ class KafkaReader:
             return batch
         self._consumer.assign(assignment)
         ends = {split_key(key): batch.end_offsets[key] for key in batch.start}
+        starts = {split_key(key): start for key, start in batch.start.items()}
         pending = set(ends)
         after: dict[tuple[str, int], int] = {}
         # The hot loop: a few C calls and list appends per message, nothing else.
@@ -235,27 +252,39 @@ class KafkaReader:
                     if error.code() == KafkaError._PARTITION_EOF:
                         pending.discard(where)
                         continue
-                    raise KafkaException(error)
+                    if error.fatal() or error.code() in STOPPING_ERRORS:
+                        raise KafkaException(error)
+                    # A fetch that failed for now (a request timed out, a leader moving in a
+                    # rolling restart): librdkafka fetches again after a back-off, and this
+                    # batch waits for it until its deadline.
+                    self._log.log(logging.WARNING, "%s", f"fetch error, retried: {error.str()}")
+                    continue
                 if where not in pending:
                     continue
                 offset = message.offset()
                 if where in verify:  # the first record of this partition: the one before the start?
                     before, expected = verify.pop(where)
                     if offset == before:
-                        if fingerprint(message.timestamp()[1] if message.timestamp()[0] else None,
-                                       message.key(), message.value()) != expected:
+                        if fingerprint(record_timestamp(message), message.key(), message.value()) != expected:
                             replaced[partition_key(*where)] = offset
                             pending.discard(where)
                         continue
+                if offset < starts[where]:
+                    # Below the position this batch asked for: the partition's log went back (a
+                    # topic made again, an unclean leader election, a broker restarted), and
+                    # the consumer restarted from its earliest record. Taking these would
+                    # double records bronze holds.
+                    replaced[partition_key(*where)] = offset
+                    pending.discard(where)
+                    continue
                 end = ends[where]
                 if offset >= end:
                     pending.discard(where)  # arrived after this batch started: the next batch takes it
                     continue
-                ts_type, ts = message.timestamp()
                 topics(where[0])
                 partitions(where[1])
                 offsets(offset)
-                timestamps(None if ts_type == 0 else ts)
+                timestamps(record_timestamp(message))
                 keys(message.key())
                 values(message.value())
                 after[where] = offset + 1

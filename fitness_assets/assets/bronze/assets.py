@@ -5,6 +5,7 @@ into the matching quarantine table."""
 
 from collections.abc import Callable, Iterator
 
+from confluent_kafka import KafkaException
 from dagster import (
     AssetExecutionContext,
     AssetKey,
@@ -156,7 +157,7 @@ def kafka_multiplex_bz(context: AssetExecutionContext, spark: SparkResource, lak
                     streamed = ingest_kafka(store, None, reader, KAFKA_MULTIPLEX_BZ, KAFKA_MULTIPLEX_QR,
                                             max_records_per_batch=kafka.max_records_per_batch,
                                             max_batches=kafka.max_batches_per_run)
-            except (PositionsAhead, KafkaUnavailable) as error:  # the files committed above are still reported
+            except (PositionsAhead, KafkaUnavailable, KafkaException) as error:  # the files committed above are still reported
                 refused = error
             else:
                 context.log.info("%s: %d Kafka records in %d batches, %d rows, %d quarantined, lag %d",
