@@ -48,7 +48,7 @@ def _age_bin(dob: dt.date | None, ref: dt.date) -> str:
 def expected_gold(root: str, reference: dt.date, at_risk_days: int = 14) -> dict[str, list[dict]]:
     users = {}
     for r in _rows(root, "bronze", "registered_users_bz"):
-        order = (r["registration_timestamp"], r["device_id"], r["mac_address"])
+        order = (_micros(r["registration_timestamp"]), r["device_id"], r["mac_address"])
         if r["user_id"] not in users or order < users[r["user_id"]][0]:
             users[r["user_id"]] = (order, r)
     users = {uid: row for uid, (_, row) in users.items()}

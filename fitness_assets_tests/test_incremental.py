@@ -221,3 +221,24 @@ def test_a_refresh_another_run_overtook_plans_again_and_takes_nothing_in_twice(s
     assert overtaken and not result.skipped and result.increment.after[name] == early
     assert sorted((r["user_id"], r["city"]) for r in store.read(USER_BINS).collect()) == [(1, "Oslo"), (2, "Bergen")]
     assert store.transaction_version(USER_BINS, inc.progress_app_id(USER_BINS, USER_PROFILE)) == store.version(USER_PROFILE)
+
+
+@pytest.mark.parametrize("batches", [1, 2])
+def test_the_first_registration_is_the_same_however_registrations_are_batched(store, batches):
+    """Two registrations of a member less than a microsecond apart are one instant in
+    `silver.users` (microseconds): in one batch the earlier double won, across two the tie
+    rule (lowest device), so the member's device depended on the batching."""
+    from fitness_assets.pipelines.silver import users
+    from fitness_assets.tables import REGISTERED_USERS_BZ, USERS
+
+    def registration(device: int, seconds: float) -> dict:
+        return {"user_id": 1, "device_id": device, "mac_address": f"aa:bb:cc:dd:ee:{device:02d}",
+                "registration_timestamp": seconds, "load_time": dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
+                "source_file": "registered_users/a.csv"}
+
+    rows = [registration(11, 1700000000.0000002), registration(19, 1700000000.0)]
+    for part in ([rows] if batches == 1 else [rows[:1], rows[1:]]):
+        store.append(REGISTERED_USERS_BZ, pa.Table.from_pylist(part, schema=REGISTERED_USERS_BZ.schema))
+        users(store)
+    assert [(r["device_id"], r["registration_timestamp"]) for r in store.read(USERS).collect()] == [
+        (11, dt.datetime(2023, 11, 14, 22, 13, 20, tzinfo=dt.UTC).replace(tzinfo=None))]

@@ -29,13 +29,14 @@ def _first_by(df: DataFrame, keys: list[str], order: list[Column]) -> DataFrame:
 
 
 def users(registrations: DataFrame) -> DataFrame:
-    """One row per member: the earliest registration (ties: lowest device, then MAC)."""
-    first = _first_by(registrations, ["user_id"],
-                      [F.col("registration_timestamp"), F.col("device_id"), F.col("mac_address")])
-    return first.select(
+    """One row per member: the earliest registration (ties: lowest device, then MAC). Times
+    become microsecond timestamps before they are compared, as ``USERS_EARLIER`` compares them
+    with the stored row: two registrations less than a microsecond apart tie in both, so the
+    member does not depend on whether they arrived in one batch or two."""
+    timed = registrations.select(
         "user_id", "device_id", "mac_address",
-        P.epoch_seconds_to_timestamp(F.col("registration_timestamp")).alias("registration_timestamp"),
-    )
+        P.epoch_seconds_to_timestamp(F.col("registration_timestamp")).alias("registration_timestamp"))
+    return _first_by(timed, ["user_id"], [F.col("registration_timestamp"), F.col("device_id"), F.col("mac_address")])
 
 
 # Replace a stored user only with an earlier registration (same order as `users`).
