@@ -242,3 +242,27 @@ def test_the_first_registration_is_the_same_however_registrations_are_batched(st
         users(store)
     assert [(r["device_id"], r["registration_timestamp"]) for r in store.read(USERS).collect()] == [
         (11, dt.datetime(2023, 11, 14, 22, 13, 20, tzinfo=dt.UTC).replace(tzinfo=None))]
+
+
+def test_age_bins_follow_the_reference_date_for_every_member_not_only_those_whose_profile_changed(store):
+    """The reference date is today by default, so it moves every day: a member whose profile
+    never changes again still turns 18 in `silver.user_bins`."""
+    from fitness_assets.pipelines.silver import user_bins
+
+    def profile(user_id: int, dob: dt.date) -> dict:
+        return {"user_id": user_id, "dob": dob, "sex": "f", "gender": "female", "first_name": "A", "last_name": "B",
+                "street_address": "1 Road", "city": "Oslo", "state": "NO", "zip": 1234,
+                "updated": dt.datetime(2024, 1, 1, tzinfo=dt.UTC)}
+
+    store.append(USER_PROFILE, pa.Table.from_pylist([profile(3, dt.date(2006, 3, 10)), profile(4, dt.date(1980, 1, 1))],
+                                                    schema=USER_PROFILE.schema))
+    bins = lambda: sorted((r["user_id"], r["age"]) for r in store.read(USER_BINS).collect())  # noqa: E731
+    user_bins(store, dt.date(2024, 3, 9))
+    assert bins() == [(3, "under 18"), (4, "35-45")]
+    assert not user_bins(store, dt.date(2024, 3, 9)).commit  # same date, nothing new: not run
+    user_bins(store, dt.date(2024, 3, 11))  # member 3 turned 18; no profile changed
+    assert bins() == [(3, "18-25"), (4, "35-45")]
+    version = store.version(USER_BINS)
+    restamped = user_bins(store, dt.date(2024, 3, 12))  # no bin changes: the date is recorded all the same
+    assert restamped.commit is not None and store.version(USER_BINS) == version + 1 and bins() == [(3, "18-25"), (4, "35-45")]
+    assert not user_bins(store, dt.date(2024, 3, 12)).commit  # and is not computed again

@@ -160,15 +160,35 @@ def user_profile(store: TableStore, i: Increment) -> CommitResult | None:
     return inc.sync_scope(store, USER_PROFILE, rows, scope, i)
 
 
+def _binned_at_another_date(store: TableStore, reference: dt.date) -> bool:
+    """The table's bins were computed at another reference date (by default the date is today,
+    so it moves every day): every member's age bin is computed again (from the Delta log: no
+    Spark job to tell)."""
+    meta = store.latest_commit_metadata(USER_BINS, "reference_date")
+    return meta is not None and meta["reference_date"] != reference.isoformat()
+
+
 @refresh(USER_BINS, [USER_PROFILE],
          same_columns(USER_PROFILE, "user_id", "gender", "city", "state") | {"age": [(USER_PROFILE, "dob")]},
-         needs_reference_date=True)
+         needs_reference_date=True, stale=_binned_at_another_date)
 def user_bins(store: TableStore, i: Increment, reference: dt.date) -> CommitResult | None:
-    """Bins of every member whose current profile changed (deleted members leave)."""
-    scope = inc.changed(store, i, USER_PROFILE).select("user_id").distinct()
-    profiles = inc.snapshot(store, i, USER_PROFILE).join(F.broadcast(scope), on="user_id", how="left_semi")
-    return inc.sync_scope(store, USER_BINS, T.user_bins(profiles, reference), scope, i,
-                          metadata={"reference_date": reference.isoformat()})
+    """Bins of every member whose current profile changed (deleted members leave), or of every
+    member when the reference date is not the one the table's bins were computed at."""
+    everyone = _binned_at_another_date(store, reference)
+    scope = inc.changed(store, i, USER_PROFILE).select("user_id") if i.advanced(USER_PROFILE) else None
+    current = inc.snapshot(store, i, USER_PROFILE)
+    if everyone:
+        scope = inc.union_distinct([s for s in (scope, current.select("user_id"), store.read(USER_BINS).select("user_id"))
+                                    if s is not None])
+    scope = scope.distinct()
+    profiles = current.join(F.broadcast(scope), on="user_id", how="left_semi")
+    metadata = {"reference_date": reference.isoformat()}
+    written = inc.sync_scope(store, USER_BINS, T.user_bins(profiles, reference), scope, i, metadata=metadata)
+    if everyone and (written is None or written.skipped):
+        # No bin changed: the date they now hold is recorded all the same (an empty commit), or
+        # every later run would compute them again.
+        written = store.append(USER_BINS, USER_BINS.schema.empty_table(), metadata=metadata)
+    return written
 
 
 @refresh(COMPLETED_WORKOUTS, [WORKOUTS],
