@@ -108,16 +108,22 @@ def expected_gold(root: str, reference: dt.date, at_risk_days: int = 14) -> dict
                             "city": city, "state": state, "min_bpm": min(hrs), "avg_bpm": sum(hrs) / len(hrs),
                             "max_bpm": max(hrs), "num_recordings": len(hrs)})
 
-    by_mac = {row["mac_address"]: uid for uid, row in users.items()}
-    gym = []
+    by_mac = defaultdict(set)  # a badge may be registered to more than one member
+    for uid, row in users.items():
+        by_mac[row["mac_address"]].add(uid)
+    chosen: dict[tuple, tuple] = {}  # one row per key: the earliest login, then the lowest member
     for (mac, gym_id, login), logout in visits.items():
-        if logout is None or mac not in by_mac:
+        if logout is None:
             continue
         for (uid, wid, sid), (start, end) in completed.items():
-            if uid == by_mac[mac] and login <= start <= logout:
-                gym.append({"date": _ts(login).date(), "gym": gym_id, "mac_address": mac, "workout_id": wid,
-                            "session_id": sid, "minutes_in_gym": (logout - login) / 60e6,
-                            "minutes_exercising": (end - start) / 60e6})
+            if uid in by_mac.get(mac, ()) and login <= start <= logout:
+                key = (mac, gym_id, _ts(login).date(), wid, sid)
+                row = {"date": _ts(login).date(), "gym": gym_id, "mac_address": mac, "workout_id": wid,
+                       "session_id": sid, "minutes_in_gym": (logout - login) / 60e6,
+                       "minutes_exercising": (end - start) / 60e6}
+                if key not in chosen or (login, uid) < chosen[key][0]:
+                    chosen[key] = ((login, uid), row)
+    gym = [row for _, row in chosen.values()]
     current_dob = {}
     for uid, (_, p) in profiles.items():
         if p["update_type"] != "delete" and p.get("dob"):

@@ -266,3 +266,37 @@ def test_age_bins_follow_the_reference_date_for_every_member_not_only_those_whos
     restamped = user_bins(store, dt.date(2024, 3, 12))  # no bin changes: the date is recorded all the same
     assert restamped.commit is not None and store.version(USER_BINS) == version + 1 and bins() == [(3, "18-25"), (4, "35-45")]
     assert not user_bins(store, dt.date(2024, 3, 12)).commit  # and is not computed again
+
+
+@pytest.mark.parametrize("batches", [1, 2])
+def test_gym_summary_keeps_one_row_per_key_for_overlapping_visits_and_a_shared_badge(store, batches):
+    """A badge shared by members 3 and 6, each with workout (1, 1) starting inside two
+    overlapping visits of the badge: four candidate rows for one key of the table. Appended
+    whole they doubled the key; merged later, delta-rs refused the MERGE for good. The row of
+    the earliest visit and the lower member is kept, however the visits arrived."""
+    from fitness_assets.lakehouse.store import Clause, Merge
+    from fitness_assets.pipelines.gold import gym_summary
+    from fitness_assets.tables import COMPLETED_WORKOUTS, GYM_LOGS, GYM_SUMMARY, USERS
+
+    def at(hour: int, minute: int = 0) -> dt.datetime:
+        return dt.datetime(2024, 2, 29, hour, minute, tzinfo=dt.UTC)
+
+    badge = "aa:bb:cc:dd:ee:03"
+    store.append(USERS, pa.Table.from_pylist([{"user_id": u, "device_id": u, "mac_address": badge,
+                                               "registration_timestamp": at(0)} for u in (3, 6)], schema=USERS.schema))
+    store.append(COMPLETED_WORKOUTS, pa.Table.from_pylist([
+        {"user_id": 3, "workout_id": 1, "session_id": 1, "start_time": at(10, 15), "end_time": at(10, 45)},
+        {"user_id": 6, "workout_id": 1, "session_id": 1, "start_time": at(10, 20), "end_time": at(11, 10)}],
+        schema=COMPLETED_WORKOUTS.schema))
+    visits = [[{"mac_address": badge, "gym": 1, "login": at(9, 50), "logout": at(12, 10)}],
+              [{"mac_address": badge, "gym": 1, "login": at(10), "logout": at(10, 30)},
+               {"mac_address": badge, "gym": 1, "login": at(9, 50), "logout": at(12, 20)}]]  # a later logout
+    upsert = Merge("t.mac_address = s.mac_address AND t.gym = s.gym AND t.login = s.login",
+                   (Clause("update_all"), Clause("insert_all")))
+    for part in ([visits[0] + visits[1][:1] + [visits[1][1]]] if batches == 1 else visits):
+        rows = {(r["mac_address"], r["gym"], r["login"]): r for r in part}  # one row per visit, the latest
+        store.merge(GYM_LOGS, pa.Table.from_pylist(list(rows.values()), schema=GYM_LOGS.schema), upsert)
+        gym_summary(store)
+    rows = [(r["workout_id"], r["session_id"], r["minutes_in_gym"], r["minutes_exercising"])
+            for r in store.read(GYM_SUMMARY).collect()]
+    assert rows == [(1, 1, 150.0, 30.0)]

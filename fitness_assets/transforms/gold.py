@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 WORKOUT_KEY = ["user_id", "workout_id", "session_id"]
@@ -44,8 +44,18 @@ def rebinned_summaries(summaries: DataFrame, bins: DataFrame) -> DataFrame:
     return _with_bins(summaries.drop(*BIN_COLUMNS), bins)
 
 
+GYM_SUMMARY_KEY = ["mac_address", "gym", "date", "workout_id", "session_id"]
+
+
 def gym_summary(visits: DataFrame, members: DataFrame, completed: DataFrame) -> DataFrame:
-    """Gym visits joined to the member's completed workouts that started during the visit."""
+    """Gym visits joined to the member's completed workouts that started during the visit.
+
+    One row per key (badge, gym, date, workout, session), as the table's key says: a workout
+    whose start lies in two visits of one badge on one day (overlapping visits) counts in the
+    one with the earliest login, and when a badge shared by two members shows a workout of
+    each with the same ids, the lower member id's is kept (the key cannot tell them apart).
+    The visits of a badge, gym and day are always computed together, so the choice does not
+    depend on how they arrived."""
     v = visits.join(members.select("mac_address", "user_id"),
                     on="mac_address", how="inner")
     joined = v.join(completed, on=[v["user_id"] == completed["user_id"],
@@ -55,8 +65,11 @@ def gym_summary(visits: DataFrame, members: DataFrame, completed: DataFrame) -> 
     def minutes(start: str, end: str):
         return F.round((F.unix_micros(end) - F.unix_micros(start)) / F.lit(60_000_000), 2)
 
-    return joined.select(
+    rows = joined.select(
         F.to_date("login").alias("date"), "gym", "mac_address", "workout_id", "session_id",
         minutes("login", "logout").alias("minutes_in_gym"),
         minutes("start_time", "end_time").alias("minutes_exercising"),
+        F.col("login").alias("_login"), v["user_id"].alias("_member"),
     )
+    first = Window.partitionBy(*GYM_SUMMARY_KEY).orderBy("_login", "_member")
+    return rows.withColumn("_n", F.row_number().over(first)).where(F.col("_n") == 1).drop("_n", "_login", "_member")
