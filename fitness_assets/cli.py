@@ -13,6 +13,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -439,35 +440,23 @@ def _reset(settings: Settings) -> int:
     return 1 if failed else 0
 
 
-def _count(text: str) -> int:
-    """An argument that counts something: a whole number of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
-    return value
+def _ranged(kind: type, low: float, high: float, what: str) -> Callable[[str], Any]:
+    """An argparse type: a number of ``kind`` from ``low`` to ``high``; else the usage and ``what``."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    return parse
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port (0 to 65535; 0: any free port)")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
-    return value
+_count = _ranged(int, 1, float("inf"), "a whole number of at least 1")
+_port = _ranged(int, 0, 65535, "a port (0 to 65535; 0: any free port)")
+_seconds = _ranged(float, 0, sys.float_info.max, "a number of seconds (0 or more)")
 
 
 def _servers(text: str) -> str:
