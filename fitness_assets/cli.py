@@ -144,6 +144,10 @@ def _jvm_output_to(folder: Path | None):
         os.close(saved)
 
 
+#: The run tag that lifts run monitoring's run-time limit (Dagster reads 0 as none).
+NO_RUNTIME_LIMIT = ("dagster/max_runtime", "0")
+
+
 class SelectionError(ValueError):
     """A ``--select`` entry that names no table of the graph."""
 
@@ -240,8 +244,11 @@ def _execute(prepared: _Prepared, instance):
     from fitness_assets.definitions import ALL_ASSETS_JOB
 
     job = prepared.defs.resolve_job_def(ALL_ASSETS_JOB)
+    # No run-time limit: the instance's (an hour, for the daemon's runs) would have run
+    # monitoring mark a long CLI run failed while it still writes, freeing the run slot for a
+    # daemon run beside it. A CLI run whose process dies is marked failed by the next run.
     result = job.execute_in_process(instance=instance, asset_selection=prepared.keys, raise_on_error=False,
-                                    run_config={"loggers": prepared.logger_config})
+                                    run_config={"loggers": prepared.logger_config}, tags=dict([NO_RUNTIME_LIMIT]))
     resources = prepared.defs.resources
     store = resources["lakehouse"].store()
     try:

@@ -149,3 +149,17 @@ def test_a_report_that_cannot_read_the_tables_still_gives_the_run_outcome(settin
     assert report.failures == {"(report)": "tables, quarantine and headlines not read: RuntimeError: the Spark "
                                            "Connect server at sc://127.0.0.1:1 stopped answering"}
     assert "(report): tables, quarantine and headlines not read" in report.render()
+
+
+def test_a_cli_run_is_not_held_to_the_daemons_run_time_limit(run, dagster_instance):
+    """Run monitoring (on while the daemon runs) marks a run older than the instance's limit (an
+    hour) failed, while a CLI run in it still writes, and frees the run slot for a daemon run
+    beside it. A CLI run carries no limit: Dagster's own check leaves it alone."""
+    import logging
+
+    from dagster._daemon.monitoring.run_monitoring import check_run_timeout
+
+    run("reference/date_lookup")
+    (record,) = dagster_instance.get_run_records(limit=1)
+    check_run_timeout(dagster_instance, record, logging.getLogger(__name__), default_timeout_seconds=1e-6)
+    assert dagster_instance.get_run_by_id(record.dagster_run.run_id).status.value == "SUCCESS"
