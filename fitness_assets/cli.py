@@ -145,7 +145,7 @@ def _jvm_output_to(folder: Path | None):
 
 
 #: The run tag that lifts run monitoring's run-time limit (Dagster reads 0 as none).
-NO_RUNTIME_LIMIT = ("dagster/max_runtime", "0")
+NO_RUNTIME_LIMIT = {"dagster/max_runtime": "0"}
 
 
 class SelectionError(ValueError):
@@ -233,8 +233,7 @@ def _prepare(selection: list[str] | None, settings: Settings | None, spark_env: 
     with _jvm_output_to(report_dir):
         resources["spark"].session()
     calendar, multiplex = AssetKey(DATE_LOOKUP.asset_key_path), AssetKey(KAFKA_MULTIPLEX_BZ.asset_key_path)
-    if keys is not None and multiplex in keys and calendar not in keys and not resources["lakehouse"].store().exists(
-            DATE_LOOKUP):
+    if keys is not None and multiplex in keys and calendar not in keys and not store.exists(DATE_LOOKUP):
         keys.append(calendar)  # the multiplex's rows take their dates from it: made first, in the same run
     return _Prepared(defs, keys, logger_config, time.perf_counter() - spark_started, started)
 
@@ -248,7 +247,7 @@ def _execute(prepared: _Prepared, instance):
     # monitoring mark a long CLI run failed while it still writes, freeing the run slot for a
     # daemon run beside it. A CLI run whose process dies is marked failed by the next run.
     result = job.execute_in_process(instance=instance, asset_selection=prepared.keys, raise_on_error=False,
-                                    run_config={"loggers": prepared.logger_config}, tags=dict([NO_RUNTIME_LIMIT]))
+                                    run_config={"loggers": prepared.logger_config}, tags=NO_RUNTIME_LIMIT)
     resources = prepared.defs.resources
     store = resources["lakehouse"].store()
     try:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fitness_assets.lakehouse.store import TableStore
+from fitness_assets.lakehouse.store import LakehouseNotWritable, TableStore, local_path
 from fitness_assets.pipelines.bronze import reason_counts
 from fitness_assets.tables import ALL_TABLES, QUARANTINE_TABLES
 
@@ -100,16 +100,13 @@ BAR_COLOUR, ACCENT_COLOUR = "#3b7dd8", "#d8673b"
 def report_dir(lakehouse_root: str) -> Path | None:
     """``<lakehouse root>/../report`` for a local lakehouse (``.data/report`` by default);
     None for an object store."""
-    if "://" in lakehouse_root and not lakehouse_root.startswith("file://"):
-        return None
-    return Path(lakehouse_root.removeprefix("file://")).resolve().parent / "report"
+    local = local_path(lakehouse_root)
+    return None if local is None else Path(local).resolve().parent / "report"
 
 
 def check_report_dir(folder: Path | None) -> None:
     """The report folder (beside the lakehouse, outside its root) can be made: a
     ``LakehouseNotWritable`` in one line before Spark starts otherwise."""
-    from fitness_assets.lakehouse.store import LakehouseNotWritable
-
     if folder is None:
         return
     try:

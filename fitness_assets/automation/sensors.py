@@ -182,8 +182,7 @@ def _files_left(context: SensorEvaluationContext, cursor: dict, store: TableStor
     moved = [source for source in cursor.get("requested", []) if source in now and now[source] != before.get(source)]
     if not moved or _last_run_status(context, cursor) != DagsterRunStatus.SUCCESS:
         return None
-    left = {source for source in moved if store.exists(LANDING_TARGETS[source][0])
-            and {f.relative for f in listed[source]} - ingested_files(store, LANDING_TARGETS[source][0])}
+    left = {source for source in moved if _new_files(store, source, listed[source], 0)}
     return left or None
 
 

@@ -175,12 +175,11 @@ def user_bins(store: TableStore, i: Increment, reference: dt.date) -> CommitResu
     """Bins of every member whose current profile changed (deleted members leave), or of every
     member when the reference date is not the one the table's bins were computed at."""
     everyone = _binned_at_another_date(store, reference)
-    scope = inc.changed(store, i, USER_PROFILE).select("user_id") if i.advanced(USER_PROFILE) else None
     current = inc.snapshot(store, i, USER_PROFILE)
+    scopes = [inc.changed(store, i, USER_PROFILE).select("user_id")] if i.advanced(USER_PROFILE) else []
     if everyone:
-        scope = inc.union_distinct([s for s in (scope, current.select("user_id"), store.read(USER_BINS).select("user_id"))
-                                    if s is not None])
-    scope = scope.distinct()
+        scopes += [current.select("user_id"), store.read(USER_BINS).select("user_id")]
+    scope = inc.union_distinct(scopes)
     profiles = current.join(F.broadcast(scope), on="user_id", how="left_semi")
     metadata = {"reference_date": reference.isoformat()}
     written = inc.sync_scope(store, USER_BINS, T.user_bins(profiles, reference), scope, i, metadata=metadata)

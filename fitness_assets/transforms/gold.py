@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+
+from fitness_assets.transforms.silver import first_by
 
 WORKOUT_KEY = ["user_id", "workout_id", "session_id"]
 EXACT_BPM = "decimal(18,6)"
@@ -71,5 +73,4 @@ def gym_summary(visits: DataFrame, members: DataFrame, completed: DataFrame) -> 
         minutes("start_time", "end_time").alias("minutes_exercising"),
         F.col("login").alias("_login"), v["user_id"].alias("_member"),
     )
-    first = Window.partitionBy(*GYM_SUMMARY_KEY).orderBy("_login", "_member")
-    return rows.withColumn("_n", F.row_number().over(first)).where(F.col("_n") == 1).drop("_n", "_login", "_member")
+    return first_by(rows, GYM_SUMMARY_KEY, [F.col("_login"), F.col("_member")]).drop("_login", "_member")

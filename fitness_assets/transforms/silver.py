@@ -23,7 +23,8 @@ AGE_BINS = ((18, "under 18"), (25, "18-25"), (35, "25-35"), (45, "35-45"), (55, 
 PROFILE_FIELDS = ("dob", "sex", "gender", "first_name", "last_name", "street_address", "city", "state", "zip")
 
 
-def _first_by(df: DataFrame, keys: list[str], order: list[Column]) -> DataFrame:
+def first_by(df: DataFrame, keys: list[str], order: list[Column]) -> DataFrame:
+    """The first row of each ``keys`` group in ``order``."""
     w = Window.partitionBy(*keys).orderBy(*order)
     return df.withColumn("_rn", F.row_number().over(w)).where(F.col("_rn") == 1).drop("_rn")
 
@@ -36,7 +37,7 @@ def users(registrations: DataFrame) -> DataFrame:
     timed = registrations.select(
         "user_id", "device_id", "mac_address",
         P.epoch_seconds_to_timestamp(F.col("registration_timestamp")).alias("registration_timestamp"))
-    return _first_by(timed, ["user_id"], [F.col("registration_timestamp"), F.col("device_id"), F.col("mac_address")])
+    return first_by(timed, ["user_id"], [F.col("registration_timestamp"), F.col("device_id"), F.col("mac_address")])
 
 
 # Replace a stored user only with an earlier registration (same order as `users`).
@@ -102,7 +103,7 @@ def profile_changes(kafka: DataFrame) -> DataFrame:
     changes = decode_payloads(kafka.where(F.col("topic") == "user_info"), "user_info",
                               ("partition", "offset", "source_file", "value"))
     order = [F.col("partition").desc(), F.col("offset").desc(), F.col("source_file").desc(), F.col("value").desc()]
-    return _first_by(changes, ["user_id", "updated"], order).select(
+    return first_by(changes, ["user_id", "updated"], order).select(
         "user_id", "update_type", "updated", *PROFILE_FIELDS,
     )
 
